@@ -1,0 +1,167 @@
+"""Named cases: one block each, with the codes and scale byte worked out by hand.
+
+These are the semantic corner cases every FP4 quantizer must get right (zero blocks, ties,
+saturation, scale underflow and overflow, NaN, infinity, negative zero). The expected bytes were
+derived by hand from each recipe's written rules, not by running the oracle, so the tests that
+compare the oracle with them can fail. Kernel tests and the docs use the same list.
+
+Each :class:`Case` is one block: ``values`` lists the non-zero positions (every other element
+is ``+0.0``), ``codes`` the expected non-zero nibbles (every other code is 0).
+
+Examples:
+    >>> from reference_impl.cases import CASES, case_input
+    >>> case = CASES["fp4_mx_block16/ties_away"]
+    >>> case.scale_byte, case.codes[1]
+    (127, 1)
+    >>> case_input(case).shape
+    torch.Size([1, 16])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from reference_impl.recipes import get_recipe
+
+__all__ = ["Case", "CASES", "case_input", "case_codes"]
+
+_F32_MAX = torch.finfo(torch.float32).max
+
+
+def _next_up(v: float) -> float:
+    return torch.tensor(v, dtype=torch.float32).nextafter(torch.tensor(math.inf)).item()
+
+
+def _next_down(v: float) -> float:
+    return torch.tensor(v, dtype=torch.float32).nextafter(torch.tensor(0.0)).item()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One block and the bytes its recipe must produce for it.
+
+    Attributes:
+        name: ``"<recipe>/<what>"``.
+        recipe: recipe name.
+        values: ``{position: float32 value}``; other positions hold ``+0.0``.
+        scale_byte: expected scale byte (E4M3 bits for ``nvfp4``).
+        codes: ``{position: expected 4-bit code}``; other positions expect code 0.
+        why: the rule the case pins, in one sentence.
+        global_scale: ``nvfp4`` only.
+        dtype: input dtype.
+    """
+
+    name: str
+    recipe: str
+    values: dict[int, float]
+    scale_byte: int
+    codes: dict[int, int]
+    why: str
+    global_scale: float | None = None
+    dtype: torch.dtype = field(default=torch.float32)
+
+
+def case_input(case: Case) -> torch.Tensor:
+    """The case's block as a ``[1, block_size]`` tensor of ``case.dtype``."""
+    n = get_recipe(case.recipe).block_size
+    x = torch.zeros(1, n, dtype=torch.float32)
+    for i, v in case.values.items():
+        x[0, i] = v
+    return x.to(case.dtype)
+
+
+def case_codes(case: Case) -> list[int]:
+    """The expected codes of the whole block, position by position."""
+    n = get_recipe(case.recipe).block_size
+    return [case.codes.get(i, 0) for i in range(n)]
+
+
+_TIES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]
+
+_LIST = [
+    # ---- fp4_mx_block16: e = ceil(log2(max(amax/6, 1e-10))), byte e+127, ties away, sign = (y < 0)
+    Case("fp4_mx_block16/zero_block", "fp4_mx_block16", {}, 94, {},
+         "amax 0 is clamped to 1e-10: e = ceil(log2 1e-10) = -33, byte 94, all codes 0"),
+    Case("fp4_mx_block16/amax_is_6", "fp4_mx_block16", {0: 6.0}, 127, {0: 7},
+         "amax/6 = 1 = 2**0 exactly: byte 127 and 6 maps to code 7"),
+    Case("fp4_mx_block16/amax_is_12", "fp4_mx_block16", {0: 12.0, 1: -3.0}, 128, {0: 7, 1: 0xB},
+         "amax/6 = 2: byte 128; 12/2 = 6 (code 7), -3/2 = -1.5 (code 0xB)"),
+    Case("fp4_mx_block16/ties_away", "fp4_mx_block16",
+         {0: 6.0, **{i + 1: t for i, t in enumerate(_TIES)}, 8: -0.25, 9: -2.5}, 127,
+         {0: 7, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 0x9, 9: 0xD},
+         "every midpoint rounds away from zero: 0.25->0.5, 0.75->1, 1.25->1.5, 1.75->2, 2.5->3, 3.5->4, 5->6"),
+    Case("fp4_mx_block16/just_below_ties", "fp4_mx_block16",
+         {0: 6.0, **{i + 1: _next_down(t) for i, t in enumerate(_TIES)}}, 127,
+         {0: 7, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6},
+         "one float32 ulp below a midpoint rounds down"),
+    Case("fp4_mx_block16/negative_zero_and_tiny_negative", "fp4_mx_block16", {0: 6.0, 1: -0.0, 2: -0.1}, 127,
+         {0: 7, 2: 0x8},
+         "-0.0 gives code 0 (the sign test is y < 0), but -0.1 rounds to zero and keeps its sign: code 8"),
+    Case("fp4_mx_block16/just_above_6", "fp4_mx_block16", {0: _next_up(6.0)}, 128, {0: 5},
+         "amax/6 is one ulp above 1, log2 is positive: e = 1, and 6.0000005/2 = 3.0000002 rounds to 3 (code 5)"),
+    Case("fp4_mx_block16/log2_rounds_to_integer", "fp4_mx_block16", {0: _next_up(96.0)}, 131, {0: 7},
+         "amax/6 = 16*(1+2**-23), whose float32 log2 rounds to exactly 4.0: e = 4 (byte 131) where exact "
+         "math says 5, and 96.00001/16 saturates to code 7"),
+    Case("fp4_mx_block16/bf16_97", "fp4_mx_block16", {0: 97.0}, 132, {0: 5},
+         "97/6 = 16.17 rounds up to 2**5 (byte 132) and 97/32 = 3.03 -> 3 (code 5); eager bf16 upstream picks 131/7",
+         dtype=torch.bfloat16),
+    Case("fp4_mx_block16/tiny_block", "fp4_mx_block16", {0: 5e-10, 1: 1e-12}, 94, {0: 6},
+         "amax/6 < 1e-10 is clamped: e = -33; 5e-10 * 2**33 = 4.29 -> 4 (code 6), 1e-12 * 2**33 = 0.0086 -> 0"),
+    Case("fp4_mx_block16/float32_max", "fp4_mx_block16", {0: _F32_MAX}, 253, {0: 6},
+         "the largest finite input: e = 126 (byte 253); 3.4e38 / 2**126 = 4.0 -> code 6"),
+    Case("fp4_mx_block16/nan_block", "fp4_mx_block16", {0: math.nan, 1: 3.0}, 0, {},
+         "a NaN block gets scale byte 0 and all codes 0 (CUDA's float->uint8 of NaN): it decodes to zeros"),
+    Case("fp4_mx_block16/inf_block", "fp4_mx_block16", {0: math.inf, 1: -3.0}, 255, {},
+         "an infinite block gets scale byte 255 and all codes 0 (CUDA's saturating cast): it decodes to NaN"),
+    # ---- nvfp4: sf = E4M3_rne_sat(amax * fl(1/6) * fl(1/g)), r = 1/(sf*g), code = E2M1_rne_sat(x*r)
+    Case("nvfp4/zero_block", "nvfp4", {1: -0.0}, 0x00, {1: 0x8},
+         "amax 0: block scale 0, codes +-0 (the sign of -0.0 is kept: code 8)", global_scale=1.0),
+    Case("nvfp4/amax_is_6x448", "nvfp4", {0: 2688.0, 1: -448.0}, 0x7E, {0: 7, 1: 0xA},
+         "amax = 6*448 with g = 1: block scale 448 (0x7E); 2688/448 = 6 (code 7), -448/448 = -1 (code 0xA)",
+         global_scale=1.0),
+    Case("nvfp4/ties_even", "nvfp4", {0: 6.0, **{i + 1: t for i, t in enumerate(_TIES)}, 8: -0.25, 9: -2.5}, 0x38,
+         {0: 7, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6, 8: 0x8, 9: 0xC},
+         "block scale 1.0 (0x38); midpoints go to the even code: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, "
+         "3.5->4, 5->4; -0.25 -> -0 (code 8)", global_scale=1.0),
+    Case("nvfp4/scale_underflow", "nvfp4", {0: 1e-4, 1: -1e-4}, 0x00, {1: 0x8},
+         "amax/6 = 1.7e-5 is below half the smallest E4M3 subnormal (2**-10): block scale 0, codes +-0",
+         global_scale=1.0),
+    Case("nvfp4/scale_subnormal", "nvfp4", {0: 0.06}, 0x05, {0: 7},
+         "amax/6 = 0.01 rounds to the E4M3 subnormal 5 * 2**-9 (byte 0x05); 0.06 / 0.0098 = 6.14 saturates to 6",
+         global_scale=1.0),
+    Case("nvfp4/scale_saturates", "nvfp4", {0: 1e4, 1: 448.0}, 0x7E, {0: 7, 1: 2},
+         "amax/6 = 1667 > 448: block scale saturates at 448; 1e4/448 = 22 saturates to 6, 448/448 = 1",
+         global_scale=1.0),
+    Case("nvfp4/global_scale", "nvfp4", {0: 3.0, 1: 0.5}, 0x7E, {0: 7, 1: 2},
+         "g = 3/2688 (the amax/(6*448) convention for amax 3): block scale 448, 3 -> 6 (code 7), 0.5 -> 1 (code 2)",
+         global_scale=3.0 / 2688.0),
+    Case("nvfp4/nan_block", "nvfp4", {0: math.nan, 1: 3.0}, 0x7F, {},
+         "a NaN anywhere makes the block scale E4M3 NaN (0x7F) and all codes 0: the block decodes to NaN",
+         global_scale=1.0),
+    Case("nvfp4/inf_block", "nvfp4", {0: math.inf, 1: 1.0, 2: -math.inf}, 0x7E, {0: 7, 2: 0xF},
+         "inf saturates: block scale 448, +-inf -> +-6, 1/448 -> 0", global_scale=1.0),
+    # ---- mxfp4: E = clamp(floor(log2 amax) - 2, -127, 127), byte E+127, RNE, sign = signbit(x)
+    Case("mxfp4/zero_block", "mxfp4", {3: -0.0}, 0, {3: 0x8},
+         "a zero block gets the smallest scale 2**-127 (byte 0); -0.0 keeps its sign (code 8)"),
+    Case("mxfp4/amax_7_saturates", "mxfp4", {0: 7.0, 1: 0.3}, 127, {0: 7, 1: 1},
+         "floor(log2 7) - 2 = 0: byte 127; 7 saturates to 6, 0.3 -> 0.5"),
+    Case("mxfp4/amax_8", "mxfp4", {0: 8.0, 1: -1.0}, 128, {0: 6, 1: 0x9},
+         "floor(log2 8) - 2 = 1: byte 128; 8/2 = 4 (code 6), -1/2 = -0.5 (code 9)"),
+    Case("mxfp4/ties_even", "mxfp4", {0: 4.0, **{i + 1: t for i, t in enumerate(_TIES)}}, 127,
+         {0: 6, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6},
+         "X = 1: the midpoints go to the even code"),
+    Case("mxfp4/subnormal_input", "mxfp4", {0: 2.0**-125, 1: 2.0**-130}, 0, {0: 6},
+         "floor(log2 2**-125) - 2 = -127: byte 0; 2**-125 / 2**-127 = 4 (code 6), 2**-130 / 2**-127 = 0.125 -> 0"),
+    Case("mxfp4/huge", "mxfp4", {0: 2.0**127}, 252, {0: 6},
+         "floor(log2 2**127) - 2 = 125: byte 252; the value is 4 * 2**125 (code 6)"),
+    Case("mxfp4/nan_block", "mxfp4", {0: math.nan}, 0xFF, {},
+         "NaN makes the shared scale NaN (0xFF), all codes 0"),
+    Case("mxfp4/inf_block", "mxfp4", {0: -math.inf, 1: 1.0}, 0xFF, {},
+         "infinity makes the shared scale NaN (0xFF), all codes 0"),
+]
+
+CASES: dict[str, Case] = {c.name: c for c in _LIST}
+"""All cases by name."""
