@@ -40,7 +40,7 @@ _docs = Sybil(parsers=[FenceParser()], path=str(ROOT / "docs"), patterns=["*.md"
 _docstrings = Sybil(
     parsers=[DocTestParser(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)],
     path=str(ROOT),
-    patterns=["reference_impl/**/*.py", "kernels/**/*.py"],
+    patterns=["reference_impl/*.py", "reference_impl/**/*.py", "kernels/*.py", "kernels/**/*.py"],
     name="docstrings",
     document_types={".py": PythonDocStringDocument},
 )

@@ -1,0 +1,36 @@
+# Two entry points, both self-installing and idempotent:
+#   make serve   set up, then serve the documentation on http://127.0.0.1:8000
+#   make test    set up, then run every check (strict site build, all tests, doc-block audit)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ASSETS := docs/assets/vendor/mermaid/mermaid.min.js
+export NO_MKDOCS_2_WARNING := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: serve test setup clean
+
+setup: $(STAMP) $(ASSETS)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(ASSETS): scripts/vendor_assets.sh
+	bash scripts/vendor_assets.sh
+
+serve: setup
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+test: setup
+	$(BIN)/mkdocs build --strict --site-dir build/site
+	DOC_BLOCKS_REPORT=build/doc-blocks.json $(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python scripts/audit_doc_blocks.py build/site build/doc-blocks.json
+
+clean:
+	rm -rf $(VENV) build .cache docs/assets/vendor

@@ -1,0 +1,148 @@
+"""Markdown tables for the site, computed from the code and from data files written by scripts.
+
+The docs build calls these through ``docs/hooks/generated.py`` (a page writes
+``<!-- generated: NAME -->``). Print one in a terminal with::
+
+    python scripts/tables.py e2m1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from reference_impl.cases import CASES  # noqa: E402
+from reference_impl.formats import E2M1, E4M3, E8M0  # noqa: E402
+from reference_impl.recipes import RECIPES  # noqa: E402
+
+DATA = ROOT / "docs" / "data"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if v == 0:
+        return "-0" if math.copysign(1, v) < 0 else "0"
+    return f"{v:g}"
+
+
+def e2m1() -> str:
+    """All 16 E2M1 codes: bits, fields and value (bit 3 sign, bits 2-1 exponent, bit 0 mantissa)."""
+    rows = []
+    for code in range(16):
+        bits = f"{code:04b}"
+        rows.append([code, f"0x{code:X}", f"`{bits[0]} {bits[1:3]} {bits[3]}`", _fmt(E2M1.decode(code))])
+    return _table(["code", "hex", "bits (s ee m)", "value"], rows)
+
+
+def formats() -> str:
+    """The three small formats side by side, from their definitions."""
+    rows = [
+        ["E2M1 (element)", E2M1.bits, E2M1.exp_bits, E2M1.man_bits, E2M1.bias, _fmt(E2M1.max_finite),
+         _fmt(E2M1.min_subnormal), "none", "none"],
+        ["E4M3 fn (NVFP4 block scale)", E4M3.bits, E4M3.exp_bits, E4M3.man_bits, E4M3.bias, _fmt(E4M3.max_finite),
+         f"2^{int(math.log2(E4M3.min_subnormal))}", "none", "`0x7F`, `0xFF`"],
+        ["E8M0 (MX scale)", 8, 8, 0, E8M0.bias, f"2^{E8M0.max_exponent}", f"2^{E8M0.min_exponent} (no zero)",
+         "none", "`0xFF`"],
+    ]
+    return _table(["format", "bits", "exponent bits", "mantissa bits", "bias", "max", "min > 0", "Inf", "NaN"], rows)
+
+
+def _bits_per_value(recipe) -> float:
+    return 4 + 8 / recipe.block_size
+
+
+def recipes() -> str:
+    """The three recipes side by side, read off the recipe objects."""
+    scale = {"fp4_mx_block16": "power of two, 1 byte (`2^(b-127)`, 255 -> inf)",
+             "nvfp4": "FP8 E4M3, 1 byte, RNE, saturating", "mxfp4": "E8M0, 1 byte (`0xFF` = NaN)"}
+    exponent = {"fp4_mx_block16": "`ceil(log2(amax / 6))`", "nvfp4": "`amax / 6 / g` rounded to E4M3",
+                "mxfp4": "`floor(log2(amax)) - 2`"}
+    second = {"fp4_mx_block16": "none", "nvfp4": "float32 per tensor / layer (decode multiplier)", "mxfp4": "none"}
+    rows = []
+    for name in ("fp4_mx_block16", "nvfp4", "mxfp4"):
+        r = RECIPES[name]
+        rows.append([f"`{name}`", r.block_size, scale[name], exponent[name],
+                     r.element_rounding.value, second[name], f"{_bits_per_value(r):g}"])
+    return _table(["recipe", "block", "block scale", "scale chosen as", "element rounding", "second-level scale",
+                   "bits / value"], rows)
+
+
+def memory() -> str:
+    """Bits per value and how many more tokens fit than with BF16 or FP8 (scales included)."""
+    rows = [["BF16", 16, "1.00", "0.50"], ["FP8 E4M3 (per-tensor scale)", 8, "2.00", "1.00"]]
+    for name in ("fp4_mx_block16", "nvfp4", "mxfp4"):
+        b = _bits_per_value(RECIPES[name])
+        rows.append([f"`{name}`", f"{b:g}", f"{16 / b:.2f}", f"{8 / b:.2f}"])
+    return _table(["KV dtype", "bits / value", "tokens vs BF16", "tokens vs FP8"], rows)
+
+
+def named_cases() -> str:
+    """Every named case: the block, the expected bytes, and the rule it pins."""
+    rows = []
+    for case in CASES.values():
+        vals = ", ".join(f"[{i}]={v!r}" for i, v in case.values.items()) or "all +0"
+        codes = ", ".join(f"[{i}]=0x{c:X}" for i, c in case.codes.items()) or "all 0"
+        extra = f" (g = {case.global_scale:.6g})" if case.global_scale not in (None, 1.0) else ""
+        rows.append([f"`{case.name}`", vals + extra, f"0x{case.scale_byte:02X}", codes, case.why])
+    return _table(["case", "input (other elements +0)", "scale byte", "codes (others 0)", "why"], rows)
+
+
+def _load(name: str) -> dict:
+    return json.loads((DATA / "format" / name).read_text())
+
+
+def block16_devices() -> str:
+    """Upstream SGLang's block-16 quantizer measured on CPU and on CUDA (``scripts/upstream_block16_behaviour.py``)."""
+    runs = [_load("block16_cpu.json"), _load("block16_cuda.json")]
+    head = ["measurement"] + [f"{r['device_type'].upper()}: {r['device']}" for r in runs]
+    rows = []
+    for dtype in ("float32", "bfloat16", "float16"):
+        def get(r, key):
+            row = next(x for x in r["random"] if x["dtype"] == dtype)
+            return f"{row[key]} / {row['blocks']}"
+        rows.append([f"{dtype}: compiled vs oracle, scale bytes differing"] + [get(r, "compiled_vs_oracle_scale_mismatches") for r in runs])
+        rows.append([f"{dtype}: compiled vs oracle, packed bytes differing"] + [get(r, "compiled_vs_oracle_packed_mismatches") for r in runs])
+        rows.append([f"{dtype}: eager vs compiled, scale bytes differing"] + [get(r, "eager_vs_compiled_scale_mismatches") for r in runs])
+    for name in ("nan", "+inf", "-inf"):
+        rows.append([f"scale byte of a block holding {name} (compiled)"]
+                    + [str(r["non_finite_blocks"][name]["compiled"]["scale_byte"]) for r in runs])
+        rows.append([f"that block decodes to"] + [", ".join(r["non_finite_blocks"][name]["compiled"]["decoded_first4"][:2]) + ", ..." for r in runs])
+    rows.append(["decode of code 8 (-0) under byte 127"] + [r["decode_table"]["float32"]["upstream_code8_byte127"] for r in runs])
+    rows.append(["decode table: values differing from the oracle (of 4096)"] + [str(r["decode_table"]["float32"]["value_mismatches"]) for r in runs])
+    rows.append(["  ... at scale bytes"] + [", ".join(str(b) for b in r["decode_table"]["float32"]["bit_mismatch_scale_bytes_for_nonzero_codes"]) or "none" for r in runs])
+    rows.append(["`ceil(log2 y)` just above powers of two: device vs oracle (of {})".format(runs[0]["ceil_log2_boundary"]["points"])]
+                + [f"{r['ceil_log2_boundary']['eager_vs_oracle_mismatches']} eager, {r['ceil_log2_boundary']['compiled_vs_oracle_mismatches']} compiled" for r in runs])
+    rows.append(["  ... oracle vs `ceil(log2 y)` taken in float64 on the device"] + [str(r["ceil_log2_boundary"]["oracle_vs_exact_math_mismatches"]) for r in runs])
+    rows.append(["software"] + [", ".join(f"{k} {v}" for k, v in r["versions"].items()) for r in runs])
+    rows.append(["date, command"] + [f"{r['date']}, `{r['command']}`" for r in runs])
+    return _table(head, rows)
+
+
+TABLES = {
+    "e2m1": e2m1,
+    "formats": formats,
+    "recipes": recipes,
+    "memory": memory,
+    "named_cases": named_cases,
+    "block16_devices": block16_devices,
+}
+"""Name -> function returning Markdown; other chapters register theirs here too."""
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or sorted(TABLES)
+    for n in names:
+        print(f"## {n}\n\n{TABLES[n]()}")
