@@ -251,3 +251,38 @@ def test_non_finite_blocks_do_not_leak_into_neighbours():
         clean = r.quantize(x[[0, 3]], _g(recipe))
         dirty = r.quantize(x, _g(recipe))
         assert torch.equal(dirty.packed[[0, 3]], clean.packed) and torch.equal(dirty.scales[[0, 3]], clean.scales)
+
+
+# ---- every scale byte is reachable, and lands where the rule says -----------------------------
+
+def test_block16_every_finite_scale_byte():
+    # amax = 6 * 2**e gives exactly e (amax/6 is a power of two, log2 exact), for every e a finite
+    # float32 amax allows: bytes 94 (the clamp) .. 253
+    for byte in range(94, 254):
+        e = byte - 127
+        x = torch.zeros(1, 16)
+        # 6 * 2**126 overflows float32; its largest value, 3.4e38 = 4 * 2**126 (1 - 2**-24), needs e = 126
+        x[0, 0] = 6.0 * 2.0**e if e < 126 else torch.finfo(torch.float32).max
+        q = FP4_MX_BLOCK16.quantize(x)
+        assert q.scales.item() == byte, byte
+        assert unpack_nibbles(q.packed)[0, 0] == (7 if e < 126 else 6)
+
+
+def test_mxfp4_every_scale_byte():
+    # amax = 2**(e + 2) gives floor(log2) - 2 = e; float32 reaches e = 125 (byte 252), so bytes 253
+    # and 254 only arise from wider inputs
+    for byte in range(0, 253):
+        x = torch.zeros(1, 32)
+        x[0, 0] = 2.0 ** (byte - 127 + 2)
+        q = MXFP4.quantize(x)
+        assert q.scales.item() == byte, byte
+        assert unpack_nibbles(q.packed)[0, 0] == 6  # the value is 4 * 2**e
+
+
+def test_nvfp4_every_finite_block_scale():
+    # amax = 6 * v for every finite E4M3 value v (g = 1): the block scale is v exactly
+    values = [E4M3.decode(b) for b in range(0x7F)]
+    x = torch.zeros(len(values), 16)
+    x[:, 0] = torch.tensor(values) * 6
+    q = NVFP4.quantize(x, 1.0)
+    assert q.scales[:, 0].tolist() == list(range(0x7F))
