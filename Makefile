@@ -10,9 +10,14 @@ ASSETS := docs/assets/vendor/mermaid/mermaid.min.js
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: serve test setup clean
+.PHONY: serve test setup browser clean
 
-setup: $(STAMP) $(ASSETS)
+setup: $(STAMP) $(ASSETS) browser
+
+# Debian's Chromium for the browser test. Needs root (as in CI); without it the test skips loudly.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; } >/dev/null 2>&1 \
+	  || echo "WARNING: could not install chromium; tests/test_site_browser.py will be SKIPPED"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
