@@ -99,7 +99,8 @@ def ragged_attention(
         q: ``[Tq, Hq, Dk]`` float; request ``b`` owns rows ``qo_indptr[b]:qo_indptr[b+1]``.
         k: ``[Tk, Hkv, Dk]`` float; request ``b`` owns rows ``kv_indptr[b]:kv_indptr[b+1]``.
         v: ``[Tk, Hkv, Dv]`` float.
-        qo_indptr, kv_indptr: ``int32``/``int64 [B + 1]``.
+        qo_indptr: ``int32``/``int64 [B + 1]``.
+        kv_indptr: ``int32``/``int64 [B + 1]``.
         sm_scale: softmax scale applied to ``q . k``.
         causal: the queries are the last tokens of each sequence (bottom-right aligned mask).
 
@@ -225,6 +226,15 @@ def decode_attention(
 
     Raises:
         TypeError, ValueError, IndexError: bad shapes, indices or layer.
+
+    Examples:
+        >>> import torch
+        >>> from reference_impl.pool import MHATokenToKVPoolFP4
+        >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+        >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.zeros(2, 1, 16),
+        ...                    torch.tensor([1.0, 3.0]).reshape(2, 1, 1).expand(2, 1, 16))
+        >>> decode_attention(torch.ones(1, 2, 16), pool, 0, torch.tensor([0, 2]), torch.tensor([1, 2]))[0, :, 0]
+        tensor([2., 2.], dtype=torch.float64)
     """
     qo_indptr = _one_query_per_request(q, "q")
     return _mha(q, pool, layer, qo_indptr, kv_indptr, kv_indices, sm_scale, causal=False)
@@ -251,6 +261,20 @@ def extend_attention(
 
     Returns:
         ``float64 [sum(new tokens), Hq, head_dim]``.
+
+    Raises:
+        TypeError, ValueError, IndexError: bad shapes, indices or layer.
+
+    Examples:
+        >>> import torch
+        >>> from reference_impl.pool import MHATokenToKVPoolFP4
+        >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+        >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.zeros(3, 1, 16),
+        ...                    torch.tensor([1.0, 2.0, 6.0]).reshape(3, 1, 1).expand(3, 1, 16))
+        >>> out = extend_attention(torch.ones(2, 1, 16), pool, 0, torch.tensor([0, 2]),
+        ...                        torch.tensor([0, 3]), torch.tensor([1, 2, 3]))
+        >>> out[:, 0, 0].tolist()      # token 2 of 3 sees keys 1-2, token 3 sees all
+        [1.5, 3.0]
     """
     return _mha(q, pool, layer, qo_indptr, kv_indptr, kv_indices, sm_scale, causal=True)
 
@@ -285,11 +309,25 @@ def mla_decode_attention(
         q_rope: ``[B, H, qk_rope_head_dim]``.
         pool: an :class:`~reference_impl.pool.MLATokenToKVPoolFP4`.
         layer: global layer id.
-        kv_indptr, kv_indices: as :func:`decode_attention`.
+        kv_indptr: as :func:`decode_attention`.
+        kv_indices: as :func:`decode_attention`.
         sm_scale: required (models define it from the *unabsorbed* head dim, e.g. ``1/sqrt(192)``).
 
     Returns:
         ``float64 [B, H, kv_lora_rank]`` in latent space.
+
+    Raises:
+        TypeError, ValueError, IndexError: bad shapes, indices or layer.
+
+    Examples:
+        >>> import torch
+        >>> from reference_impl.pool import MLATokenToKVPoolFP4
+        >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+        >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.randn(2, 1, 48))
+        >>> out = mla_decode_attention(torch.randn(1, 8, 32), torch.randn(1, 8, 16), pool, 0,
+        ...                            torch.tensor([0, 2]), torch.tensor([1, 2]), sm_scale=0.1)
+        >>> out.shape, out.dtype
+        (torch.Size([1, 8, 32]), torch.float64)
     """
     qo_indptr = _one_query_per_request(q_nope, "q_nope")
     return _mla(q_nope, q_rope, pool, layer, qo_indptr, kv_indptr, kv_indices, sm_scale, causal=False)
@@ -307,5 +345,15 @@ def mla_extend_attention(
     sm_scale: float,
 ) -> torch.Tensor:
     """MLA extend (causal, cached prefix) in the absorbed form; shapes as :func:`mla_decode_attention`
-    with ``sum(new tokens)`` rows and ``qo_indptr`` as :func:`extend_attention`."""
+    with ``sum(new tokens)`` rows and ``qo_indptr`` as :func:`extend_attention`.
+
+    Examples:
+        >>> import torch
+        >>> from reference_impl.pool import MLATokenToKVPoolFP4
+        >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+        >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.randn(3, 1, 48))
+        >>> mla_extend_attention(torch.randn(2, 4, 32), torch.randn(2, 4, 16), pool, 0, torch.tensor([0, 2]),
+        ...                      torch.tensor([0, 3]), torch.tensor([1, 2, 3]), sm_scale=0.1).shape
+        torch.Size([2, 4, 32])
+    """
     return _mla(q_nope, q_rope, pool, layer, qo_indptr, kv_indptr, kv_indices, sm_scale, causal=True)

@@ -82,7 +82,21 @@ class FP4TokenToKVPoolBase(abc.ABC):
                    for t in self.layer_tensors(self.start_layer + i).values())
 
     def state_digest(self) -> str:
-        """SHA-256 over every buffer and global scale: equal digests mean byte-identical pools."""
+        """SHA-256 over every buffer and global scale: equal digests mean byte-identical pools.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+            >>> before = pool.state_digest()
+            >>> try:
+            ...     pool.set_kv_buffer(0, torch.tensor([9]), torch.ones(1, 1, 16), torch.ones(1, 1, 16))
+            ... except IndexError as err:
+            ...     print(err)
+            loc holds slot 9, outside the pool's slots [0, 5)
+            >>> pool.state_digest() == before
+            True
+        """
         h = hashlib.sha256()
         for i in range(self.layer_num):
             for name, t in self.layer_tensors(self.start_layer + i).items():
@@ -103,6 +117,15 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Raises:
             TypeError, ValueError, IndexError: bad indices or lengths that differ.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+            >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 3.0), torch.ones(1, 1, 16))
+            >>> pool.move_kv_cache(torch.tensor([4]), torch.tensor([1]))
+            >>> pool.gather_kv(0, torch.tensor([4]))[0][0, 0, :2].tolist()
+            [3.0, 3.0]
         """
         tgt = self._loc(tgt_loc, "tgt_loc")
         src = self._loc(src_loc, "src_loc", unique=False)
@@ -119,6 +142,14 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Returns:
             ``layer_num`` dicts, name -> CPU ``uint8`` tensor whose dim 0 follows ``loc``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=2, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> copy = pool.get_cpu_copy(torch.tensor([1, 2]))
+            >>> len(copy), {name: tuple(t.shape) for name, t in copy[0].items()}
+            (2, {'kv': (2, 1, 24), 'kv_scale': (2, 3)})
         """
         idx = self._loc(loc, unique=False)
         return [
@@ -132,6 +163,20 @@ class FP4TokenToKVPoolBase(abc.ABC):
         Raises:
             TypeError, ValueError, IndexError: bad ``loc``, or a copy whose layers, buffer names,
                 shapes or dtypes do not match this pool (e.g. one that lost its scale buffers).
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+            >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 5.0), torch.ones(1, 1, 16))
+            >>> saved = pool.get_cpu_copy(torch.tensor([1]))
+            >>> pool.load_cpu_copy(saved, torch.tensor([3]))
+            >>> pool.gather_kv(0, torch.tensor([3]))[0][0, 0, 0].item()   # 5 rounds (ties away) to 6
+            6.0
+            >>> pool.load_cpu_copy([{"k": saved[0]["k"], "v": saved[0]["v"]}], torch.tensor([2]))
+            Traceback (most recent call last):
+            ...
+            ValueError: copy[0] must hold buffers ['k', 'k_scale', 'v', 'v_scale'], got ['k', 'v']
         """
         idx = self._loc(loc)
         if not isinstance(copy, list) or len(copy) != self.layer_num:

@@ -59,9 +59,10 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         head_dim: head dimension (multiple of 16; K and V share it).
         recipe: ``"fp4_mx_block16"`` (default) or ``"nvfp4"``.
         device: where the buffers live.
-        k_scales, v_scales: ``nvfp4`` only: per-layer decode global scales (a float for all
+        k_scales: ``nvfp4`` only: per-layer decode global scales of K (a float for all
             layers, a sequence of ``layer_num`` floats, or a ``float32 [layer_num]`` tensor);
             default 1.0.
+        v_scales: the same for V.
         start_layer: global id of the first layer (layer ids passed to methods are global).
 
     Raises:
@@ -101,7 +102,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
     # -- introspection ----------------------------------------------------------------------------
     def layer_tensors(self, layer: object) -> dict[str, torch.Tensor]:
-        """``{"k", "v", "k_scale", "v_scale"}`` -> this layer's ``uint8`` buffers."""
+        """``{"k", "v", "k_scale", "v_scale"}`` -> this layer's ``uint8`` buffers.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> sorted(pool.layer_tensors(0))
+            ['k', 'k_scale', 'v', 'v_scale']
+        """
         i = self._local(layer)
         return {"k": self.k_buffer[i], "v": self.v_buffer[i],
                 "k_scale": self.k_scale_buffer[i], "v_scale": self.v_scale_buffer[i]}
@@ -121,10 +131,25 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
             layer: global layer id (or an object with ``.layer_id``).
             loc: ``int64``/``int32 [n]`` on the pool's device, distinct slots in
                 ``[0, size + page_size)``; slot 0 (padding) may repeat, the last write wins.
-            cache_k, cache_v: ``float32``/``bfloat16``/``float16 [n, head_num, head_dim]``.
+            cache_k: ``float32``/``bfloat16``/``float16 [n, head_num, head_dim]``.
+            cache_v: same shape and dtype as ``cache_k``.
 
         Raises:
             TypeError, ValueError, IndexError: any bad argument; nothing is written then.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> k = torch.tensor([1.0, -3.0] * 8).expand(2, 2, 16)
+            >>> pool.set_kv_buffer(0, torch.tensor([4, 5]), k, k)
+            >>> pool.k_scale_buffer[0][4].view(torch.float8_e4m3fn).float().tolist()   # 3 / 6 / 0.5
+            [[1.0], [1.0]]
+            >>> pool.set_kv_buffer(0, torch.tensor([4, 4]), k, k)
+            Traceback (most recent call last):
+            ...
+            ValueError: loc repeats slot(s) [4] in one call; each slot may be written once
         """
         i = self._local(layer)
         idx = self._loc(loc)
@@ -157,15 +182,42 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Returns:
             ``dtype [size + page_size, head_num, head_dim]`` (a new tensor; default ``bfloat16``).
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> full = pool.get_key_buffer(0)
+            >>> full.shape, full.dtype
+            (torch.Size([12, 2, 16]), torch.bfloat16)
         """
         return self._dequant("k", self._local(layer), None, dtype)
 
     def get_value_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-        """Dequantize the whole layer's V: ``dtype [size + page_size, head_num, head_dim]``."""
+        """Dequantize the whole layer's V: ``dtype [size + page_size, head_num, head_dim]``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool.get_value_buffer(0, dtype=torch.float32).shape
+            torch.Size([12, 2, 16])
+        """
         return self._dequant("v", self._local(layer), None, dtype)
 
     def get_kv_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(get_key_buffer(layer), get_value_buffer(layer))``."""
+        """``(get_key_buffer(layer), get_value_buffer(layer))``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> [t.shape for t in pool.get_kv_buffer(0)]
+            [torch.Size([12, 2, 16]), torch.Size([12, 2, 16])]
+        """
         return self.get_key_buffer(layer, dtype), self.get_value_buffer(layer, dtype)
 
     def gather_kv(
@@ -178,6 +230,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Raises:
             TypeError, ValueError, IndexError: bad layer, indices or dtype.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool.set_kv_buffer(0, torch.tensor([6]), torch.full((1, 2, 16), 2.0), torch.full((1, 2, 16), -1.0))
+            >>> k, v = pool.gather_kv(0, torch.tensor([6, 6]))
+            >>> k.shape, k[0, 0, 0].item(), v[1, 1, 3].item()   # block scales 2/6/0.5 -> E4M3 0.6875
+            (torch.Size([2, 2, 16]), 2.0625, -1.03125)
         """
         i = self._local(layer)
         idx = self._loc(loc, unique=False)
@@ -188,6 +250,15 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         For ``nvfp4`` the scale views have dtype ``float8_e4m3fn``, as upstream's
         ``get_raw_kv_buffer`` returns them; for ``fp4_mx_block16`` they are the ``uint8`` bytes.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
+            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> k, v, ks, vs = pool.get_raw_kv_buffer(0)
+            >>> k.dtype, tuple(k.shape), ks.dtype, tuple(ks.shape)
+            (torch.uint8, (12, 2, 8), torch.float8_e4m3fn, (12, 2, 1))
         """
         i = self._local(layer)
         ks, vs = self.k_scale_buffer[i], self.v_scale_buffer[i]

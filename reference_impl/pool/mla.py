@@ -8,6 +8,10 @@ Buffers of SGLang 0.5.23's ``MLATokenToKVPoolFP4`` (``python/sglang/srt/mem_cach
 
 DeepSeek-V3 (512 + 64): 288 data bytes and 36 scale bytes per token per layer.
 
+Padding slot: writes addressed to slot 0 are **skipped** (slot 0 keeps its bytes), as upstream's
+``set_mla_kv_buffer_triton`` / ``set_mla_kv_scale_buffer_triton``
+(``python/sglang/kernels/ops/kvcache/mla_buffer.py``, ``reserved_skip_index=0``) do.
+
 Upstream stores this pool with the ``fp4_mx_block16`` recipe only. ``recipe="nvfp4"`` here is this
 project's extension (same shapes, E4M3 scale bytes, one decode global scale per layer,
 ``kv_scales``, shared by both parts, default 1.0); no upstream release serves NVFP4 MLA.
@@ -82,7 +86,15 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
                                 for _ in range(layer_num)]
 
     def layer_tensors(self, layer: object) -> dict[str, torch.Tensor]:
-        """``{"kv", "kv_scale"}`` -> this layer's ``uint8`` buffers."""
+        """``{"kv", "kv_scale"}`` -> this layer's ``uint8`` buffers.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> sorted(pool.layer_tensors(0))
+            ['kv', 'kv_scale']
+        """
         i = self._local(layer)
         return {"kv": self.kv_buffer[i], "kv_scale": self.kv_scale_buffer[i]}
 
@@ -100,12 +112,21 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Args:
             layer: global layer id (or an object with ``.layer_id``).
-            loc: ``int64``/``int32 [n]``, distinct slots (slot 0 may repeat).
+            loc: ``int64``/``int32 [n]``, distinct slots; slot 0 (padding) may repeat and is
+                not written.
             cache_k_nope: ``float32``/``bfloat16``/``float16 [n, 1, kv_lora_rank]``.
             cache_k_rope: same dtypes, ``[n, 1, qk_rope_head_dim]``.
 
         Raises:
             TypeError, ValueError, IndexError: any bad argument; nothing is written then.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool.set_mla_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 32), 12.0), torch.full((1, 1, 16), 0.5))
+            >>> pool.kv_scale_buffer[0][1].tolist()     # NoPE blocks 2**1, RoPE block 2**-3 (bias 127)
+            [128, 128, 124]
         """
         i = self._local(layer)
         idx = self._loc(loc)
@@ -116,8 +137,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         q_nope = self.recipe.quantize(cache_k_nope, g)
         q_rope = self.recipe.quantize(cache_k_rope, g)
         data = torch.cat([q_nope.packed, q_rope.packed], dim=-1)
-        scales = torch.cat([q_nope.scales.reshape(n, -1), q_rope.scales.reshape(n, -1)], dim=-1)
-        keep = self._last_write_wins(idx)
+        scales = torch.cat([q_nope.scales.reshape(n, self.layout.nope_scale_bytes),
+                            q_rope.scales.reshape(n, self.qk_rope_head_dim // self.layout.block_size)], dim=-1)
+        keep = idx != 0   # the padding slot is never written (upstream's reserved_skip_index)
         self.kv_buffer[i][idx[keep]] = data[keep]
         self.kv_scale_buffer[i][idx[keep]] = scales[keep]
 
@@ -127,7 +149,17 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """Write whole latents ``cache_k [n, 1, kv_lora_rank + qk_rope_head_dim]``; ``cache_v`` is ignored.
 
         Same bytes as :meth:`set_mla_kv_buffer` on the two slices (block boundaries fall on the
-        NoPE/RoPE split because ``kv_lora_rank`` is a multiple of 16).
+        NoPE/RoPE split because ``kv_lora_rank`` is a multiple of 16), slot 0 skipped likewise
+        (upstream's ``set_kv_buffer`` indexes ``kv_buffer[l][loc]`` and so does write slot 0; the
+        padding slot's contents are unspecified either way).
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool.set_kv_buffer(0, torch.tensor([2]), torch.ones(1, 1, 48))
+            >>> pool.gather_kv(0, torch.tensor([2]))[0, 0, ::16].tolist()
+            [1.0, 1.0, 1.0]
         """
         if not isinstance(cache_k, torch.Tensor):
             raise TypeError(f"cache_k must be a torch.Tensor, got {type(cache_k).__name__}")
@@ -142,13 +174,21 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         data, scales = self.kv_buffer[i], self.kv_scale_buffer[i]
         if rows is not None:
             data, scales = data[rows], scales[rows]
-        return self.recipe.dequantize_parts(data, scales.reshape(data.shape[0], 1, -1), self._g(i), dtype)
+        scales = scales.reshape(data.shape[0], 1, self.layout.scale_bytes_per_token)
+        return self.recipe.dequantize_parts(data, scales, self._g(i), dtype)
 
     def get_key_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
         """Dequantize the **whole layer** (upstream does this on every call).
 
         Returns:
             ``dtype [size + page_size, 1, kv_lora_rank + qk_rope_head_dim]``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool.get_key_buffer(0).shape
+            torch.Size([5, 1, 48])
         """
         return self._dequant(self._local(layer), None, dtype)
 
@@ -157,21 +197,52 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         (Upstream's FP4 pool inherits a ``get_value_buffer`` that slices the *packed* bytes; this
         one returns values.)
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool.get_value_buffer(0).shape
+            torch.Size([5, 1, 32])
         """
         return self.get_key_buffer(layer, dtype)[..., : self.kv_lora_rank]
 
     def get_kv_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(get_key_buffer(layer), get_value_buffer(layer))``."""
+        """``(get_key_buffer(layer), get_value_buffer(layer))``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> [t.shape[-1] for t in pool.get_kv_buffer(0)]
+            [48, 32]
+        """
         full = self.get_key_buffer(layer, dtype)
         return full, full[..., : self.kv_lora_rank]
 
     def gather_kv(self, layer: object, loc: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Dequantize only slots ``loc`` (repeats allowed): ``dtype [n, 1, kv_lora_rank + qk_rope_head_dim]``."""
+        """Dequantize only slots ``loc`` (repeats allowed): ``dtype [n, 1, kv_lora_rank + qk_rope_head_dim]``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool.gather_kv(0, torch.tensor([1, 1, 3]), dtype=torch.float64).shape
+            torch.Size([3, 1, 48])
+        """
         i = self._local(layer)
         return self._dequant(i, self._loc(loc, unique=False), dtype)
 
     def get_raw_kv_buffer(self, layer: object) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(kv_data, kv_scales)`` of one layer as stored (views); ``nvfp4`` scales as ``float8_e4m3fn``."""
+        """``(kv_data, kv_scales)`` of one layer as stored (views); ``nvfp4`` scales as ``float8_e4m3fn``.
+
+        Examples:
+            >>> import torch
+            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> [(t.dtype, tuple(t.shape)) for t in pool.get_raw_kv_buffer(0)]
+            [(torch.uint8, (5, 1, 24)), (torch.uint8, (5, 3))]
+        """
         i = self._local(layer)
         s = self.kv_scale_buffer[i]
         return self.kv_buffer[i], (s.view(torch.float8_e4m3fn) if self.recipe.name == "nvfp4" else s)
