@@ -1,0 +1,138 @@
+"""The oracle check API, the golden vectors in tests/golden, and the command line."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference_impl as ri
+from reference_impl.oracle import OracleMismatch, assert_matches_oracle, compare_with_oracle
+from reference_impl.recipes import RECIPES
+from reference_impl.sglang import FP4MXBlock16KVQuantizeUtil
+from reference_impl.vectors import check_vectors, write_vectors
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def _g(recipe):
+    return 0.01 if RECIPES[recipe].needs_global_scale else None
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_oracle_output_passes_and_one_flipped_bit_fails(recipe):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 64, dtype=torch.bfloat16)
+    q = ri.quantize(x, recipe, global_scale=_g(recipe))
+    assert_matches_oracle(recipe, x, q.packed, q.scales, _g(recipe))
+    bad = q.packed.clone()
+    bad[2, 1, 7] ^= 0x10                         # element (2, 1, 15): the high nibble of byte 7
+    with pytest.raises(OracleMismatch) as info:
+        assert_matches_oracle(recipe, x, bad, q.scales, _g(recipe))
+    report = info.value.report
+    assert (report.code_mismatches, report.scale_mismatches) == (1, 0)
+    assert report.rows[0]["index"] == (2, 1, 15)
+    assert "1 of 768 codes" in str(info.value) and "(2, 1, 15)" in str(info.value)
+
+
+def test_scale_mismatch_reports_every_element_of_the_block():
+    x = torch.randn(2, 32)
+    q = ri.quantize(x, "fp4_mx_block16")
+    s = q.scales.clone()
+    s[1, 0] += 1
+    report = compare_with_oracle("fp4_mx_block16", x, q.packed, s, max_rows=100)
+    assert report.scale_mismatches == 1 and report.code_mismatches == 0
+    assert [r["index"] for r in report.rows] == [(1, j) for j in range(16)]
+    assert report.rows[0]["expected_scale"] + 1 == report.rows[0]["actual_scale"]
+
+
+def test_accepts_float8_scales_and_sglang_flattened_layout():
+    x = torch.randn(5, 8, 64, dtype=torch.bfloat16)
+    q = ri.quantize(x, "nvfp4", global_scale=0.02)
+    assert compare_with_oracle("nvfp4", x, q.packed, q.scales.view(torch.float8_e4m3fn), 0.02).ok
+    packed, scales = FP4MXBlock16KVQuantizeUtil.batched_quantize(x)   # scales [5, 32]
+    assert compare_with_oracle("fp4_mx_block16", x, packed, scales).ok
+
+
+def test_malformed_candidates_raise():
+    x = torch.randn(2, 32)
+    q = ri.quantize(x, "mxfp4")
+    with pytest.raises(ValueError, match="packed must have shape"):
+        compare_with_oracle("mxfp4", x, q.packed[:, :8], q.scales)
+    with pytest.raises(ValueError, match="scales must hold"):
+        compare_with_oracle("mxfp4", x, q.packed, q.scales[:1])
+    with pytest.raises(ValueError, match="uint8"):
+        compare_with_oracle("mxfp4", x, q.packed.int(), q.scales)
+
+
+def test_golden_vectors_in_the_repository_check_out():
+    assert check_vectors(GOLDEN) == []
+
+
+def test_golden_vectors_regenerate_identically(tmp_path):
+    write_vectors(tmp_path)
+    for path in sorted(GOLDEN.iterdir()):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in GOLDEN.iterdir())
+
+
+def test_manifest_describes_every_file():
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert {s["recipe"] for s in manifest["sets"]} == set(RECIPES)
+    for s in manifest["sets"]:
+        for role in ("input", "packed", "scales", "dequantized"):
+            f = s["files"][role]
+            a = np.load(GOLDEN / f["path"], allow_pickle=False)
+            assert list(a.shape) == f["shape"] and str(a.dtype) == f["dtype"]
+
+
+def test_tampering_is_detected(tmp_path):
+    d = tmp_path / "golden"
+    shutil.copytree(GOLDEN, d)
+    f = d / "nvfp4.quantize.bfloat16.packed.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0x01
+    f.write_bytes(bytes(data))
+    assert check_vectors(d) == ["nvfp4.quantize.bfloat16: nvfp4.quantize.bfloat16.packed.npy does not match its SHA-256"]
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    assert "format_version" in check_vectors(d)[0]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "reference_impl", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_cli_verify(tmp_path):
+    base = "tests/golden/nvfp4.quantize.bfloat16"
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    g = next(s for s in manifest["sets"] if s["name"] == "nvfp4.quantize.bfloat16")["global_scale"]
+    common = ["verify", "--recipe", "nvfp4", "--input", f"{base}.input.npy", "--scales", f"{base}.scales.npy",
+              "--global-scale", repr(g), "--input-dtype", "bfloat16"]
+    ok = _cli(*common, "--packed", f"{base}.packed.npy")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = np.load(GOLDEN / "nvfp4.quantize.bfloat16.packed.npy")
+    bad[0, 0, 0] ^= 0x01
+    np.save(tmp_path / "bad.npy", bad)
+    mismatch = _cli(*common, "--packed", str(tmp_path / "bad.npy"))
+    assert mismatch.returncode == 1 and "1 of 2048 codes" in mismatch.stdout and "(0, 0, 0)" in mismatch.stdout
+    (tmp_path / "junk.npy").write_text("not numpy")
+    junk = _cli(*common, "--packed", str(tmp_path / "junk.npy"))
+    assert junk.returncode == 2 and "cannot read packed file" in junk.stderr
+    np.save(tmp_path / "f.npy", bad.astype(np.float32))
+    wrong = _cli(*common, "--packed", str(tmp_path / "f.npy"))
+    assert wrong.returncode == 2 and "must hold uint8" in wrong.stderr
+
+
+def test_cli_vectors_write_and_check(tmp_path):
+    out = _cli("vectors", "write", str(tmp_path), "--recipe", "mxfp4", "--dtype", "float16")
+    assert out.returncode == 0 and "wrote 2 vector sets" in out.stdout
+    assert _cli("vectors", "check", str(tmp_path)).returncode == 0
+    assert _cli("vectors", "check", str(tmp_path / "nowhere")).returncode == 1
