@@ -8,8 +8,19 @@ NumPy-format reader:
   fp16 convert to fp32 exactly); the manifest records the original dtype;
 * ``packed`` and ``scales`` are ``uint8`` (E4M3 scales as their bit patterns), ``dequantized``
   is ``float32`` (the oracle's value before any cast);
-* ``manifest.json`` lists every set: recipe, kind, input dtype, seed, global scale, and per file
-  its path, dtype, shape and SHA-256.
+* ``manifest.json`` lists every set: recipe, kind, input dtype, seed, global scale(s), pool
+  geometry where there is one, and per file its role (``input`` or ``output``), path, dtype,
+  shape and SHA-256.
+
+Three kinds of set:
+
+* ``quantize``: ``input [..., N]`` -> ``packed``, ``scales``, ``dequantized``;
+* ``pool_store``: an MHA pool (geometry in the manifest) after ``set_kv_buffer(0, loc, k, v)``:
+  inputs ``k``, ``v`` ``[n, heads, head_dim]`` and ``loc`` (``int64 [n]``); outputs the whole
+  layer's ``k_data``, ``v_data``, ``k_scales``, ``v_scales`` buffers;
+* ``decode_attention``: that pool, then ``q [B, Hq, head_dim]``, ``kv_indptr``, ``kv_indices``
+  (``int64``) -> ``output`` (``float64 [B, Hq, head_dim]``), the exact float64 attention over
+  the dequantized cache. A kernel in lower precision compares with its own stated tolerance.
 
 Examples:
     >>> import tempfile, pathlib
@@ -18,8 +29,11 @@ Examples:
     >>> manifest = write_vectors(d, recipes=["mxfp4"], dtypes=["float32"])
     >>> [s["name"] for s in manifest["sets"]]
     ['mxfp4.quantize.float32', 'mxfp4.quantize.named_cases']
-    >>> check_vectors(d)      # re-derives every file and compares bytes and SHA-256
+    >>> check_vectors(d)      # re-derives every output file and compares bytes and SHA-256
     []
+    >>> manifest = write_vectors(d, recipes=["nvfp4"], dtypes=["bfloat16"])
+    >>> [s["kind"] for s in manifest["sets"]]
+    ['quantize', 'quantize', 'pool_store', 'decode_attention']
 """
 
 from __future__ import annotations
@@ -33,7 +47,9 @@ import numpy as np
 import torch
 
 import reference_impl
+from reference_impl.attention import decode_attention
 from reference_impl.cases import CASES, case_input
+from reference_impl.pool import POOL_RECIPES, MHATokenToKVPoolFP4
 from reference_impl.recipes import RECIPES, get_recipe, nvfp4_global_scale
 
 __all__ = ["FORMAT_VERSION", "write_vectors", "check_vectors", "load_array", "DTYPES"]
@@ -44,6 +60,9 @@ FORMAT_VERSION = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE = (4, 4, 128)
 """``[tokens, heads, head_dim]`` of the random sets: small enough for the repository."""
+
+POOL = {"size": 32, "page_size": 4, "layer_num": 1, "head_num": 2, "head_dim": 64}
+"""Geometry of the pool sets (one layer, 36 rows including the padding page)."""
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -66,6 +85,27 @@ def _random_input(recipe: str, dtype: str, seed: int) -> torch.Tensor:
     return x.to(DTYPES[dtype])
 
 
+def _pool_inputs(recipe: str, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    n = 24
+    shape = (n, POOL["head_num"], POOL["head_dim"])
+    k = (torch.randn(shape, generator=g) * 2).to(torch.bfloat16)
+    v = torch.randn(shape, generator=g).to(torch.bfloat16)
+    loc = torch.randperm(POOL["size"], generator=g)[:n] + POOL["page_size"]   # real slots, past the padding page
+    meta = {"pool": dict(POOL), "input_dtype": "bfloat16", "seed": seed}
+    if RECIPES[recipe].needs_global_scale:
+        meta["k_global_scale"] = nvfp4_global_scale(k.abs().amax().float(), "amax/(6*448)").item()
+        meta["v_global_scale"] = nvfp4_global_scale(v.abs().amax().float(), "amax/(6*448)").item()
+        meta["global_scale_convention"] = "amax/(6*448)"
+    return meta, {"k": k, "v": v, "loc": loc}
+
+
+def _decode_inputs(seed: int, loc: torch.Tensor) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 2 * POOL["head_num"], POOL["head_dim"], generator=g).to(torch.bfloat16)   # GQA group 2
+    return {"q": q, "kv_indptr": torch.tensor([0, 9, 24]), "kv_indices": loc.clone()}
+
+
 def _sets(recipes, dtypes):
     seed = 0
     for recipe in recipes:
@@ -75,24 +115,45 @@ def _sets(recipes, dtypes):
             x = _random_input(recipe, dtype, seed)
             g = nvfp4_global_scale(x.abs().amax().float(), "amax/(6*448)").item() if r.needs_global_scale else None
             yield {"name": f"{recipe}.quantize.{dtype}", "recipe": recipe, "kind": "quantize", "input_dtype": dtype,
-                   "seed": seed, "global_scale": g, "global_scale_convention": "amax/(6*448)" if g else None}, x
+                   "seed": seed, "global_scale": g, "global_scale_convention": "amax/(6*448)" if g else None}, {"input": x}
         # the named cases quantized with global scale 1 (or none), one block per row; the input is
         # float32 (the one bf16 case holds a bf16-representable value)
         cases = [c for c in CASES.values() if c.recipe == recipe and c.global_scale in (None, 1.0)]
         yield {"name": f"{recipe}.quantize.named_cases", "recipe": recipe, "kind": "quantize", "input_dtype": "float32",
                "seed": None, "global_scale": 1.0 if r.needs_global_scale else None, "global_scale_convention": None,
-               "cases": [c.name for c in cases]}, torch.cat([case_input(c).float() for c in cases])
+               "cases": [c.name for c in cases]}, {"input": torch.cat([case_input(c).float() for c in cases])}
+        if recipe in POOL_RECIPES and "bfloat16" in dtypes:
+            seed += 1
+            meta, inputs = _pool_inputs(recipe, seed)
+            yield {"name": f"{recipe}.pool_store", "recipe": recipe, "kind": "pool_store", **meta}, inputs
+            yield ({"name": f"{recipe}.decode_attention", "recipe": recipe, "kind": "decode_attention", **meta},
+                   {**inputs, **_decode_inputs(seed, inputs["loc"])})
 
 
-def _files(meta: dict, x: torch.Tensor) -> dict[str, np.ndarray]:
-    r = get_recipe(meta["recipe"])
-    q = r.quantize(x, meta["global_scale"])
-    return {
-        "input": x.float().numpy(),
-        "packed": q.packed.numpy(),
-        "scales": q.scales.numpy(),
-        "dequantized": r.dequantize(q, torch.float32).numpy(),
-    }
+def _pool(meta: dict, inputs: dict[str, torch.Tensor]) -> MHATokenToKVPoolFP4:
+    kw = {}
+    if "k_global_scale" in meta:
+        kw = {"k_scales": [meta["k_global_scale"]], "v_scales": [meta["v_global_scale"]]}
+    pool = MHATokenToKVPoolFP4(**meta["pool"], recipe=meta["recipe"], device="cpu", **kw)
+    pool.set_kv_buffer(0, inputs["loc"], inputs["k"], inputs["v"])
+    return pool
+
+
+def _outputs(meta: dict, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if meta["kind"] == "quantize":
+        r = get_recipe(meta["recipe"])
+        q = r.quantize(inputs["input"], meta["global_scale"])
+        return {"packed": q.packed, "scales": q.scales, "dequantized": r.dequantize(q, torch.float32)}
+    pool = _pool(meta, inputs)
+    if meta["kind"] == "pool_store":
+        t = pool.layer_tensors(0)
+        return {"k_data": t["k"], "v_data": t["v"], "k_scales": t["k_scale"], "v_scales": t["v_scale"]}
+    out = decode_attention(inputs["q"], pool, 0, inputs["kv_indptr"], inputs["kv_indices"])
+    return {"output": out}
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
 
 
 def _build(recipes, dtypes):
@@ -102,17 +163,20 @@ def _build(recipes, dtypes):
         "reference_version": reference_impl.__version__,
         "generator": "python -m reference_impl vectors write DIR",
         "layout": "packed: uint8 [..., N/2], element 2i in the low nibble; scales: uint8 [..., N/block] "
-                  "(nvfp4: E4M3 bits); input: float32 holding the input dtype's values exactly",
+                  "(nvfp4: E4M3 bits); floating inputs: float32 holding the input dtype's values exactly",
         "sets": [],
     }
     blobs: dict[str, bytes] = {}
-    for meta, x in _sets(recipes, dtypes):
+    for meta, inputs in _sets(recipes, dtypes):
         files = {}
-        for role, array in _files(meta, x).items():
-            path = f"{meta['name']}.{role}.npy"
+        arrays = {**{k: ("input", v) for k, v in inputs.items()},
+                  **{k: ("output", v) for k, v in _outputs(meta, inputs).items()}}
+        for name, (role, tensor) in arrays.items():
+            array = _as_numpy(tensor)
+            path = f"{meta['name']}.{name}.npy"
             data = _npy_bytes(array)
             blobs[path] = data
-            files[role] = {"path": path, "dtype": str(array.dtype), "shape": list(array.shape),
+            files[name] = {"role": role, "path": path, "dtype": str(array.dtype), "shape": list(array.shape),
                            "sha256": hashlib.sha256(data).hexdigest()}
         manifest["sets"].append({**meta, "block_size": get_recipe(meta["recipe"]).block_size, "files": files})
     return manifest, blobs
@@ -155,8 +219,12 @@ def check_vectors(directory: Path | str) -> list[str]:
                 problems.append(f"{s['name']}: {f['path']} does not match its SHA-256")
         if any(p.startswith(s["name"] + ":") for p in problems):
             continue
-        x = torch.from_numpy(load_array(directory / s["files"]["input"]["path"])).to(DTYPES[s["input_dtype"]])
-        for role, array in _files(s, x).items():
-            if _npy_bytes(array) != (directory / s["files"][role]["path"]).read_bytes():
-                problems.append(f"{s['name']}: the oracle now gives a different {role}")
+        inputs = {}
+        for name, f in s["files"].items():
+            if f["role"] == "input":
+                t = torch.from_numpy(load_array(directory / f["path"]))
+                inputs[name] = t.to(DTYPES[s["input_dtype"]]) if t.is_floating_point() else t
+        for name, tensor in _outputs(s, inputs).items():
+            if _npy_bytes(_as_numpy(tensor)) != (directory / s["files"][name]["path"]).read_bytes():
+                problems.append(f"{s['name']}: the oracle now gives a different {name}")
     return problems

@@ -85,11 +85,46 @@ def test_manifest_describes_every_file():
     manifest = json.loads((GOLDEN / "manifest.json").read_text())
     assert manifest["format_version"] == 1
     assert {s["recipe"] for s in manifest["sets"]} == set(RECIPES)
+    kinds = {"quantize": {"input", "packed", "scales", "dequantized"},
+             "pool_store": {"k", "v", "loc", "k_data", "v_data", "k_scales", "v_scales"},
+             "decode_attention": {"k", "v", "loc", "q", "kv_indptr", "kv_indices", "output"}}
+    assert {s["kind"] for s in manifest["sets"]} == set(kinds)
     for s in manifest["sets"]:
-        for role in ("input", "packed", "scales", "dequantized"):
-            f = s["files"][role]
+        assert set(s["files"]) == kinds[s["kind"]], s["name"]
+        for f in s["files"].values():
             a = np.load(GOLDEN / f["path"], allow_pickle=False)
             assert list(a.shape) == f["shape"] and str(a.dtype) == f["dtype"]
+
+
+def test_pool_store_vectors_hold_the_recipe_bytes_at_the_slots():
+    """Independent of the pool class: quantize k with the recipe and look the bytes up by slot."""
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    for s in (s for s in manifest["sets"] if s["kind"] == "pool_store"):
+        arr = {n: np.load(GOLDEN / f["path"]) for n, f in s["files"].items()}
+        k = torch.from_numpy(arr["k"]).to(torch.bfloat16)
+        q = ri.quantize(k, s["recipe"], global_scale=s.get("k_global_scale"))
+        loc = torch.from_numpy(arr["loc"])
+        assert torch.equal(torch.from_numpy(arr["k_data"])[loc], q.packed)
+        assert torch.equal(torch.from_numpy(arr["k_scales"])[loc].flatten(), q.scales.flatten())
+        untouched = torch.ones(arr["k_data"].shape[0], dtype=torch.bool)
+        untouched[loc] = False
+        assert not torch.from_numpy(arr["k_data"])[untouched].any()
+
+
+def test_decode_vectors_match_dense_attention_on_dequantized_kv():
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    for s in (s for s in manifest["sets"] if s["kind"] == "decode_attention"):
+        arr = {n: torch.from_numpy(np.load(GOLDEN / f["path"])) for n, f in s["files"].items()}
+        k_hat = ri.dequantize(ri.quantize(arr["k"].to(torch.bfloat16), s["recipe"], global_scale=s.get("k_global_scale")), torch.float64)
+        v_hat = ri.dequantize(ri.quantize(arr["v"].to(torch.bfloat16), s["recipe"], global_scale=s.get("v_global_scale")), torch.float64)
+        q = arr["q"].double()
+        group = q.shape[1] // k_hat.shape[1]
+        for b in range(q.shape[0]):
+            rows = slice(int(arr["kv_indptr"][b]), int(arr["kv_indptr"][b + 1]))   # loc order = kv_indices order
+            kb, vb = k_hat[rows].repeat_interleave(group, 1), v_hat[rows].repeat_interleave(group, 1)
+            p = torch.softmax(torch.einsum("hd,thd->ht", q[b], kb) / q.shape[-1] ** 0.5, dim=-1)
+            ref = torch.einsum("ht,thd->hd", p, vb)
+            torch.testing.assert_close(arr["output"][b], ref, rtol=1e-12, atol=1e-12)
 
 
 def test_tampering_is_detected(tmp_path):
