@@ -9,6 +9,8 @@ Three small formats appear in every FP4 KV-cache recipe:
 * **E8M0** (OCP "UE8M0"): MXFP4's block-scale format and, with a twist, SGLang's block-16 scale.
   8 exponent bits, no sign, no mantissa, bias 127: byte ``b`` means ``2**(b - 127)``; ``0xFF`` is NaN.
 
+The [Format chapter](../format/index.md) explains them with tables generated from this module.
+
 Everything numeric about a format (its value table, its largest finite value, its smallest
 subnormal) is *derived* here from the bit layout by formula and checked in the tests against a
 hand-written table. Kernels import these constants instead of retyping ``6.0`` or ``448.0``.

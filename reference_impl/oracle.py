@@ -7,6 +7,8 @@ compares **codes and scale bytes** with zero tolerance. On a mismatch it raises
 message lists the first mismatching elements with everything needed to see why: the position,
 the input value, the expected and actual code and decoded value, and the block's amax and scale.
 
+The [Cookbook](../cookbook.md) shows it on real candidates.
+
 Examples:
     >>> import torch
     >>> from reference_impl import quantize

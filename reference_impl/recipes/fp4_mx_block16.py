@@ -5,6 +5,8 @@ SGLang's first FP4 KV cache (PR #10078 for MLA, PR #12612 for MHA; class ``KVFP4
 release 0.5.23) is *not* NVFP4: it has no E4M3 scale and no global scale. It is MX-like, with a
 block of 16 instead of OCP's 32:
 
+The chapter [The three recipes](../format/recipes.md) walks through these rules with examples.
+
 Rules, per block of 16 consecutive values (all arithmetic in ``float32``):
 
 1. ``amax = max |x|`` over the block.
