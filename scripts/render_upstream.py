@@ -43,7 +43,7 @@ READ_LABELS = {
     "not_supported": "not supported",
     "unknown": "unknown",
 }
-ARCH_VALUE_LABELS = {"yes": "✅ yes", "allowed": "☑️ allowed", "no": "❌ no", "unknown": "❔ unknown"}
+ARCH_VALUE_LABELS = {"yes": ":material-check-circle: yes", "allowed": ":material-checkbox-marked-outline: allowed", "no": ":material-close-circle: no", "unknown": ":material-help-circle-outline: unknown"}
 STATUS_LABELS = {"shipped": "shipped", "open_pr": "open PR", "closed_pr": "closed PR"}
 SYSTEM_ORDER = {"SGLang": 0, "vLLM": 1, "TensorRT-LLM": 2, "FlashInfer": 3, "ModelOpt": 4}
 RECIPE_ORDER = {"nvfp4": 0, "fp4_mx_block16": 1, "mxfp4": 2, "both": 3}
@@ -266,7 +266,7 @@ def _quick_grid(rows: list[dict], src: Sources) -> str:
             if parts:
                 cells.append("<br>".join(parts) + " " + src.cites(refs))
             else:
-                cells.append("❔ unknown" if unknown else "❌ no")
+                cells.append(":material-help-circle-outline: unknown" if unknown else ":material-close-circle: no")
         lines.append("| " + " | ".join([system, f"`{recipe}`", attention] + cells) + " |")
     return "\n".join(lines) + "\n"
 
