@@ -40,7 +40,7 @@ from reference_impl.formats import E2M1, E8M0
 from reference_impl.recipes.base import Recipe
 from reference_impl.rounding import Rounding
 
-__all__ = ["MXFP4Recipe", "MXFP4", "E2M1_EMAX", "floor_log2"]
+__all__ = ["MXFP4Recipe", "MXFP4", "E2M1_EMAX", "floor_log2", "pow2_f64"]
 
 E2M1_EMAX: int = math.frexp(E2M1.max_finite)[1] - 1
 """Exponent of E2M1's largest normal value (``6 = 1.5 * 2**2``): 2."""
@@ -60,6 +60,20 @@ def floor_log2(a: torch.Tensor) -> torch.Tensor:
     return k.to(torch.int64) - 1
 
 
+def pow2_f64(k: torch.Tensor) -> torch.Tensor:
+    """Exact ``2.0**k`` in ``float64`` for integer ``k`` in ``[-1022, 1023]``, built from the bits.
+
+    ``torch.ldexp`` and ``torch.pow`` are computed as ``x * pow(2, k)``, and on CUDA that power
+    is not always exact, which moved exact ties; constructing the exponent field cannot round.
+
+    Examples:
+        >>> import torch
+        >>> pow2_f64(torch.tensor([-127, 0, 125])).tolist() == [2.0**-127, 1.0, 2.0**125]
+        True
+    """
+    return ((k.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
 class MXFP4Recipe(Recipe):
     """OCP MX v1.0 MXFP4: block 32, E8M0 scale, E2M1 elements with round-to-nearest-even."""
 
@@ -77,7 +91,7 @@ class MXFP4Recipe(Recipe):
         scale_bytes = (shared + E8M0.bias).to(torch.uint8)
         scale_bytes = torch.where(finite, scale_bytes, torch.full_like(scale_bytes, E8M0.nan_code))
         x64 = torch.where(finite.unsqueeze(-1), blocks.double(), 0.0)
-        y = torch.ldexp(x64, -shared.unsqueeze(-1).double())  # exact
+        y = x64 * pow2_f64(-shared).unsqueeze(-1)  # exact: a power-of-two factor, no rounding
         magnitude = E2M1.encode_magnitude(y.abs(), self.element_rounding)
         sign = torch.where(torch.signbit(blocks), E2M1.sign_bit, 0).to(torch.uint8)
         codes = torch.where(finite.unsqueeze(-1), sign | magnitude, torch.zeros_like(magnitude))

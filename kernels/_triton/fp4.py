@@ -1,0 +1,416 @@
+"""Triton bodies of the FP4 quantize, store and dequantize kernels (no argument checks here).
+
+Every rule is the oracle's (:mod:`reference_impl.recipes`), restated with integer and float32
+arithmetic that gives the same bits on a GPU and under ``TRITON_INTERPRET=1``:
+
+* no float -> fp8 casts (the interpreter rounds them wrongly): E4M3 scales and E2M1 codes are
+  rounded by integer arithmetic on the float32 bits; bf16 outputs likewise under the interpreter
+  (``HW_CAST=False``), by the hardware's ``cvt.rn.bf16`` on the GPU;
+* bf16 inputs are read as raw 32-bit words (two elements) and widened by shifts (the interpreter
+  flushes bf16 subnormals to zero);
+* divisions that the oracle does in IEEE arithmetic use ``tl.math.div_rn`` (``/`` is approximate
+  on the GPU);
+* ``ceil(log2(.))`` of fp4_mx_block16 is computed exactly from the float bits (see
+  :func:`_block16_exponent`), never with a floating-point logarithm.
+
+Tile: a program owns ``TOK`` rows of ``ROW`` elements (``ROWP`` = ``ROW`` rounded up to a power of
+two, the rest masked). Elements are handled as (even, odd) pairs, the two nibbles of one packed
+byte, and the packed byte is ``code_even | code_odd << 4``. Both lay a tile out as
+``[TOK, NB, BS // 2]`` pairs (``NB`` blocks per row).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels._triton.constants import (
+    B16_BIAS,
+    B16_FLOOR,
+    B16_INF_BYTE,
+    B16_NAN_BYTE,
+    BF16_QNAN,
+    E2M1_MAXV,
+    E2M1_SIGN,
+    E4M3_DROP,
+    E4M3_EXP_MASK,
+    E4M3_HALF_M1,
+    E4M3_KEEP_MASK,
+    E4M3_MAN,
+    E4M3_MAN_MASK,
+    E4M3_MAXV,
+    E4M3_MIN_NORMAL,
+    E4M3_NAN_MAG,
+    E4M3_REBIAS,
+    E4M3_SIGN,
+    E4M3_SUB_INV,
+    E4M3_SUB_STEP,
+    E8M0_BIAS,
+    E8M0_MAX_EXP,
+    E8M0_MIN_EXP,
+    E8M0_NAN,
+    F32_INF_BITS,
+    F32_QNAN_BITS,
+    F32_TWO_M127_BITS,
+    LN2,
+    MID0,
+    MID1,
+    MX_EMAX,
+    NVFP4_NAN_BYTE,
+    R_BLOCK16,
+    R_MXFP4,
+    R_NVFP4,
+    RCP_E2M1_MAX,
+    RNE_MAGIC,
+    RNE_MAGIC_BITS,
+    E2M1_DROP,
+    E2M1_HALF,
+    E2M1_HALF_M1,
+    E2M1_KEEP,
+    E2M1_CODE_OFFSET,
+    E2M1_MIN_NORMAL,
+    E2M1_SUB_INV,
+    E2M1_DECODE_SCALE,
+    E2M1_MAG_MASK,
+)
+
+# output kinds (constexpr OUT_KIND) and input kinds (IN_KIND)
+OUT_F32: tl.constexpr = tl.constexpr(0)
+OUT_BF16: tl.constexpr = tl.constexpr(1)
+OUT_F16: tl.constexpr = tl.constexpr(2)
+OUT_F64: tl.constexpr = tl.constexpr(3)
+IN_F32: tl.constexpr = tl.constexpr(0)
+IN_BF16: tl.constexpr = tl.constexpr(1)   # read as int32 words, two bf16 each
+IN_F16: tl.constexpr = tl.constexpr(2)    # read as int32 words, two fp16 each
+
+
+# ---------------------------------------------------------------------------------------------
+# element helpers
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def e2m1_magnitude(m, TIES_AWAY: tl.constexpr):
+    """``|y|`` (float32, >= 0, not NaN) -> E2M1 magnitude code 0..7 (int32), saturating at 6.
+
+    ``|y| >= 1`` (E2M1 normals): round the float32 mantissa to E2M1's one bit by integer
+    arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even, clear the dropped
+    bits; a carry rolls into the exponent), then ``bits >> 22`` is ``exponent << 1 | mantissa``
+    and the code is that minus ``126 << 1``. ``|y| < 1`` (0, 0.5, 1: a fixed step of 0.5):
+    ties-to-even is ``2|y| + 2**23`` rounded by the float32 add; ties-away counts the two
+    midpoints 0.25 and 0.75.
+    """
+    m = tl.minimum(m, E2M1_MAXV)
+    b = m.to(tl.int32, bitcast=True)
+    if TIES_AWAY:
+        r = (b + E2M1_HALF) & E2M1_KEEP
+        small = (m >= MID0).to(tl.int32) + (m >= MID1).to(tl.int32)
+    else:
+        r = (b + E2M1_HALF_M1 + ((b >> E2M1_DROP) & 1)) & E2M1_KEEP
+        small = (m * E2M1_SUB_INV + RNE_MAGIC).to(tl.int32, bitcast=True) - RNE_MAGIC_BITS
+    return tl.where(m >= E2M1_MIN_NORMAL, (r >> E2M1_DROP) - E2M1_CODE_OFFSET, small)
+
+
+@triton.jit
+def e2m1_decode(c):
+    """E2M1 code (int32, low 4 bits used) -> float32 value, ``-0.0`` for code 8.
+
+    ``(c & 7) << 22`` read as float32 is the E2M1 magnitude times 2**-126 (the exponent and
+    mantissa fields line up; code 1 lands on the float32 subnormal 2**-127); the sign bit goes to
+    bit 31, and one exact multiply by 2**126 restores the value. Needs float32 subnormals (the
+    kernels are compiled without flush-to-zero; ``scripts/compile_sm90.py`` checks the PTX).
+    """
+    bits = ((c & E2M1_MAG_MASK) << E2M1_DROP) | ((c & E2M1_SIGN) << 28)
+    return bits.to(tl.float32, bitcast=True) * E2M1_DECODE_SCALE
+
+
+@triton.jit
+def e4m3_encode(s):
+    """float32 ``s`` (>= 0, maybe +inf, not NaN) -> (E4M3 byte as int32, its float32 value): RNE, saturating at 448.
+
+    Normal range (``s >= 2**-6``): round the float32 mantissa to 3 bits by integer arithmetic
+    (add ``0x7FFFF`` plus the lowest kept bit, clear the dropped bits; a carry rolls into the
+    exponent by itself). Subnormal range: ``s * 512`` rounded to an integer (``+ 2**23 - 2**23``,
+    ties to even); 8 is the smallest normal 2**-6, whose byte is also 8.
+    """
+    s = tl.minimum(s, E4M3_MAXV)
+    b = s.to(tl.int32, bitcast=True)
+    rb = (b + E4M3_HALF_M1 + ((b >> E4M3_DROP) & 1)) & E4M3_KEEP_MASK
+    nbyte = (((rb >> 23) - E4M3_REBIAS) << E4M3_MAN) | ((rb >> E4M3_DROP) & E4M3_MAN_MASK)
+    t = (s * E4M3_SUB_INV + RNE_MAGIC) - RNE_MAGIC
+    normal = s >= E4M3_MIN_NORMAL
+    byte = tl.where(normal, nbyte, t.to(tl.int32))
+    val = tl.where(normal, rb.to(tl.float32, bitcast=True), t * E4M3_SUB_STEP)
+    return byte, val
+
+
+@triton.jit
+def e4m3_decode(sb):
+    """E4M3 byte (any int) -> float32 value (NaN for 0x7F/0xFF, negative for bytes >= 0x80)."""
+    b = sb.to(tl.int32) & 0xFF
+    e = (b >> E4M3_MAN) & E4M3_EXP_MASK
+    m = b & E4M3_MAN_MASK
+    normal = ((e + E4M3_REBIAS) << 23) | (m << E4M3_DROP)
+    sub = (m.to(tl.float32) * E4M3_SUB_STEP).to(tl.int32, bitcast=True)
+    v = tl.where(e > 0, normal, sub)
+    v = tl.where((b & E4M3_NAN_MAG) == E4M3_NAN_MAG, F32_QNAN_BITS, v)
+    return (v | ((b & E4M3_SIGN) << 24)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def pow2_byte_decode(sb, BYTE255_NAN: tl.constexpr):
+    """Byte ``b`` -> ``2**(b - 127)`` (float32; byte 0 is the subnormal 2**-127). Byte 255 is +inf
+    (fp4_mx_block16) or NaN (E8M0, when ``BYTE255_NAN``)."""
+    b = sb.to(tl.int32) & 0xFF
+    bits = tl.where(b > 0, b << 23, F32_TWO_M127_BITS)
+    if BYTE255_NAN:
+        bits = tl.where(b == 255, F32_QNAN_BITS, bits)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _block16_exponent(ratio):
+    """``ceil(fl32(log2(ratio)))`` for positive normal float32 ``ratio``, exactly, from its bits.
+
+    With ``ratio = 2**k * (1 + M * 2**-23)``: ``M == 0`` gives ``k``. Otherwise
+    ``log2 = k + d``, ``0 < d < 1``, and the ceiling is ``k + 1`` unless float32 rounds
+    ``k + d`` back to ``k``: that happens when ``d`` is under half an ulp at ``k``, i.e. when
+    ``2 * M < ln2 * 2**j`` with ``2**j`` the largest power of two <= ``n``, ``n = k`` for ``k > 0``
+    and ``n = -k - 1`` for ``k < 0`` (below a power of two the ulp halves). ``k = 0`` or ``-1``:
+    never. Example: ``16 * (1 + 2**-23)`` gives 4, ``2**-4 * (1 + 2**-23)`` gives -3.
+    """
+    rb = ratio.to(tl.int32, bitcast=True)
+    k = (rb >> 23) - 127
+    man = rb & 0x7FFFFF
+    n = tl.maximum(tl.where(k > 0, k, -k - 1), 0)
+    p2 = (n.to(tl.float32).to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
+    keep = (man == 0) | ((2 * man).to(tl.float32) < LN2 * p2)
+    return k + tl.where(keep, 0, 1)
+
+
+@triton.jit
+def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
+    """Per block: amax (float32, NaN blocks flagged) -> (scale byte, element multiplier, keep_a, keep_b).
+
+    The multiplier is what an element is multiplied by before E2M1 rounding: ``fl(1/fl(sf*g))``
+    (nvfp4), ``2**-e`` (fp4_mx_block16), ``2**-shared`` (mxfp4); the last two are exact.
+    ``keep_a``/``keep_b`` say which code bits the oracle forces to 0 (see :func:`encode_elements`).
+    """
+    amax = tl.where(has_nan, 0.0, amax)
+    if RECIPE == R_NVFP4:
+        g = tl.load(g_ptr)
+        rcp_g = tl.math.div_rn(1.0, g)
+        s = (amax * RCP_E2M1_MAX) * rcp_g
+        sbyte, sf = e4m3_encode(s)
+        den = tl.where(sf != 0.0, sf * g, 1.0)
+        mult = tl.where(sf != 0.0, tl.math.div_rn(1.0, den), 0.0)
+        sbyte = tl.where(has_nan, NVFP4_NAN_BYTE, sbyte)
+        sign_mask = tl.where(has_nan, 0, E2M1_SIGN)
+        mag_mask = tl.where(has_nan | (mult == 0.0), 0, E2M1_MAG_MASK)
+    elif RECIPE == R_BLOCK16:
+        ratio = tl.maximum(tl.math.div_rn(amax, E2M1_MAXV), B16_FLOOR)
+        is_inf = ratio.to(tl.int32, bitcast=True) == F32_INF_BITS
+        ok = (~has_nan) & (~is_inf)
+        e = _block16_exponent(tl.where(ok, ratio, 1.0))
+        sbyte = tl.where(has_nan, B16_NAN_BYTE, tl.where(is_inf, B16_INF_BYTE, e + B16_BIAS))
+        mult = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-e, exact: e in [-33, 126]
+        sign_mask = ok
+        mag_mask = ok
+    else:
+        tl.static_assert(RECIPE == R_MXFP4)
+        abits = amax.to(tl.int32, bitcast=True)
+        ok = (~has_nan) & (abits < F32_INF_BITS)
+        abits = tl.where(ok, abits, 0)
+        ef = abits >> 23
+        man = abits & 0x7FFFFF
+        k_sub = ((man.to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127) - 149
+        k = tl.where(ef > 0, ef - 127, k_sub)  # floor(log2(amax)), exact, subnormals included
+        shared = tl.minimum(tl.maximum(k - MX_EMAX, E8M0_MIN_EXP), E8M0_MAX_EXP)
+        shared = tl.where(abits > 0, shared, E8M0_MIN_EXP)
+        sbyte = tl.where(ok, shared + E8M0_BIAS, E8M0_NAN)
+        mult = ((127 - shared) << 23).to(tl.float32, bitcast=True)  # 2**-shared, exact
+        sign_mask = ok
+        mag_mask = ok
+    return sbyte, mult, sign_mask, mag_mask
+
+
+@triton.jit
+def encode_elements(x, mult, keep_a, keep_b, RECIPE: tl.constexpr):
+    """float32 elements -> E2M1 codes (int32, 0..15); the per-block arguments broadcast to ``x``.
+
+    ``nvfp4``: ``keep_a``/``keep_b`` are a sign mask (8 or 0) and a magnitude mask (7 or 0) per
+    block. A NaN block has both 0; a block whose multiplier is 0 (``sf * g`` overflowed, so
+    ``y = x * 0``, NaN for an infinite ``x``) keeps only its signs, as the oracle does. Masking the
+    code bits (one ``LOP3``) replaces a per-element NaN test and select, and makes whatever a NaN
+    ``y`` would give irrelevant.
+
+    ``fp4_mx_block16``, ``mxfp4``: ``keep_a`` is the block's ok flag (False: every code 0);
+    ``keep_b`` is unused. (The mask form was measured slower for these two recipes on an H100.)
+    """
+    y = x * mult
+    if RECIPE == R_NVFP4:
+        sign = (x.to(tl.int32, bitcast=True) >> 28) & keep_a  # the sign of x, -0.0 included
+        mag = e2m1_magnitude(tl.abs(y), False)
+        code = (mag & keep_b) | sign
+    else:
+        if RECIPE == R_BLOCK16:
+            sign = tl.where(y < 0.0, E2M1_SIGN, 0)  # the oracle's `scaled < 0`: -0.0 gives +0
+            mag = e2m1_magnitude(tl.abs(y), True)
+        else:
+            sign = (x.to(tl.int32, bitcast=True) >> 28) & E2M1_SIGN  # the sign of x, -0.0 included
+            mag = e2m1_magnitude(tl.abs(y), False)
+        code = tl.where(keep_a, sign | mag, 0)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# tiles
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _max_nan(a, b):
+    """max that propagates NaN (``max.NaN.f32``); plain ``tl.maximum`` drops NaN on the GPU."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _load_pairs(ptr, rows, x_stride, n_rows, IN_KIND: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                TOK: tl.constexpr):
+    """Rows ``[TOK, ROWP]`` of the input as (even, odd) float32 element pairs, each ``[TOK, ROWP // 2]``."""
+    rmask = rows < n_rows
+    if IN_KIND == IN_F32:
+        cols = tl.arange(0, ROWP)
+        x = tl.load(ptr + rows.to(tl.int64)[:, None] * x_stride + cols[None, :],
+                    mask=rmask[:, None] & (cols < ROW)[None, :], other=0.0)
+        lo, hi = tl.split(tl.reshape(x, (TOK, ROWP // 2, 2)))
+    else:  # one int32 word holds elements 2i (low half) and 2i+1 (high half); x_stride in words
+        wc = tl.arange(0, ROWP // 2)
+        w = tl.load(ptr + rows.to(tl.int64)[:, None] * x_stride + wc[None, :],
+                    mask=rmask[:, None] & (wc < ROW // 2)[None, :], other=0)
+        if IN_KIND == IN_BF16:  # bf16 -> f32 is a shift: exact, subnormals kept
+            lo = (w << 16).to(tl.float32, bitcast=True)
+            hi = (w & -65536).to(tl.float32, bitcast=True)
+        else:
+            lo = (w & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+            hi = ((w >> 16) & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+    return lo, hi
+
+
+@triton.jit
+def _quantize_tile(x_ptr, x_stride, q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, n_rows, pid,
+                   RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                   TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr):
+    NB: tl.constexpr = ROWP // BS
+    HB: tl.constexpr = BS // 2
+    rows = pid * TOK + tl.arange(0, TOK)
+    rmask = rows < n_rows
+    lo, hi = _load_pairs(x_ptr, rows, x_stride, n_rows, IN_KIND, ROW, ROWP, TOK)
+    lo = tl.reshape(lo, (TOK, NB, HB))
+    hi = tl.reshape(hi, (TOK, NB, HB))
+    amax = tl.reduce(_max_nan(tl.abs(lo), tl.abs(hi)), 2, _max_nan)  # NaN if the block holds one
+    has_nan = amax != amax
+    sbyte, mult, keep_a, keep_b = block_scale(amax, has_nan, g_ptr, RECIPE)
+    mult, keep_a, keep_b = mult[:, :, None], keep_a[:, :, None], keep_b[:, :, None]
+    c_lo = encode_elements(lo, mult, keep_a, keep_b, RECIPE)
+    c_hi = encode_elements(hi, mult, keep_a, keep_b, RECIPE)
+    packed = tl.reshape(c_lo | (c_hi << 4), (TOK, ROWP // 2)).to(tl.uint8)  # element 2i in the low nibble
+    if HAS_LOC:
+        slots = tl.load(loc_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    else:
+        slots = rows.to(tl.int64)
+    qc = tl.arange(0, ROWP // 2)
+    tl.store(q_ptr + slots[:, None] * q_stride + qc[None, :], packed,
+             mask=rmask[:, None] & (qc < ROW // 2)[None, :])
+    bc = tl.arange(0, NB)
+    tl.store(s_ptr + slots[:, None] * s_stride + bc[None, :], sbyte.to(tl.uint8),
+             mask=rmask[:, None] & (bc < ROW // BS)[None, :])
+
+
+@triton.jit
+def quantize_kernel(x0, xs0, q0, qs0, s0, ss0, g0,
+                    x1, xs1, q1, qs1, s1, ss1, g1,
+                    loc_ptr, n_rows,
+                    RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                    TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr):
+    """Quantize rows of ``x`` into ``q`` (packed) and ``s`` (scale bytes), row ``r`` going to slot
+    ``loc[r]`` (or ``r``). Grid ``(cdiv(n_rows, TOK), n)``: axis 1 picks tensor 0 (K) or 1 (V)."""
+    pid = tl.program_id(0)
+    if tl.program_id(1) == 0:
+        _quantize_tile(x0, xs0, q0, qs0, s0, ss0, g0, loc_ptr, n_rows, pid,
+                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC)
+    else:
+        _quantize_tile(x1, xs1, q1, qs1, s1, ss1, g1, loc_ptr, n_rows, pid,
+                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC)
+
+
+@triton.jit
+def _to_bf16_bits(v, HW_CAST: tl.constexpr):
+    """float32 -> bf16 bit pattern (int32, low 16 bits), round to nearest even."""
+    if HW_CAST:  # GPU: cvt.rn.bf16 (the interpreter would truncate)
+        r = v.to(tl.bfloat16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    else:
+        u = v.to(tl.int32, bitcast=True)
+        r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+        r = tl.where(v != v, BF16_QNAN, r)
+    return r
+
+
+@triton.jit
+def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n_rows,
+                      RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                      TOK: tl.constexpr, OUT_KIND: tl.constexpr, HAS_LOC: tl.constexpr,
+                      HW_CAST: tl.constexpr):
+    """Decode rows (slot ``loc[r]``, or ``r``) of packed codes + scale bytes into row ``r`` of ``o``.
+
+    Each packed byte is decoded as a pair (low nibble = element 2i, high = 2i+1). 16-bit outputs
+    are written as int32 words holding both elements of a pair, so no interleave is needed.
+    """
+    NB: tl.constexpr = ROWP // BS
+    HB: tl.constexpr = BS // 2
+    pid = tl.program_id(0)
+    rows = pid * TOK + tl.arange(0, TOK)
+    rmask = rows < n_rows
+    if HAS_LOC:
+        slots = tl.load(loc_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    else:
+        slots = rows.to(tl.int64)
+    qc = tl.arange(0, ROWP // 2)
+    pmask = rmask[:, None] & (qc < ROW // 2)[None, :]
+    p = tl.load(q_ptr + slots[:, None] * q_stride + qc[None, :], mask=pmask, other=0).to(tl.int32)
+    bc = tl.arange(0, NB)
+    sb = tl.load(s_ptr + slots[:, None] * s_stride + bc[None, :],
+                 mask=rmask[:, None] & (bc < ROW // BS)[None, :], other=0)
+    p3 = tl.reshape(p, (TOK, NB, HB))
+    v_lo = e2m1_decode(p3)
+    v_hi = e2m1_decode(p3 >> 4)
+    if RECIPE == R_NVFP4:
+        sf = e4m3_decode(sb)[:, :, None]
+        g = tl.load(g_ptr)
+        v_lo = (v_lo * sf) * g
+        v_hi = (v_hi * sf) * g
+    else:
+        scale = pow2_byte_decode(sb, RECIPE == R_MXFP4)[:, :, None]
+        v_lo = v_lo * scale
+        v_hi = v_hi * scale
+    v_lo = tl.reshape(v_lo, (TOK, ROWP // 2))
+    v_hi = tl.reshape(v_hi, (TOK, ROWP // 2))
+    rows64 = rows.to(tl.int64)
+    if OUT_KIND == OUT_BF16 or OUT_KIND == OUT_F16:  # o_ptr is int32 words: (odd << 16) | even
+        if OUT_KIND == OUT_BF16:
+            if RECIPE == R_NVFP4:
+                b_lo = _to_bf16_bits(v_lo, HW_CAST)
+                b_hi = _to_bf16_bits(v_hi, HW_CAST)
+            else:  # E2M1 * 2**k has 2 significant bits: exact in bf16, so RNE = the top half
+                b_lo = (v_lo.to(tl.int32, bitcast=True) >> 16) & 0xFFFF
+                b_hi = v_hi.to(tl.int32, bitcast=True) & -65536
+                b_hi = b_hi >> 16
+        else:
+            b_lo = v_lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+            b_hi = v_hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+        tl.store(o_ptr + rows64[:, None] * (ROW // 2) + qc[None, :], b_lo | (b_hi << 16), mask=pmask)
+    else:
+        out = tl.interleave(v_lo, v_hi)
+        cols = tl.arange(0, ROWP)
+        offs = rows64[:, None] * ROW + cols[None, :]
+        omask = rmask[:, None] & (cols < ROW)[None, :]
+        if OUT_KIND == OUT_F64:
+            tl.store(o_ptr + offs, out.to(tl.float64), mask=omask)
+        else:
+            tl.store(o_ptr + offs, out, mask=omask)

@@ -1,0 +1,289 @@
+"""Launchers of the Triton FP4 kernels (``kernels.launch``): same signatures, shapes and errors as their PyTorch twins.
+
+=========================  ====================================================  =======================
+function                   what                                                  twin
+=========================  ====================================================  =======================
+:func:`quantize`           ``x[..., N]`` -> :class:`FP4Quantized`                 ``reference_impl.quantize``
+:func:`dequantize`         :class:`FP4Quantized` -> ``dtype[..., N]``             ``reference_impl.dequantize``
+:func:`dequantize_parts`   loose ``packed`` + ``scales`` -> values                ``Recipe.dequantize_parts``
+:func:`gather_dequantize`  slots ``loc`` of a pool layer -> ``[n, H, D]``         :mod:`kernels.reference`
+:func:`store_kv`           quantize K and V and scatter them into a pool layer   :mod:`kernels.reference`
+=========================  ====================================================  =======================
+
+Tensors must be on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1`` set before Triton is
+imported (Triton's interpreter, which CI uses).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+from kernels import _checks
+from kernels._triton import fp4
+from kernels._triton.constants import RECIPE_IDS
+from reference_impl.checks import check_float_input
+from reference_impl.recipes import FP4Quantized, Recipe, get_recipe
+
+__all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING"]
+
+TUNING: dict[str, int] = {
+    "quantize_elems": 2048,    # elements per program (quantize and store)
+    "quantize_warps": 1,
+    "dequantize_elems": 2048,  # elements per program (dequantize and gather)
+    "dequantize_warps": 8,
+    # per-recipe choices ("{kind}_{elems|warps}:{recipe}") override the four above
+    "quantize_elems:nvfp4": 1024, "quantize_warps:nvfp4": 1,
+    "quantize_elems:fp4_mx_block16": 1024, "quantize_warps:fp4_mx_block16": 1,
+    "quantize_elems:mxfp4": 2048, "quantize_warps:mxfp4": 1,
+    "dequantize_elems:nvfp4": 1024, "dequantize_warps:nvfp4": 4,
+    "dequantize_elems:fp4_mx_block16": 2048, "dequantize_warps:fp4_mx_block16": 8,
+    "dequantize_elems:mxfp4": 2048, "dequantize_warps:mxfp4": 8,
+    "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
+    "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
+}
+"""Tile sizes and warps: the fastest of the sweeps that ``scripts/bench_quant_kernels.py`` ran on an
+H100 (store_kv and dequantize, 131072 x 8 x 128 bf16, per recipe; the rows are kept in
+``docs/data/perf/quant_kernels_tuning.json``). Under the interpreter only ``interpret_elems`` counts."""
+
+_OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.float16: fp4.OUT_F16,
+             torch.float64: fp4.OUT_F64}
+_DUMMY: dict[torch.device, torch.Tensor] = {}
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_device(t: torch.Tensor, name: str) -> None:
+    if t.device.type == "cuda" or (t.device.type == "cpu" and _interpreting()):
+        return
+    raise ValueError(
+        f"{name} is on {t.device}: the Triton kernels need a CUDA tensor "
+        "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)"
+    )
+
+
+def _dummy(device: torch.device) -> torch.Tensor:
+    if device not in _DUMMY:
+        _DUMMY[device] = torch.ones(1, dtype=torch.float32, device=device)
+    return _DUMMY[device]
+
+
+def _tile(row: int, n_rows: int, kind: str, recipe: str) -> tuple[int, int, int]:
+    """(ROWP, TOK, num_warps) for rows of ``row`` elements (``TUNING["{kind}_elems:{recipe}"]``
+    overrides ``TUNING["{kind}_elems"]``, likewise for warps)."""
+    rowp = triton.next_power_of_2(row)
+    elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
+    warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
+    if _interpreting():
+        elems = TUNING["interpret_elems"]
+    tok = max(1, elems // rowp)
+    tok = min(tok, triton.next_power_of_2(max(n_rows, 1)))
+    return rowp, tok, warps
+
+
+def _flat_row(n_elems: int, block: int) -> int:
+    """Longest row ``block * 2**j`` (<= max_row) that cuts a flat tensor of ``n_elems`` evenly."""
+    row = block
+    while row * 2 <= max(TUNING["max_row"], block) and n_elems % (row * 2) == 0:
+        row *= 2
+    return row
+
+
+def _input_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """(tensor the kernel reads, its row stride in its own elements, IN_KIND) for a 2-D row view.
+
+    16-bit inputs are read as int32 words (two elements each), which needs an even row stride and
+    a 4-byte aligned start; otherwise the rows are copied to a contiguous tensor first.
+    """
+    if x.dtype == torch.float32:
+        return x, x.stride(0), fp4.IN_F32.value
+    if x.stride(0) % 2 or x.storage_offset() % 2 or x.data_ptr() % 4:
+        x = x.contiguous()
+    words = x.as_strided((x.shape[0], x.shape[1]), (x.stride(0), 1))
+    kind = fp4.IN_BF16.value if x.dtype == torch.bfloat16 else fp4.IN_F16.value
+    return _word_view(words), x.stride(0) // 2, kind
+
+
+def _word_view(x: torch.Tensor) -> torch.Tensor:
+    """Rows ``[t, n]`` of a 16-bit tensor (even row stride and offset) as int32 words ``[t, n // 2]``."""
+    t, n = x.shape
+    w = torch.empty(0, dtype=torch.int32, device=x.device)
+    return w.set_(x.untyped_storage(), x.storage_offset() // 2, (t, n // 2), (x.stride(0) // 2, 1))
+
+
+def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
+    """``pairs``: one or two ``(x2d, packed, scales, g)``; row ``r`` of ``x2d`` -> slot ``loc[r]``."""
+    rowp, tok, warps = _tile(row, n_rows, "quantize", recipe.name)
+    args = []
+    for x, packed, scales, g in pairs:
+        xr, x_stride, in_kind = _input_rows(x)
+        args += [xr, x_stride, packed, packed.stride(0), scales, scales.stride(0),
+                 g if g is not None else _dummy(x.device)]
+    if len(pairs) == 1:
+        args += args[:7]
+    grid = (triton.cdiv(n_rows, tok), len(pairs))
+    fp4.quantize_kernel[grid](
+        *args, loc if loc is not None else pairs[0][1], n_rows,
+        RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
+        IN_KIND=in_kind, HAS_LOC=loc is not None, num_warps=warps,
+    )
+
+
+def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, loc, out, n_rows, row):
+    rowp, tok, warps = _tile(row, n_rows, "dequantize", recipe.name)
+    # 16-bit outputs are written as int32 words, two elements each (out is contiguous, row even)
+    out_view = out.view(torch.int16).view(torch.int32) if out.element_size() == 2 else out
+    grid = (triton.cdiv(n_rows, tok),)
+    fp4.dequantize_kernel[grid](
+        packed, p_stride, scales, s_stride, g if g is not None else _dummy(packed.device),
+        loc if loc is not None else packed, out_view, n_rows,
+        RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
+        OUT_KIND=_OUT_KIND[out.dtype], HAS_LOC=loc is not None, HW_CAST=not _interpreting(),
+        num_warps=warps,
+    )
+
+
+def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
+    """Quantize ``x[..., N]`` with a recipe: bit for bit :func:`reference_impl.quantize`.
+
+    Args:
+        x: ``float32``, ``bfloat16`` or ``float16``, ``N`` a multiple of the recipe's block size;
+            any strides (a non-contiguous ``x`` is copied first).
+        recipe: ``"fp4_mx_block16"``, ``"nvfp4"`` or ``"mxfp4"`` (or a :class:`Recipe`).
+        global_scale: ``nvfp4`` only: the ``float32`` decode multiplier (a float or a 1-element
+            ``float32`` tensor; a CUDA tensor's value is not checked, which would synchronise).
+
+    Returns:
+        :class:`FP4Quantized`: ``packed`` ``uint8 [..., N // 2]``, ``scales`` ``uint8 [..., N // B]``.
+
+    Raises:
+        TypeError, ValueError: as :func:`reference_impl.quantize`; also for a tensor on a device
+            the kernels cannot reach.
+    """
+    r = get_recipe(recipe)
+    check_float_input(x, "x", r.block_size)
+    g = _checks.check_scale_tensor(r, global_scale, x.device)
+    _check_device(x, "x")
+    n = x.shape[-1]
+    lead = x.shape[:-1]
+    packed = torch.empty(*lead, n // 2, dtype=torch.uint8, device=x.device)
+    scales = torch.empty(*lead, n // r.block_size, dtype=torch.uint8, device=x.device)
+    if x.numel():
+        xc = x.detach().contiguous()
+        row = _flat_row(xc.numel(), r.block_size)
+        n_rows = xc.numel() // row
+        _launch_quantize(
+            r, [(xc.view(n_rows, row), packed.view(n_rows, row // 2), scales.view(n_rows, row // r.block_size), g)],
+            None, n_rows, row,
+        )
+    return FP4Quantized(packed=packed, scales=scales, recipe=r.name, global_scale=g)
+
+
+def dequantize_parts(
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    recipe: str | Recipe,
+    global_scale: object = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Decode loose ``packed [..., N/2]`` + ``scales [..., N/B]``: bit for bit ``Recipe.dequantize_parts``.
+
+    Every value is computed in ``float32`` and rounded once (to nearest even) to ``dtype``.
+    """
+    r = get_recipe(recipe)
+    g = _checks.check_dequantize_parts(r, packed, scales, global_scale, dtype)
+    _check_device(packed, "packed")
+    n = packed.shape[-1] * 2
+    out = torch.empty(*packed.shape[:-1], n, dtype=dtype, device=packed.device)
+    if packed.numel():
+        pc, sc = packed.contiguous(), scales.contiguous()
+        row = _flat_row(pc.numel() * 2, r.block_size)
+        n_rows = pc.numel() * 2 // row
+        _launch_dequantize(r, pc, row // 2, sc, row // r.block_size, g, None, out, n_rows, row)
+    return out
+
+
+def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decode an :class:`FP4Quantized` with the recipe that made it (as :func:`reference_impl.dequantize`)."""
+    return dequantize_parts(q.packed, q.scales, q.recipe, q.global_scale, dtype)
+
+
+def gather_dequantize(
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    loc: torch.Tensor,
+    recipe: str | Recipe,
+    global_scale: object = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Decode the slots ``loc`` of one pool layer.
+
+    Args:
+        packed: ``uint8 [slots, H, D/2]`` (each slot contiguous).
+        scales: ``uint8 [slots, H*D/B]`` or ``[slots, H, D/B]``.
+        loc: ``int32``/``int64 [n]`` slot indices (not range-checked: that would synchronise).
+        recipe, global_scale: as :func:`dequantize_parts`.
+        dtype: output dtype.
+
+    Returns:
+        ``dtype [n, H, D]``, row ``i`` decoded from slot ``loc[i]``.
+    """
+    r = get_recipe(recipe)
+    h, d = _checks.check_pool_layer(r, packed, scales, "pool")
+    _checks.check_loc(loc, None, packed.device)
+    g = _checks.check_dequantize_parts(r, packed[:0], scales[:0].reshape(0, h, d // r.block_size),
+                                       global_scale, dtype)
+    _check_device(packed, "packed")
+    out = torch.empty(loc.numel(), h, d, dtype=dtype, device=packed.device)
+    if loc.numel():
+        _launch_dequantize(r, packed, packed.stride(0), scales, scales.stride(0), g, loc, out, loc.numel(), h * d)
+    return out
+
+
+def store_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    loc: torch.Tensor,
+    k_data: torch.Tensor,
+    v_data: torch.Tensor,
+    k_scales: torch.Tensor,
+    v_scales: torch.Tensor,
+    recipe: str | Recipe,
+    k_global_scale: object = None,
+    v_global_scale: object = None,
+) -> None:
+    """Quantize K and V and write them to slots ``loc`` of one pool layer, in one launch.
+
+    Byte for byte ``k_data[loc] = quantize(k).packed``, ``k_scales[loc] = quantize(k).scales``
+    (reshaped to the buffer's layout), and the same for V.
+
+    Args:
+        k, v: ``[tokens, H, D]`` float32/bfloat16/float16, one shape and dtype; each token's
+            ``[H, D]`` contiguous (a strided slice of a fused QKV output is fine).
+        loc: ``int32``/``int64 [tokens]`` destination slots, distinct (not range-checked).
+        k_data, v_data: ``uint8 [slots, H, D/2]``.
+        k_scales, v_scales: ``uint8 [slots, H*D/B]`` (SGLang's fp4_mx_block16 layout) or
+            ``[slots, H, D/B]`` (its nvfp4 layout).
+        recipe: recipe name or object.
+        k_global_scale, v_global_scale: ``nvfp4`` only: ``float32`` decode multipliers. A tensor's
+            value is not checked here (reading it would synchronise the device).
+    """
+    r = get_recipe(recipe)
+    _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
+    gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
+    gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
+    _check_device(k, "k")
+    t, h, d = k.shape
+    if t == 0:
+        return
+
+    def rows(x):
+        if x.stride(2) != 1 or x.stride(1) != d:
+            x = x.contiguous()
+        return x.detach().as_strided((t, h * d), (x.stride(0), 1))
+
+    _launch_quantize(r, [(rows(k), k_data, k_scales, gk), (rows(v), v_data, v_scales, gv)], loc, t, h * d)

@@ -1,0 +1,55 @@
+"""PyTorch twins of :mod:`kernels`: the same signatures and errors, computed by :mod:`reference_impl`.
+
+``quantize``/``dequantize``/``dequantize_parts`` are the oracle itself; ``gather_dequantize`` and
+``store_kv`` compose it with plain indexing (``buffer[loc] = ...``), which is what a reference
+pool's ``set_kv_buffer`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels import _checks
+from reference_impl import dequantize as _dequantize
+from reference_impl import quantize as _quantize
+from reference_impl.recipes import FP4Quantized, Recipe, get_recipe
+
+__all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv"]
+
+
+def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
+    """:func:`reference_impl.quantize`."""
+    return _quantize(x, recipe, global_scale=global_scale)
+
+
+def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`reference_impl.dequantize`."""
+    return _dequantize(q, dtype)
+
+
+def dequantize_parts(packed, scales, recipe, global_scale=None, dtype=torch.float32) -> torch.Tensor:
+    """``get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)``."""
+    return get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)
+
+
+def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torch.float32) -> torch.Tensor:
+    """Twin of :func:`kernels.gather_dequantize`: ``dequantize_parts(packed[loc], scales[loc])``."""
+    r = get_recipe(recipe)
+    h, d = _checks.check_pool_layer(r, packed, scales, "pool")
+    _checks.check_loc(loc, None, packed.device)
+    n = loc.numel()
+    return r.dequantize_parts(packed[loc.long()], scales[loc.long()].reshape(n, h, d // r.block_size),
+                              global_scale, dtype)
+
+
+def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_scale=None, v_global_scale=None):
+    """Twin of :func:`kernels.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
+    r = get_recipe(recipe)
+    _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
+    gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
+    gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
+    idx = loc.long()
+    for x, g, data, scales in ((k, gk, k_data, k_scales), (v, gv, v_data, v_scales)):
+        q = r.quantize(x, g)
+        data[idx] = q.packed
+        scales[idx] = q.scales.reshape(scales[idx].shape)
