@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from reference_impl.pool import PADDING_SLOT
+
 from reference_impl.checks import check_float_input, check_same_device, check_uint8
 from reference_impl.recipes import OUTPUT_DTYPES, Recipe
 
@@ -46,6 +48,27 @@ def check_loc(loc: object, n: int | None, device: torch.device) -> torch.Tensor:
     if loc.device != device:
         raise ValueError(f"loc is on {loc.device}, data on {device}")
     return loc
+
+
+def check_slots(loc: torch.Tensor, n_slots: int, unique: bool) -> None:
+    """Every slot in ``[0, n_slots)`` and, when ``unique``, no slot twice except the padding slot 0.
+
+    Reads ``loc``'s values, so on a GPU it synchronises; launchers skip it with ``check_slots=False``
+    (e.g. inside CUDA-graph capture), and the caller then guarantees valid slots.
+
+    Raises:
+        IndexError: a slot outside the layer.
+        ValueError: a repeated slot (other than 0) where each slot may be written once.
+    """
+    if loc.numel() == 0:
+        return
+    lo, hi = int(loc.min()), int(loc.max())
+    if lo < 0 or hi >= n_slots:
+        raise IndexError(f"loc must hold slots in [0, {n_slots}), got values in [{lo}, {hi}]")
+    if unique:
+        real = loc[loc != PADDING_SLOT]
+        if torch.unique(real).numel() != real.numel():
+            raise ValueError("loc repeats a slot (only the padding slot 0 may repeat): the writes would race")
 
 
 def check_pool_layer(recipe: Recipe, data: object, scales: object, name: str) -> tuple[int, int]:

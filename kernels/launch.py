@@ -219,15 +219,23 @@ def gather_dequantize(
     recipe: str | Recipe,
     global_scale: object = None,
     dtype: torch.dtype = torch.float32,
+    *,
+    check_slots: bool = True,
 ) -> torch.Tensor:
     """Decode the slots ``loc`` of one pool layer.
 
     Args:
         packed: ``uint8 [slots, H, D/2]`` (each slot contiguous).
         scales: ``uint8 [slots, H*D/B]`` or ``[slots, H, D/B]``.
-        loc: ``int32``/``int64 [n]`` slot indices (not range-checked: that would synchronise).
-        recipe, global_scale: as :func:`dequantize_parts`.
+        loc: ``int32``/``int64 [n]`` slot indices in ``[0, slots)``.
+        recipe: as :func:`dequantize_parts`.
+        global_scale: as :func:`dequantize_parts`.
         dtype: output dtype.
+        check_slots: check that every slot is in range (reads ``loc``, which synchronises a GPU;
+            pass ``False`` inside CUDA-graph capture, where the caller guarantees the slots).
+
+    Raises:
+        IndexError: a slot out of range (with ``check_slots``).
 
     Returns:
         ``dtype [n, H, D]``, row ``i`` decoded from slot ``loc[i]``.
@@ -235,6 +243,8 @@ def gather_dequantize(
     r = get_recipe(recipe)
     h, d = _checks.check_pool_layer(r, packed, scales, "pool")
     _checks.check_loc(loc, None, packed.device)
+    if check_slots:
+        _checks.check_slots(loc, packed.shape[0], unique=False)
     g = _checks.check_dequantize_parts(r, packed[:0], scales[:0].reshape(0, h, d // r.block_size),
                                        global_scale, dtype)
     _check_device(packed, "packed")
@@ -255,6 +265,8 @@ def store_kv(
     recipe: str | Recipe,
     k_global_scale: object = None,
     v_global_scale: object = None,
+    *,
+    check_slots: bool = True,
 ) -> None:
     """Quantize K and V and write them to slots ``loc`` of one pool layer, in one launch.
 
@@ -262,18 +274,31 @@ def store_kv(
     (reshaped to the buffer's layout), and the same for V.
 
     Args:
-        k, v: ``[tokens, H, D]`` float32/bfloat16/float16, one shape and dtype; each token's
-            ``[H, D]`` contiguous (a strided slice of a fused QKV output is fine).
-        loc: ``int32``/``int64 [tokens]`` destination slots, distinct (not range-checked).
-        k_data, v_data: ``uint8 [slots, H, D/2]``.
-        k_scales, v_scales: ``uint8 [slots, H*D/B]`` (SGLang's fp4_mx_block16 layout) or
+        k: ``[tokens, H, D]`` float32/bfloat16/float16; each token's ``[H, D]`` contiguous
+            (a strided slice of a fused QKV output is fine).
+        v: same shape and dtype as ``k``.
+        loc: ``int32``/``int64 [tokens]`` destination slots in ``[0, slots)``, distinct except
+            the padding slot 0.
+        k_data: ``uint8 [slots, H, D/2]``.
+        v_data: like ``k_data``.
+        k_scales: ``uint8 [slots, H*D/B]`` (SGLang's fp4_mx_block16 layout) or
             ``[slots, H, D/B]`` (its nvfp4 layout).
+        v_scales: like ``k_scales``.
         recipe: recipe name or object.
-        k_global_scale, v_global_scale: ``nvfp4`` only: ``float32`` decode multipliers. A tensor's
-            value is not checked here (reading it would synchronise the device).
+        k_global_scale: ``nvfp4`` only: ``float32`` decode multiplier of K. A tensor's value is
+            not checked here (reading it would synchronise the device).
+        v_global_scale: the same for V.
+        check_slots: check the slots (range, no repeats) before writing anything. It reads
+            ``loc``, which synchronises a GPU: pass ``False`` inside CUDA-graph capture, where the
+            caller guarantees valid slots (an out-of-range slot then writes out of bounds).
+
+    Raises:
+        TypeError, ValueError, IndexError: bad arguments; nothing is written then.
     """
     r = get_recipe(recipe)
     _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
+    if check_slots:
+        _checks.check_slots(loc, k_data.shape[0], unique=True)
     gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
     gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
     _check_device(k, "k")

@@ -32,20 +32,25 @@ def dequantize_parts(packed, scales, recipe, global_scale=None, dtype=torch.floa
     return get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)
 
 
-def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torch.float32) -> torch.Tensor:
+def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torch.float32, *, check_slots=True) -> torch.Tensor:
     """Twin of :func:`kernels.gather_dequantize`: ``dequantize_parts(packed[loc], scales[loc])``."""
     r = get_recipe(recipe)
     h, d = _checks.check_pool_layer(r, packed, scales, "pool")
     _checks.check_loc(loc, None, packed.device)
+    if check_slots:
+        _checks.check_slots(loc, packed.shape[0], unique=False)
     n = loc.numel()
     return r.dequantize_parts(packed[loc.long()], scales[loc.long()].reshape(n, h, d // r.block_size),
                               global_scale, dtype)
 
 
-def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_scale=None, v_global_scale=None):
+def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_scale=None, v_global_scale=None,
+             *, check_slots=True):
     """Twin of :func:`kernels.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
     r = get_recipe(recipe)
     _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
+    if check_slots:
+        _checks.check_slots(loc, k_data.shape[0], unique=True)
     gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
     gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
     idx = loc.long()

@@ -196,3 +196,31 @@ def test_store_kv_equals_reference_pool_set_kv_buffer(recipe, device):
                      bufs["v_scale"], recipe, gk, gv)
     for name, want in pool.layer_tensors(layer).items():
         assert torch.equal(bufs[name].cpu(), want), name
+
+
+@pytest.mark.parametrize("impl", IMPLS.values(), ids=IMPLS.keys())
+@pytest.mark.parametrize("bad_loc,error", [
+    ([0, 1, 2, 8], IndexError),     # slot 8 is past the 8-row layer
+    ([0, 1, -1, 3], IndexError),
+    ([1, 2, 2, 3], ValueError),     # a repeated real slot: the writes would race
+])
+def test_bad_slots_raise_and_write_nothing(impl, bad_loc, error):
+    k = torch.randn(4, 2, 32)
+    kd, ks = make_layer("fp4_mx_block16", True, 8, 2, 32, "cpu", seed=21)
+    before = (kd.clone(), ks.clone())
+    with pytest.raises(error, match="loc"):
+        impl.store_kv(k, k, torch.tensor(bad_loc), kd, kd, ks, ks, "fp4_mx_block16")
+    assert torch.equal(kd, before[0]) and torch.equal(ks, before[1])
+    if error is IndexError:
+        with pytest.raises(IndexError, match="loc must hold slots"):
+            impl.gather_dequantize(kd, ks, torch.tensor(bad_loc), "fp4_mx_block16")
+
+
+@pytest.mark.parametrize("impl", IMPLS.values(), ids=IMPLS.keys())
+def test_padding_slot_may_repeat_and_checks_can_be_skipped(impl):
+    k = torch.randn(4, 2, 32)
+    kd, ks = make_layer("fp4_mx_block16", True, 8, 2, 32, "cpu", seed=22)
+    impl.store_kv(k, k, torch.tensor([0, 5, 0, 6]), kd, kd, ks, ks, "fp4_mx_block16")
+    impl.store_kv(k, k, torch.tensor([1, 2, 3, 4]), kd, kd, ks, ks, "fp4_mx_block16", check_slots=False)
+    want = ri.quantize(k, "fp4_mx_block16")
+    assert torch.equal(kd[1:5], want.packed)
