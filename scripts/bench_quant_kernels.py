@@ -103,11 +103,13 @@ class Case:
         fp4b = fp4_bytes(n, r)
         return {
             "quantize": (lambda: kernels.quantize(self.k, r, global_scale=self.g), 2 * n + fp4b),
+            # check_slots=False: the slot check reads loc (a device sync), which CUDA-graph capture forbids
             "store_kv": (lambda: kernels.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs,
-                                                  r, self.g, self.g), 2 * (2 * n + fp4b) + 8 * self.t),
+                                                  r, self.g, self.g, check_slots=False), 2 * (2 * n + fp4b) + 8 * self.t),
             "dequantize": (lambda: kernels.dequantize(self.q, torch.bfloat16), fp4b + 2 * n),
             "gather_dequantize": (lambda: kernels.gather_dequantize(self.kd, self.ks, self.loc, r, self.g,
-                                                                    torch.bfloat16), fp4b + 2 * n + 8 * self.t),
+                                                                    torch.bfloat16, check_slots=False),
+                                  fp4b + 2 * n + 8 * self.t),
         }
 
 
