@@ -21,6 +21,9 @@ from reference_impl.cases import CASES  # noqa: E402
 from reference_impl.formats import E2M1, E4M3, E8M0  # noqa: E402
 from reference_impl.recipes import RECIPES  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from accuracy_tables import TABLES as _ACCURACY_TABLES  # noqa: E402
+
 DATA = ROOT / "docs" / "data"
 
 
@@ -138,6 +141,7 @@ TABLES = {
     "memory": memory,
     "named_cases": named_cases,
     "block16_devices": block16_devices,
+    **_ACCURACY_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""
 
