@@ -161,7 +161,9 @@ def generate(name: str, tokens: int, heads: int, head_dim: int, seed: int = 0) -
 
     Args:
         name: a key of :data:`DISTRIBUTIONS`.
-        tokens, heads, head_dim: shape (``head_dim`` a multiple of 32 for every recipe).
+        tokens: first dimension of the shape.
+        heads: second dimension.
+        head_dim: last dimension (a multiple of 32 for every recipe).
         seed: the same seed gives the same tensor on every machine (CPU generator).
 
     Raises:

@@ -230,7 +230,8 @@ class MiniLM:
         """Last layer's token states ``float32 [B, T, 384]``.
 
         Args:
-            ids, mask: from :meth:`batch`.
+            ids: token ids from :meth:`batch`.
+            mask: attention mask from :meth:`batch`.
             kv_hook: may replace each layer's K and V (``[B, heads, T, head_dim]``).
             q_observer: called with ``(layer, q)`` (``[B, heads, T, head_dim]``) before attention; it
                 only looks.

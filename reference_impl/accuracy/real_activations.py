@@ -153,7 +153,8 @@ def attention_report(qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     all sentences (quantization is per token, so this equals quantizing each sentence alone).
 
     Args:
-        qkv, lengths: from :func:`capture_qkv`.
+        qkv: from :func:`capture_qkv`.
+        lengths: from :func:`capture_qkv`.
         amax: per-layer calibration.
         schemes: scheme names.
 
