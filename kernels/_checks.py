@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.pool import PADDING_SLOT
-
 from reference_impl.checks import check_float_input, check_same_device, check_uint8
-from reference_impl.recipes import OUTPUT_DTYPES, Recipe
+from reference_impl.pool import PADDING_SLOT
+from reference_impl.recipes import Recipe
 
 __all__ = ["check_dequantize_parts", "check_pool_layer", "check_loc", "check_store_args", "check_scale_tensor"]
 
 
 def check_dequantize_parts(recipe: Recipe, packed, scales, global_scale, dtype):
     """The checks of :meth:`reference_impl.recipes.Recipe.dequantize_parts`, in its order and words."""
-    check_uint8(packed, "packed")
-    check_uint8(scales, "scales")
-    check_same_device(packed=packed, scales=scales)
-    if dtype not in OUTPUT_DTYPES:
-        raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
-    if packed.dim() == 0 or scales.dim() == 0:
-        raise ValueError("packed and scales need at least one dimension")
-    n = packed.shape[-1] * 2
-    expected = (*packed.shape[:-1], n // recipe.block_size)
-    if n % recipe.block_size or tuple(scales.shape) != expected:
-        raise ValueError(
-            f"scales must have shape {expected} for packed shape {tuple(packed.shape)} "
-            f"(block size {recipe.block_size}), got {tuple(scales.shape)}"
-        )
+    recipe.check_dequantize_args(packed, scales, dtype)
     return check_scale_tensor(recipe, global_scale, packed.device)
 
 

@@ -79,6 +79,27 @@ class Recipe(abc.ABC):
             raise ValueError(f"recipe {self.name!r} has no global scale; pass global_scale=None")
         return None
 
+    def check_dequantize_args(self, packed: object, scales: object, dtype: torch.dtype) -> None:
+        """The checks of :meth:`dequantize_parts` on its tensors and dtype (kernels reuse them).
+
+        Raises:
+            TypeError, ValueError: wrong dtypes, devices or shapes; the message names them.
+        """
+        check_uint8(packed, "packed")
+        check_uint8(scales, "scales")
+        check_same_device(packed=packed, scales=scales)
+        if dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
+        if packed.dim() == 0 or scales.dim() == 0:
+            raise ValueError("packed and scales need at least one dimension")
+        n = packed.shape[-1] * 2
+        expected = (*packed.shape[:-1], n // self.block_size)
+        if n % self.block_size or tuple(scales.shape) != expected:
+            raise ValueError(
+                f"scales must have shape {expected} for packed shape {tuple(packed.shape)} "
+                f"(block size {self.block_size}), got {tuple(scales.shape)}"
+            )
+
     # -- generic driver -------------------------------------------------------------------------
     def quantize(self, x: torch.Tensor, global_scale: object = None) -> FP4Quantized:
         """Quantize ``x[..., N]`` (``float32``, ``bfloat16`` or ``float16``; ``N % block_size == 0``).
@@ -119,20 +140,8 @@ class Recipe(abc.ABC):
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """:meth:`dequantize` from loose tensors (``packed [..., N/2]``, ``scales [..., N/block]``)."""
-        check_uint8(packed, "packed")
-        check_uint8(scales, "scales")
-        check_same_device(packed=packed, scales=scales)
-        if dtype not in OUTPUT_DTYPES:
-            raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype}")
-        if packed.dim() == 0 or scales.dim() == 0:
-            raise ValueError("packed and scales need at least one dimension")
+        self.check_dequantize_args(packed, scales, dtype)
         n = packed.shape[-1] * 2
-        expected = (*packed.shape[:-1], n // self.block_size)
-        if n % self.block_size or tuple(scales.shape) != expected:
-            raise ValueError(
-                f"scales must have shape {expected} for packed shape {tuple(packed.shape)} "
-                f"(block size {self.block_size}), got {tuple(scales.shape)}"
-            )
         g = self.check_global_scale(global_scale, packed.device)
         codes = unpack_nibbles(packed).reshape(-1, self.block_size)
         values = self.decode_blocks(codes, scales.reshape(-1), g)
