@@ -134,6 +134,50 @@ def block16_devices() -> str:
     return _table(head, rows)
 
 
+def _perf(name: str) -> dict:
+    return json.loads((DATA / "perf" / name).read_text())
+
+
+def decode_attention_headline() -> str:
+    """Decode attention at the headline shape, every KV format and decoder, from the benchmark JSON."""
+    d = _perf("decode_attention.json")
+    copy = d["copy"]["bytes_per_s"]
+    bf16 = next(r for r in d["rows"] if r["format"] == "bf16")["ms"]
+    fp8 = next(r for r in d["rows"] if r["format"] == "fp8")["ms"]
+    rows = []
+    for r in sorted(d["rows"], key=lambda r: r["ms"]):
+        launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
+        rows.append([f"`{r['format']}`", f"{1000 * r['ms']:.1f}", f"{r['bytes_per_s'] / 1e12:.2f}",
+                     f"{100 * r['bytes_per_s'] / copy:.0f}%", f"{bf16 / r['ms']:.2f}x", f"{fp8 / r['ms']:.2f}x", launch])
+    sh = d["shape"]
+    head = (f"Batch {sh['batch']}, {sh['q_heads']} query heads, {sh['kv_heads']} KV heads, head_dim {sh['head_dim']}, "
+            f"page {sh['page']}, {sh['context']} tokens each. {d['device']}; "
+            + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+            + f"; {d['date']}; `{d['command']}`; copy bandwidth {copy / 1e12:.2f} TB/s measured in the same run.\n\n")
+    return head + _table(["KV format (decoder)", "time (us)", "TB/s read", "of copy", "vs BF16", "vs FP8",
+                          "best launch"], rows)
+
+
+def decode_attention_anchors() -> str:
+    """Upstream's read path (whole-layer dequantize, then BF16 attention) and SGLang's own BF16 kernel."""
+    d = _perf("decode_attention.json")
+    rows = []
+    seen = set()
+    for u in d["upstream_dequantize_then_bf16"]:
+        key = (u["recipe"], u["pool_tokens"])   # the run measured the same pool size twice: show the first
+        if key in seen:
+            continue
+        seen.add(key)
+        extra = f"; SGLang's own batched_dequantize: {u['ms_upstream_batched_dequantize']:.2f} ms" if "ms_upstream_batched_dequantize" in u else ""
+        rows.append([f"dequantize whole layer ({u['pool_tokens']} slots) + BF16 decode, `{u['recipe']}`",
+                     f"{u['ms_total']:.2f}", f"dequantize {u['ms_dequantize']:.2f} ms{extra}"])
+    s = d["sglang_triton_bf16"]
+    if s.get("ran"):
+        rows.append(["SGLang 0.5.23 Triton decode kernel on the BF16 cache", f"{s['ms']:.3f}",
+                     f"ours over BF16: {s['ours_bf16_ms']:.3f} ms; max abs difference {s['max_abs_diff_vs_our_bf16']:.1e}"])
+    return _table(["path", "time (ms)", "notes"], rows)
+
+
 TABLES = {
     "e2m1": e2m1,
     "formats": formats,
@@ -141,6 +185,8 @@ TABLES = {
     "memory": memory,
     "named_cases": named_cases,
     "block16_devices": block16_devices,
+    "decode_attention_headline": decode_attention_headline,
+    "decode_attention_anchors": decode_attention_anchors,
     **_ACCURACY_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""

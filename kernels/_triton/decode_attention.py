@@ -1,0 +1,333 @@
+"""Triton bodies of the split-KV paged decode attention (no argument checks here; see
+:mod:`kernels.decode_attention`).
+
+Stage 1 (:func:`decode_stage1`), grid ``(batch, kv_heads, splits)``: one program takes **all**
+``G = Hq / Hkv`` query heads of one KV head (``BLOCK_H = max(16, G)`` rows, the rest masked) over
+one contiguous range of the request's tokens, so each K/V row of a KV head is read once per
+decode step. It walks the range ``BLOCK_N`` tokens at a time: gather the slots from
+``kv_indices``, load and decode the K tile in registers, ``q . k``, online softmax (base 2), load
+and decode the V tile, ``p . v``. It writes the split's normalised partial output and its
+log-sum-exp (base 2).
+
+Stage 2 (:func:`decode_stage2`), grid ``(batch, q_heads)``: merges the splits by their LSE,
+multiplies by the output scale (the V global scale and the power of two of the E2M1 placement)
+and writes the output, un-permuting the FP4 even/odd layout.
+
+KV formats (constexpr ``KV_FMT``):
+
+* ``FMT_BF16``: ``[slots, H, D]`` bf16 rows, the honest baseline;
+* ``FMT_FP8``: ``[slots, H, D]`` ``float8_e4m3fn``, one per-tensor K and V scale (folded into the
+  softmax scale and the output, as SGLang does);
+* ``FMT_NVFP4`` / ``FMT_BLOCK16``: packed E2M1 bytes ``[slots, H, D/2]`` (element ``2i`` in the low
+  nibble) plus one scale byte per 16 elements (E4M3 bits or a power-of-two byte).
+
+FP4 is never interleaved: the low nibbles (even elements) and high nibbles (odd elements) stay two
+``[BLOCK_N, D/2]`` tiles; Q is loaded as its even and odd halves (``q . k = q_e . k_e + q_o . k_o``)
+and the accumulator is kept as two halves, which stage 2 writes back to ``2j`` and ``2j + 1``.
+
+E2M1 decode by placing bits (:func:`e2m1_to_f32_scaled`): ``(c & 7) << 9 | (c & 8) << 12`` read as
+fp16 is the E2M1 value times ``2**-14`` exactly (code 1 is the fp16 subnormal ``2**-15``). The
+``2**-14`` is not undone per element: it folds into the softmax scale (K) and the output scale (V).
+This is ``DECODE="placement"``, pure Triton and the only decoder the interpreter runs. Two GPU-only
+decoders replace it by a PTX ``prmt`` lookup table (:data:`E2M1_PRMT_ASM`): ``"prmt"`` (then the
+same even/odd fp32 tiles) and ``"prmt_bf16"`` (natural-order bf16 tiles, the block scale applied
+by a packed bf16 multiply; Q and the output are then not permuted).
+
+Dots (constexpr ``DOT_F32``): on the GPU the tiles are cast to bf16 for ``tl.dot`` (fp32
+accumulation); a decoded FP4 value times its E4M3 or power-of-two scale is exact in bf16. Triton's
+interpreter computes bf16 ``tl.dot`` wrongly, so under it (``DOT_F32=True``) the operands stay fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import triton
+import triton.language as tl
+
+from kernels._triton.fp4 import e4m3_decode, pow2_byte_decode
+from reference_impl.formats import E2M1
+
+# -- KV formats (constexpr switch) -----------------------------------------------------------
+FMT_IDS: dict[str, int] = {"bf16": 0, "fp8_e4m3": 1, "nvfp4": 2, "fp4_mx_block16": 3}
+FMT_BF16 = tl.constexpr(FMT_IDS["bf16"])
+FMT_FP8 = tl.constexpr(FMT_IDS["fp8_e4m3"])
+FMT_NVFP4 = tl.constexpr(FMT_IDS["nvfp4"])
+FMT_BLOCK16 = tl.constexpr(FMT_IDS["fp4_mx_block16"])
+
+# -- E2M1 -> fp16 by placing bits --------------------------------------------------------------
+_F16_MAN_BITS, _F16_BIAS = 10, 15
+_E2M1_F16_SHIFT = _F16_MAN_BITS - E2M1.man_bits                  # 9: E2M1's exp|man under fp16's
+E2M1_F16_SHIFT = tl.constexpr(_E2M1_F16_SHIFT)
+E2M1_F16_SIGN_SHIFT = tl.constexpr(15 - (E2M1.bits - 1))         # 12: bit 3 -> bit 15
+E2M1_MAG = tl.constexpr(E2M1.magnitude_mask)                     # 0x7
+E2M1_SGN = tl.constexpr(E2M1.sign_bit)                           # 0x8
+PLACE_EXP = E2M1.bias - _F16_BIAS                                # -14
+PLACEMENT_FACTOR: float = math.ldexp(1.0, PLACE_EXP)
+"""``2**-14``: a placed code read as fp16 is the E2M1 value times this (exact, subnormals included)."""
+UNDO_PLACEMENT = tl.constexpr(math.ldexp(1.0, -PLACE_EXP))       # 2**14, folded into the scales
+LOG2E = tl.constexpr(math.log2(math.e))
+PLACEMENT = tl.constexpr(PLACEMENT_FACTOR)
+
+# -- E2M1 decoders (constexpr DECODE) -----------------------------------------------------------
+DECODE_IDS: dict[str, int] = {"placement": 0, "prmt": 1, "prmt_bf16": 2}
+DEC_PLACEMENT = tl.constexpr(DECODE_IDS["placement"])
+DEC_PRMT = tl.constexpr(DECODE_IDS["prmt"])           # lookup -> fp32 even/odd tiles (GPU only)
+DEC_PRMT_BF16 = tl.constexpr(DECODE_IDS["prmt_bf16"])  # lookup -> natural-order bf16 tile, bf16 scale (GPU only)
+
+# GPU only (the interpreter has no inline asm): one 32-bit word of 4 packed bytes (8 codes) -> four
+# bf16x2 words, word j = (code of byte j's low nibble) | (code of its high nibble) << 16. Two
+# 8-entry byte tables (the bf16 high and low bytes of the magnitudes 0, .5, 1, 1.5, 2, 3, 4, 6)
+# are indexed by the magnitude nibbles through prmt; the signs come from a sign-replicating prmt
+# and one lop3. 16 instructions per 8 codes. tests/test_decode_attention_kernel.py emulates prmt
+# bit for bit and checks all 2**16 half-words against the E2M1 table.
+_E2M1_PRMT_ASM = """
+{
+.reg .b32 s0, s1, h0, h1, l0, l1, w4, t;
+and.b32 s0, $4, 0x7777;
+shr.b32 s1, $4, 16;
+and.b32 s1, s1, 0x7777;
+prmt.b32 h0, 0x3F3F3F00, 0x40404040, s0;
+prmt.b32 l0, 0xC0800000, 0xC0804000, s0;
+prmt.b32 h1, 0x3F3F3F00, 0x40404040, s1;
+prmt.b32 l1, 0xC0800000, 0xC0804000, s1;
+shl.b32 w4, $4, 4;
+prmt.b32 t, w4, $4, 0xD9C8;
+lop3.b32 h0, h0, t, 0x80808080, 0xF8;
+prmt.b32 t, w4, $4, 0xFBEA;
+lop3.b32 h1, h1, t, 0x80808080, 0xF8;
+prmt.b32 $0, l0, h0, 0x5140;
+prmt.b32 $1, l0, h0, 0x7362;
+prmt.b32 $2, l1, h1, 0x5140;
+prmt.b32 $3, l1, h1, 0x7362;
+}
+"""
+E2M1_PRMT_ASM = tl.constexpr(_E2M1_PRMT_ASM)
+
+
+@triton.jit
+def e2m1_to_f32_scaled(c):
+    """E2M1 codes (int32, low 4 bits used) -> float32 ``E2M1[c] * 2**-14`` (exact; ``-0.0`` for code 8).
+
+    Three integer operations and one fp16 -> fp32 conversion per element.
+    """
+    h = ((c & E2M1_MAG) << E2M1_F16_SHIFT) | ((c & E2M1_SGN) << E2M1_F16_SIGN_SHIFT)
+    return h.to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def fp4_block_scale(sb, KV_FMT: tl.constexpr):
+    """Scale bytes (uint8) -> float32 block scale: E4M3 value (nvfp4) or ``2**(b - 127)`` (block16)."""
+    if KV_FMT == FMT_NVFP4:
+        return e4m3_decode(sb)
+    else:
+        return pow2_byte_decode(sb, False)
+
+
+@triton.jit
+def e2m1x2_to_bf16x2_prmt(p):
+    """Packed bytes (uint8) -> uint32 bf16x2 words ``E2M1[lo] | E2M1[hi] << 16`` (exact values). GPU only."""
+    return tl.inline_asm_elementwise(E2M1_PRMT_ASM, "=r,=r,=r,=r,r", [p], dtype=tl.uint32, is_pure=True, pack=4)
+
+
+@triton.jit
+def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
+                  KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0):
+    """Decode ``BLOCK_N`` tokens of one KV head into (even, odd) float32 tiles ``[BLOCK_N, D/2]``.
+
+    Values are ``E2M1 * block_scale * 2**-14`` (the V/K global scale of nvfp4 is *not* applied):
+    exact in float32 and in bf16. ``slots`` int64 ``[BLOCK_N]``; masked tokens decode to 0 (their
+    data and scale bytes load as 0, and ``0 * 2**-127`` or ``0 * 0`` is 0).
+    """
+    D2: tl.constexpr = D // 2
+    NB: tl.constexpr = D // 16
+    cols = tl.arange(0, D2)
+    pb = tl.load(data_ptr + slots[:, None] * d_stride + head * D2 + cols[None, :],
+                 mask=tmask[:, None], other=0)
+    bcols = tl.arange(0, NB)
+    sb = tl.load(scale_ptr + slots[:, None] * s_stride + head * NB + bcols[None, :],
+                 mask=tmask[:, None], other=0)
+    scale = fp4_block_scale(sb, KV_FMT)[:, :, None]                        # [BLOCK_N, NB, 1]
+    if DECODE == DEC_PRMT:  # exact E2M1 values from the lookup; the 2**-14 goes on the block scale
+        w = e2m1x2_to_bf16x2_prmt(pb)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
+        scale = scale * PLACEMENT
+    else:
+        p = pb.to(tl.int32)
+        lo = e2m1_to_f32_scaled(p)
+        hi = e2m1_to_f32_scaled(p >> 4)
+    ev = tl.reshape(lo, (BLOCK_N, NB, 8)) * scale
+    od = tl.reshape(hi, (BLOCK_N, NB, 8)) * scale
+    # masked tokens loaded byte 0 for data and scale: code 0 times a finite scale, i.e. 0 (no select needed)
+    return tl.reshape(ev, (BLOCK_N, D2)), tl.reshape(od, (BLOCK_N, D2))
+
+
+@triton.jit
+def load_fp4_tile_bf16(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
+                       KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """GPU only (``DECODE=prmt_bf16``): one natural-order bf16 tile ``[BLOCK_N, D]`` of
+    ``E2M1 * block_scale * 2**-14`` (a tensor-core k-pair is one byte's two codes, so no even/odd
+    split), the scale applied as a bf16 multiply (exact: at most 6 significant bits)."""
+    D2: tl.constexpr = D // 2
+    NB: tl.constexpr = D // 16
+    cols = tl.arange(0, D2)
+    pb = tl.load(data_ptr + slots[:, None] * d_stride + head * D2 + cols[None, :], mask=tmask[:, None], other=0)
+    bcols = tl.arange(0, NB)
+    sb = tl.load(scale_ptr + slots[:, None] * s_stride + head * NB + bcols[None, :], mask=tmask[:, None], other=0)
+    scale = (fp4_block_scale(sb, KV_FMT) * PLACEMENT).to(tl.bfloat16)[:, :, None]
+    w = e2m1x2_to_bf16x2_prmt(pb)
+    lo = (w & 0xFFFF).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    hi = (w >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    x = tl.reshape(tl.join(lo, hi), (BLOCK_N, NB, 16)) * scale
+    return tl.reshape(x, (BLOCK_N, D))
+
+
+@triton.jit
+def load_dense_tile(data_ptr, slots, tmask, d_stride, head, D: tl.constexpr):
+    """``BLOCK_N`` tokens of one KV head of a bf16/fp8 cache, in their own dtype ``[BLOCK_N, D]``."""
+    cols = tl.arange(0, D)
+    return tl.load(data_ptr + slots[:, None] * d_stride + head * D + cols[None, :],
+                   mask=tmask[:, None], other=0.0)
+
+
+@triton.jit
+def _dot(a, b, DOT_F32: tl.constexpr):
+    """``a @ b`` with float32 accumulation: bf16 operands on the GPU, float32 under the interpreter."""
+    if DOT_F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    else:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+
+
+@triton.jit
+def decode_stage1(q_ptr, q_sb, q_sh,
+                  k_ptr, v_ptr, ks_ptr, vs_ptr, d_stride, s_stride,
+                  gk_ptr, kv_indptr, kv_indices,
+                  mid_o, mid_lse, sm_scale,
+                  G: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr,
+                  BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+                  KV_FMT: tl.constexpr, DOT_F32: tl.constexpr, DECODE: tl.constexpr = 0):
+    """One split of one request for one KV head and its ``G`` query heads.
+
+    Writes ``mid_o[b, h, split, :]`` (float32 ``[D]``, the split's softmax-normalised output; for
+    FP4 the even elements then the odd ones, still times ``2**-14``) and ``mid_lse[b, h, split]``
+    (base-2 log-sum-exp of the scaled scores; ``-inf`` for an empty split).
+
+    ``gk_ptr``: float32 scalar multiplying ``sm_scale`` (nvfp4 K global scale, FP8 K scale; 1.0 else).
+    ``PAGE > 1``: ``kv_indices`` is read once per page (page-table shortcut: the slots of a page
+    are consecutive); ``PAGE == 1`` gathers every token's slot.
+    """
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    start = tl.load(kv_indptr + b).to(tl.int64)
+    n = (tl.load(kv_indptr + b + 1) - start).to(tl.int32)
+    per_split = tl.cdiv(tl.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
+    lo = split * per_split
+    hi = tl.minimum(lo + per_split, n)
+
+    hrow = tl.arange(0, BLOCK_H)
+    heads = kvh * G + hrow
+    hmask = hrow < G
+    qk_scale = sm_scale * tl.load(gk_ptr) * LOG2E
+    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+        qk_scale = qk_scale * UNDO_PLACEMENT
+
+    D2: tl.constexpr = D // 2
+    q_base = q_ptr + b.to(tl.int64) * q_sb + heads[:, None] * q_sh
+    EVEN_ODD: tl.constexpr = (KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16) and DECODE != DEC_PRMT_BF16
+    if EVEN_ODD:
+        c2 = tl.arange(0, D2)
+        q_e = tl.load(q_base + 2 * c2[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
+        q_o = tl.load(q_base + 2 * c2[None, :] + 1, mask=hmask[:, None], other=0.0).to(tl.float32)
+        acc_e = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
+        acc_o = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
+    else:
+        c = tl.arange(0, D)
+        q = tl.load(q_base + c[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
+        acc = tl.zeros((BLOCK_H, D), dtype=tl.float32)
+    m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
+
+    for t0 in range(lo, hi, BLOCK_N):
+        toks = t0 + tl.arange(0, BLOCK_N)
+        tmask = toks < hi
+        if PAGE > 1:
+            first = tl.load(kv_indices + start + (toks // PAGE) * PAGE, mask=tmask, other=0).to(tl.int64)
+            slots = first + (toks % PAGE)
+        else:
+            slots = tl.load(kv_indices + start + toks, mask=tmask, other=0).to(tl.int64)
+        if EVEN_ODD:
+            k_e, k_o = load_fp4_tile(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N, DECODE)
+            s = _dot(q_e, tl.trans(k_e), DOT_F32) + _dot(q_o, tl.trans(k_o), DOT_F32)
+        else:
+            if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+                k = load_fp4_tile_bf16(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N)
+            else:
+                k = load_dense_tile(k_ptr, slots, tmask, d_stride, kvh, D)
+            s = _dot(q, tl.trans(k), DOT_F32)
+        s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+        if EVEN_ODD:
+            v_e, v_o = load_fp4_tile(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N, DECODE)
+            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, DOT_F32)
+            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, DOT_F32)
+        else:
+            if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+                v = load_fp4_tile_bf16(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N)
+            else:
+                v = load_dense_tile(v_ptr, slots, tmask, d_stride, kvh, D)
+            acc = acc * alpha[:, None] + _dot(p, v, DOT_F32)
+
+    nonempty = hi > lo
+    l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
+    inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)
+    mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
+    if EVEN_ODD:
+        tl.store(mid[:, None] + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
+        tl.store(mid[:, None] + D2 + c2[None, :], acc_o * inv_l[:, None], mask=hmask[:, None])
+    else:
+        tl.store(mid[:, None] + c[None, :], acc * inv_l[:, None], mask=hmask[:, None])
+    lse = tl.where(nonempty, m_i + tl.log2(l_safe), float("-inf"))
+    tl.store(mid_lse + (b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split, lse, mask=hmask)
+
+
+@triton.jit
+def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
+                  D: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+                  KV_FMT: tl.constexpr, OUT_BF16: tl.constexpr, DECODE: tl.constexpr = 0):
+    """Merge the splits of one (request, query head) by LSE; apply the output scale; write ``out[b, h]``.
+
+    Output scale: ``gv * 2**14`` for FP4 (V global scale, or 1.0, times the undone E2M1 placement),
+    ``gv`` (FP8 V scale) or 1.0. Empty splits have ``lse = -inf`` and weight 0.
+    """
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    row = b.to(tl.int64) * tl.num_programs(1) + h
+    sp = tl.arange(0, BLOCK_S)
+    lse = tl.load(mid_lse + row * SPLITS + sp, mask=sp < SPLITS, other=float("-inf"))
+    m = tl.max(lse, 0)
+    w = tl.exp2(lse - m)
+    w = w / tl.sum(w, 0)
+    cols = tl.arange(0, D)
+    part = tl.load(mid_o + (row * SPLITS + sp[:, None]) * D + cols[None, :], mask=(sp < SPLITS)[:, None], other=0.0)
+    o = tl.sum(part * w[:, None], 0)
+    scale = tl.load(gv_ptr)
+    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+        scale = UNDO_PLACEMENT * scale
+    if (KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16) and DECODE != DEC_PRMT_BF16:
+        # mid holds [even | odd]: element j < D/2 goes to 2j, j >= D/2 to 2(j - D/2) + 1
+        dst = tl.where(cols < D // 2, 2 * cols, 2 * (cols - D // 2) + 1)
+    else:
+        dst = cols
+    o = o * scale
+    o_base = out_ptr + b.to(tl.int64) * o_sb + h * o_sh
+    if OUT_BF16:
+        tl.store(o_base + dst, o.to(tl.bfloat16))
+    else:
+        tl.store(o_base + dst, o)

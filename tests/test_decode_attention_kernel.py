@@ -1,0 +1,520 @@
+"""The split-KV paged decode-attention kernel (:mod:`kernels.decode_attention`) against the float64 oracle.
+
+* every case: ``|kernel - reference_impl.attention.decode_attention| <= tolerance(...)`` below;
+* the dequantized values themselves are exact: a probe kernel runs the stage-1 tile decoder on every
+  code and scale byte, and length-1 requests (softmax weight exactly 1) return V rows bit for bit;
+* the BF16 and FP8 baselines (same kernel, other ``KV_FMT``) against float64 attention on their values;
+* every bad argument raises the oracle's exception type;
+* ``scripts/bench_decode_attention.py --smoke`` runs (CPU, interpreter);
+* ``-m gpu``: the same at full size on a GPU (bf16 dots: the GPU tolerance).
+
+Run: ``TRITON_INTERPRET=1 python -m pytest -q tests/test_decode_attention_kernel.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from kernels._triton import decode_attention as kd
+from kernels.decode_attention import (
+    FP4KVLayer,
+    attention_close,
+    attention_tolerance,
+    decode_attention_dense,
+    decode_attention_fp4,
+    fp4_layer,
+)
+from reference_impl.attention import decode_attention, ragged_attention
+from reference_impl.formats import E2M1
+from reference_impl.pool import MHATokenToKVPoolFP4
+from reference_impl.recipes import get_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # the interpreter evaluates masked lanes
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # numpy, inside the interpreter
+
+
+# The tolerance is kernels.decode_attention.attention_tolerance (its docstring says why).
+tolerance = attention_tolerance
+
+
+def _paged_indices(lens: list[int], page: int, n_pages: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """kv_indptr/kv_indices as SGLang's paged allocator makes them: whole pages in random order
+    (page 0 is the padding page, never used), consecutive slots within a page."""
+    need = sum(math.ceil(n / page) for n in lens)
+    assert need <= n_pages
+    pages = torch.randperm(n_pages, generator=gen)[:need] + 1
+    idx, p = [], 0
+    for n in lens:
+        k = math.ceil(n / page)
+        slots = (pages[p : p + k, None] * page + torch.arange(page)).reshape(-1)[:n]
+        idx.append(slots)
+        p += k
+    indptr = torch.zeros(len(lens) + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(torch.tensor(lens), 0)
+    return indptr, torch.cat(idx)
+
+
+def _pool(recipe: str, hkv: int, d: int, page: int, size: int, gen: torch.Generator, gk=0.37, gv=1.9, device="cpu"):
+    kw = dict(k_scales=[gk], v_scales=[gv]) if recipe == "nvfp4" else {}
+    pool = MHATokenToKVPoolFP4(size=size, page_size=page, layer_num=1, head_num=hkv, head_dim=d, recipe=recipe,
+                               device=device, **kw)
+    loc = torch.arange(page, size + page)
+    # per-channel and per-token magnitudes so block scales vary (several binades)
+    mag = torch.exp2(torch.randint(-3, 4, (size, hkv, d // 16, 1), generator=gen).float())
+    k = (torch.randn(size, hkv, d // 16, 16, generator=gen) * mag).reshape(size, hkv, d)
+    v = (torch.randn(size, hkv, d // 16, 16, generator=gen) * mag.flip(0)).reshape(size, hkv, d)
+    if recipe == "nvfp4":  # keep values inside the (e4m3 * g) range
+        k, v = k * gk * 6, v * gv * 6
+    pool.set_kv_buffer(0, loc.to(device), k.to(device), v.to(device))
+    return pool
+
+
+def _gpu_and_cpu_pools(recipe, hkv, d, page, size, gen):
+    """The same bytes in a CUDA pool (quantized there: fast) and a CPU pool (for the oracle)."""
+    gpu = _pool(recipe, hkv, d, page, size, gen, device="cuda")
+    kw = dict(k_scales=[0.37], v_scales=[1.9]) if recipe == "nvfp4" else {}
+    cpu = MHATokenToKVPoolFP4(size=size, page_size=page, layer_num=1, head_num=hkv, head_dim=d, recipe=recipe, **kw)
+    for name, t in gpu.layer_tensors(0).items():
+        cpu.layer_tensors(0)[name].copy_(t.cpu())
+    return gpu, cpu
+
+
+def _check_case(recipe, hq, hkv, d, page, lens, splits, seed, sm_scale=None, use_page_shortcut=True):
+    gen = torch.Generator().manual_seed(seed)
+    size = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    pool = _pool(recipe, hkv, d, page, size, gen)
+    indptr, idx = _paged_indices(lens, page, size // page, gen)
+    q = torch.randn(len(lens), hq, d, generator=gen)
+    out = decode_attention_fp4(q, pool, 0, indptr, idx, sm_scale=sm_scale, num_kv_splits=splits,
+                               page_size=page if use_page_shortcut else 1)
+    ref = decode_attention(q, pool, 0, indptr, idx, sm_scale=sm_scale)
+    k, v = pool.gather_kv(0, idx, dtype=torch.float64)
+    tol = tolerance(q, k, v, sm_scale or 1 / math.sqrt(d), max(lens), gpu=False)
+    err = float((out.double() - ref).abs().max())
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert err <= tol, f"max abs err {err:.3g} > tolerance {tol:.3g}"
+    return err, tol
+
+
+# ---------------------------------------------------------------------------------------------
+# correctness vs the oracle (interpreter, small shapes)
+# ---------------------------------------------------------------------------------------------
+GQA = [(2, 2), (8, 2), (16, 2)]  # ratios 1, 4, 8
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+@pytest.mark.parametrize("hq,hkv", GQA, ids=lambda x: str(x))
+@pytest.mark.parametrize("d,page", [(64, 1), (128, 16)])
+def test_matches_oracle(recipe, hq, hkv, d, page):
+    # ragged: length 1, lengths not multiples of the split size or of BLOCK_N, one longer request
+    lens = [1, 37, 100]
+    splits = {1: 3, 16: 4}[page] + (hq // hkv == 8)
+    _check_case(recipe, hq, hkv, d, page, lens, splits, seed=hq * 1000 + d + page)
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_head_dim_128_gathered_slots(recipe):
+    # page 16 pool, but every slot gathered (page_size=1), GQA 8
+    _check_case(recipe, 16, 2, 128, 16, [1, 37, 100], 5, seed=128, use_page_shortcut=False)
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_head_dim_256(recipe):
+    _check_case(recipe, 8, 1, 256, 16, [5, 70], 2, seed=256)
+
+
+@pytest.mark.parametrize("splits", [1, 2, 7, 16])
+def test_splits_and_page64(splits):
+    # more splits than tokens (empty splits), page 64, an explicit sm_scale
+    _check_case("nvfp4", 8, 2, 64, 64, [3, 130], splits, seed=splits, sm_scale=0.3)
+
+
+def test_page_shortcut_equals_gather():
+    gen = torch.Generator().manual_seed(5)
+    pool = _pool("fp4_mx_block16", 2, 64, 16, 256, gen)
+    indptr, idx = _paged_indices([33, 70], 16, 16, gen)
+    q = torch.randn(2, 8, 64, generator=gen)
+    a = decode_attention_fp4(q, pool, 0, indptr, idx, page_size=16, num_kv_splits=3)
+    b = decode_attention_fp4(q, pool, 0, indptr, idx, page_size=1, num_kv_splits=3)
+    assert torch.equal(a, b)
+
+
+def test_global_scales_fold_not_per_element():
+    """nvfp4 with non-1 global scales: scaling k_scales by 2 must equal scaling sm_scale by 2, and
+    scaling v_scales by 2 doubles the output exactly (the scales are folded, not per element)."""
+    gen = torch.Generator().manual_seed(9)
+    pool = _pool("nvfp4", 2, 64, 1, 64, gen, gk=0.37, gv=1.9)
+    indptr, idx = torch.tensor([0, 20, 50]), torch.arange(1, 51)
+    q = torch.randn(2, 4, 64, generator=gen)
+    base = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2)
+    fl = fp4_layer(pool, 0)
+    fl2 = FP4KVLayer(fl.k, fl.v, fl.k_scale, fl.v_scale, "nvfp4", fl.k_global * 2, fl.v_global * 2)
+    out2 = decode_attention_fp4(q, fl2, None, indptr, idx, num_kv_splits=2, sm_scale=0.5 / 8)
+    assert torch.equal(out2, base * 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the dequantized values are exact
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _tile_probe(data_ptr, scale_ptr, slots_ptr, out_e, out_o, d_stride, s_stride, n,
+                KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    t = tl.arange(0, BLOCK_N)
+    tmask = t < n
+    slots = tl.load(slots_ptr + t, mask=tmask, other=0).to(tl.int64)
+    ev, od = kd.load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, 1, KV_FMT, D, BLOCK_N)
+    c = tl.arange(0, D // 2)
+    tl.store(out_e + t[:, None] * (D // 2) + c[None, :], ev, mask=tmask[:, None])
+    tl.store(out_o + t[:, None] * (D // 2) + c[None, :], od, mask=tmask[:, None])
+
+
+@triton.jit
+def _tile_probe_dec(data_ptr, scale_ptr, slots_ptr, out_e, out_o, d_stride, s_stride, n,
+                    KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr):
+    t = tl.arange(0, BLOCK_N)
+    tmask = t < n
+    slots = tl.load(slots_ptr + t, mask=tmask, other=0).to(tl.int64)
+    ev, od = kd.load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, 1, KV_FMT, D, BLOCK_N, DECODE)
+    c = tl.arange(0, D // 2)
+    tl.store(out_e + t[:, None] * (D // 2) + c[None, :], ev, mask=tmask[:, None])
+    tl.store(out_o + t[:, None] * (D // 2) + c[None, :], od, mask=tmask[:, None])
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_tile_decoder_exact_every_code_and_scale_byte(recipe):
+    """The stage-1 tile decoder on every (code, code) byte under every scale byte the recipe can
+    store, against the recipe's own decode: equal bit for bit (up to the folded 2**-14)."""
+    d, h = 128, 2
+    r = get_recipe(recipe)
+    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F] if recipe == "nvfp4" else list(range(0, 255))
+    n = len(sbytes)
+    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
+    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256  # every byte, shifted per row
+    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
+    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].roll(1, 0).expand(n, d // 16).clone()
+    scales[:, 1, ::2] = torch.tensor(sbytes, dtype=torch.uint8)[:, None]
+    slots = torch.arange(n)
+    ev = torch.empty(n, d // 2)
+    od = torch.empty(n, d // 2)
+    fmt = kd.FMT_IDS[recipe]
+    _tile_probe[(1,)](data, scales, slots, ev, od, h * d // 2, h * d // 16, n,
+                      KV_FMT=fmt, D=d, BLOCK_N=triton.next_power_of_2(n))
+    g = torch.tensor(1.0) if recipe == "nvfp4" else None
+    want = r.dequantize_parts(data[:, 1], scales[:, 1], g, torch.float32)  # [n, d]
+    got = torch.stack([ev, od], -1).reshape(n, d) / kd.PLACEMENT_FACTOR
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))  # -0.0 and NaN-free: bitwise
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+@pytest.mark.parametrize("hq,hkv", [(2, 2), (8, 2)])
+def test_length_one_requests_return_v_rows_exactly(recipe, hq, hkv):
+    """A request of one token has softmax weight exactly 1: the output is that slot's V row, which
+    must equal the oracle's dequantized value bit for bit (float32), global scale included."""
+    gen = torch.Generator().manual_seed(3)
+    pool = _pool(recipe, hkv, 64, 1, 48, gen)
+    slots = torch.randperm(48, generator=gen)[:12] + 1
+    q = torch.randn(12, hq, 64, generator=gen)
+    out = decode_attention_fp4(q, pool, 0, torch.arange(13), slots, num_kv_splits=2)
+    _, v = pool.gather_kv(0, slots, dtype=torch.float32)
+    assert torch.equal(out, v.repeat_interleave(hq // hkv, dim=1))
+
+
+def _run_ptx(asm: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute the straight-line b32 PTX of the GPU-only decoders on numpy uint32 arrays.
+
+    Supports exactly what they use: ``and``, ``shr``, ``shl``, ``prmt`` (default mode: selector
+    nibble bit 3 replicates the selected byte's sign bit) and ``lop3`` (any truth table).
+    """
+    regs = dict(inputs)
+
+    def val(tok):
+        tok = tok.strip()
+        return regs[tok] if tok in regs else np.uint32(int(tok, 16) if tok.startswith("0x") else int(tok))
+
+    for line in asm.splitlines():
+        line = line.strip().rstrip(";")
+        if not line or line[0] in "{}." or line.startswith(".reg"):
+            continue
+        op, args = line.split(None, 1)
+        dst, *src = [a.strip() for a in args.split(",")]
+        v = [np.asarray(val(a), dtype=np.uint32) for a in src]
+        if op == "and.b32":
+            r = v[0] & v[1]
+        elif op == "shr.b32":
+            r = v[0] >> v[1]
+        elif op == "shl.b32":
+            r = (v[0].astype(np.uint64) << v[1].astype(np.uint64)).astype(np.uint32)
+        elif op == "prmt.b32":
+            both = (v[1].astype(np.uint64) << np.uint64(32)) | v[0].astype(np.uint64)
+            r = np.zeros(np.broadcast(*v).shape, dtype=np.uint32)
+            for i in range(4):
+                sel = (v[2] >> np.uint32(4 * i)) & np.uint32(0xF)
+                byte = ((both >> ((sel & np.uint32(7)).astype(np.uint64) * np.uint64(8))) & np.uint64(0xFF)).astype(np.uint32)
+                rep = np.where(byte & np.uint32(0x80), np.uint32(0xFF), np.uint32(0))
+                r = r | (np.where(sel & np.uint32(8), rep, byte).astype(np.uint32) << np.uint32(8 * i))
+        elif op == "lop3.b32":
+            a, b, c, lut = v
+            r = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint32)
+            for i in range(8):
+                if (int(lut) >> i) & 1:
+                    r = r | ((a if i & 4 else ~a) & (b if i & 2 else ~b) & (c if i & 1 else ~c))
+        else:
+            raise NotImplementedError(op)
+        regs[dst] = np.asarray(r, dtype=np.uint32)
+    return regs
+
+
+def test_prmt_decoder_ptx_emulated_exhaustively():
+    """The inline PTX of decode='prmt'/'prmt_bf16' (GPU only), executed by an emulator on every
+    16-bit half-word and 2**16 random words: each output word j is bf16(E2M1[byte j & 15]) |
+    bf16(E2M1[byte j >> 4]) << 16, bit for bit (-0.0 included)."""
+    halves = np.arange(1 << 16, dtype=np.uint32)
+    words = np.concatenate([halves, halves << np.uint32(16),
+                            np.random.default_rng(0).integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32)])
+    regs = _run_ptx(kd._E2M1_PRMT_ASM, {"$4": words})
+    table = np.array(E2M1.table, dtype=np.float32).view(np.uint32)
+    for j in range(4):
+        out = regs[f"${j}"]
+        byte = (words >> np.uint32(8 * j)) & np.uint32(0xFF)
+        assert np.array_equal((out & np.uint32(0xFFFF)) << np.uint32(16), table[byte & np.uint32(15)])
+        assert np.array_equal(out & np.uint32(0xFFFF0000), table[byte >> np.uint32(4)])
+
+
+@pytest.mark.skipif(CUDA, reason="the interpreter's refusal")
+@pytest.mark.parametrize("decode", ["prmt", "prmt_bf16"])
+def test_inline_ptx_decoders_refused_by_the_interpreter(decode):
+    pool, q, indptr, idx = _small()
+    with pytest.raises(ValueError, match="inline PTX"):
+        decode_attention_fp4(q, pool, 0, indptr, idx, decode=decode)
+    with pytest.raises(ValueError, match="decode must be one of"):
+        decode_attention_fp4(q, pool, 0, indptr, idx, decode="lut")
+
+
+# ---------------------------------------------------------------------------------------------
+# the BF16 / FP8 baselines (same kernel design)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["bf16", "fp8"])
+@pytest.mark.parametrize("hq,hkv", [(4, 4), (16, 2)], ids=str)
+def test_dense_baselines(fmt, hq, hkv):
+    gen = torch.Generator().manual_seed(11)
+    d, rows = 128, 300
+    k = torch.randn(rows, hkv, d, generator=gen)
+    v = torch.randn(rows, hkv, d, generator=gen)
+    if fmt == "bf16":
+        kb, vb, ks, vs, kd_, vd_ = k.bfloat16(), v.bfloat16(), None, None, 1.0, 1.0
+    else:
+        ks, vs = 0.05, 0.02
+        kb, vb = (k / ks).to(torch.float8_e4m3fn), (v / vs).to(torch.float8_e4m3fn)
+        kd_, vd_ = ks, vs
+    indptr, idx = _paged_indices([1, 45, 130], 16, rows // 16 - 1, gen)
+    q = torch.randn(3, hq, d, generator=gen)
+    out = decode_attention_dense(q, kb, vb, indptr, idx, k_scale=ks, v_scale=vs, num_kv_splits=3, page_size=16)
+    kk = kb[idx].double() * kd_
+    vv = vb[idx].double() * vd_
+    ref = ragged_attention(q, kk, vv, torch.arange(4), indptr, sm_scale=1 / math.sqrt(d), causal=False)
+    tol = tolerance(q, kk, vv, 1 / math.sqrt(d), 130, gpu=False)
+    assert float((out.double() - ref).abs().max()) <= tol
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: the oracle's exception types
+# ---------------------------------------------------------------------------------------------
+def _small():
+    pool = MHATokenToKVPoolFP4(size=16, page_size=1, layer_num=1, head_num=2, head_dim=64)
+    pool.set_kv_buffer(0, torch.arange(1, 17), torch.randn(16, 2, 64), torch.randn(16, 2, 64))
+    return pool, torch.randn(2, 4, 64), torch.tensor([0, 3, 5]), torch.tensor([1, 2, 3, 4, 5])
+
+
+BAD = {
+    "q int": (lambda q, p, i: (q.int(), p, i), ValueError),
+    "q 2-D": (lambda q, p, i: (q[0], p, i), ValueError),
+    "q wrong dim": (lambda q, p, i: (q[..., :32], p, i), ValueError),
+    "q not a tensor": (lambda q, p, i: (q.tolist(), p, i), (TypeError, ValueError)),
+    "slot out of range": (lambda q, p, i: (q, p, torch.tensor([1, 2, 3, 4, 17])), IndexError),
+    "negative slot": (lambda q, p, i: (q, p, torch.tensor([1, 2, -1, 4, 5])), IndexError),
+    "indices float": (lambda q, p, i: (q, p, i.float()), ValueError),
+    "indptr short": (lambda q, p, i: (q, p[:2], i), ValueError),
+    "indptr wrong total": (lambda q, p, i: (q, torch.tensor([0, 3, 4]), i), ValueError),
+    "empty request": (lambda q, p, i: (q, torch.tensor([0, 0, 5]), i), ValueError),
+    "heads not a multiple": (lambda q, p, i: (q[:, :3], p, i), ValueError),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_inputs_raise_like_the_oracle(case):
+    pool, q, indptr, idx = _small()
+    make, exc = BAD[case]
+    args = make(q, indptr, idx)
+    with pytest.raises(exc):
+        decode_attention(args[0], pool, 0, args[1], args[2])
+    with pytest.raises(exc):
+        decode_attention_fp4(args[0], pool, 0, args[1], args[2])
+
+
+def test_other_bad_arguments():
+    pool, q, indptr, idx = _small()
+    with pytest.raises(IndexError):
+        decode_attention_fp4(q, pool, 3, indptr, idx)              # layer out of range
+    with pytest.raises(TypeError):
+        decode_attention_fp4(q, object(), 0, indptr, idx)
+    with pytest.raises(ValueError, match="num_kv_splits"):
+        decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=0)
+    with pytest.raises(ValueError, match="on meta"):
+        decode_attention_fp4(q, pool, 0, indptr.to("meta"), idx)  # device mismatch
+    with pytest.raises(ValueError, match="page-contiguous"):
+        decode_attention_fp4(q, pool, 0, indptr, torch.tensor([1, 5, 3, 4, 2]), page_size=4)
+    with pytest.raises(ValueError, match="out_dtype"):
+        decode_attention_fp4(q, pool, 0, indptr, idx, out_dtype=torch.float16)
+    fl = fp4_layer(pool, 0)
+    with pytest.raises(ValueError, match="layer must be None"):
+        decode_attention_fp4(q, fl, 0, indptr, idx)
+    bad = FP4KVLayer(fl.k, fl.v, fl.k_scale, fl.v_scale, "fp4_mx_block16", torch.ones(1), torch.ones(1))
+    with pytest.raises(ValueError, match="no global scale"):
+        decode_attention_fp4(q, bad, None, indptr, idx)
+    bad = FP4KVLayer(fl.k.float(), fl.v, fl.k_scale, fl.v_scale, "fp4_mx_block16")
+    with pytest.raises(ValueError, match="uint8"):
+        decode_attention_fp4(q, bad, None, indptr, idx)
+    bad = FP4KVLayer(fl.k, fl.v, fl.k_scale[:, :4], fl.v_scale, "fp4_mx_block16")
+    with pytest.raises(ValueError, match="k_scale must have shape"):
+        decode_attention_fp4(q, bad, None, indptr, idx)
+    with pytest.raises(ValueError, match="k_scale/v_scale"):
+        decode_attention_dense(q, torch.zeros(6, 2, 64).bfloat16(), torch.zeros(6, 2, 64).bfloat16(), indptr, idx,
+                               k_scale=2.0)
+    with pytest.raises(ValueError, match="bfloat16 or float8"):
+        decode_attention_dense(q, torch.zeros(6, 2, 64), torch.zeros(6, 2, 64), indptr, idx)
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or CUDA, reason="CPU without the interpreter only")
+def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
+    pool, q, indptr, idx = _small()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(ValueError, match="need a CUDA tensor"):
+        decode_attention_fp4(q, pool, 0, indptr, idx)
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark script stays alive
+# ---------------------------------------------------------------------------------------------
+def test_bench_script_smoke(tmp_path):
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "decode_attention.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decode_attention.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    data = json.loads(out.read_text())
+    assert {"device", "versions", "date", "command", "rows", "summary", "correctness"} <= set(data)
+    assert all(c["ok"] for c in data["correctness"])
+    assert set(data["summary"]) == {"nvfp4", "fp4_mx_block16"} and data["completed_stage"] == "done"
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: full size (skipped without CUDA)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+@pytest.mark.parametrize("d,page", [(64, 1), (128, 16), (256, 64)])
+def test_gpu_full_size(recipe, d, page):
+    gen = torch.Generator().manual_seed(d)
+    hq, hkv, lens = 64, 8, [1, 1000, 4097, 32768]
+    size = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    gpu, pool = _gpu_and_cpu_pools(recipe, hkv, d, page, size, gen)
+    indptr, idx = _paged_indices(lens, page, size // page, gen)
+    q = torch.randn(len(lens), hq, d, generator=gen)
+    out = decode_attention_fp4(q.cuda().bfloat16(), gpu, 0, indptr.cuda(), idx.cuda(), num_kv_splits=16,
+                               page_size=page)
+    qb = q.bfloat16().float()
+    ref = decode_attention(qb, pool, 0, indptr, idx)
+    k, v = pool.gather_kv(0, idx, dtype=torch.float64)
+    tol = tolerance(qb, k, v, 1 / math.sqrt(d), max(lens), gpu=True)
+    ok, err, rel = attention_close(out.cpu(), ref, tol, gpu=True)
+    assert ok, f"max abs {err} (bound {tol}), relative rms {rel}"
+    # one-token requests: V rows exactly, also on the GPU (weight 1, no bf16 rounding of V)
+    nq = q.shape[0]
+    one = decode_attention_fp4(q.cuda(), gpu, 0, torch.arange(nq + 1, device="cuda"), idx[:nq].cuda())
+    _, vq = pool.gather_kv(0, idx[:nq], dtype=torch.float32)
+    assert torch.equal(one.cpu(), vq.repeat_interleave(hq // hkv, dim=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_gpu_prmt_tile_decoder_equals_the_pure_twin(recipe):
+    """decode='prmt': the stage-1 tile decoder (inline PTX) on every code under every scale byte,
+    bit for bit the pure-Triton decoder run on the same GPU, and the recipe's decode."""
+    d, h = 128, 2
+    r = get_recipe(recipe)
+    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F] if recipe == "nvfp4" else list(range(0, 255))
+    n = len(sbytes)
+    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
+    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
+    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
+    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].expand(n, d // 16)
+    got = {}
+    for dec in ("placement", "prmt"):
+        ev = torch.empty(n, d // 2, device="cuda")
+        od = torch.empty(n, d // 2, device="cuda")
+        _tile_probe_dec[(1,)](data.cuda(), scales.cuda(), torch.arange(n, device="cuda"), ev, od, h * d // 2,
+                              h * d // 16, n, KV_FMT=kd.FMT_IDS[recipe], D=d, BLOCK_N=triton.next_power_of_2(n),
+                              DECODE=kd.DECODE_IDS[dec])
+        got[dec] = torch.stack([ev, od], -1).reshape(n, d).cpu() / kd.PLACEMENT_FACTOR
+    want = r.dequantize_parts(data[:, 1], scales[:, 1], torch.tensor(1.0) if recipe == "nvfp4" else None, torch.float32)
+    assert torch.equal(got["placement"].view(torch.int32), want.view(torch.int32))
+    assert torch.equal(got["prmt"].view(torch.int32), want.view(torch.int32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("decode", ["prmt", "prmt_bf16"])
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_gpu_inline_ptx_decoders_match_oracle(recipe, decode):
+    gen = torch.Generator().manual_seed(7)
+    hq, hkv, d, page, lens = 64, 8, 128, 16, [1, 333, 5000]
+    size = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    gpu, pool = _gpu_and_cpu_pools(recipe, hkv, d, page, size, gen)
+    indptr, idx = _paged_indices(lens, page, size // page, gen)
+    q = torch.randn(len(lens), hq, d, generator=gen).bfloat16()
+    out = decode_attention_fp4(q.cuda(), gpu, 0, indptr.cuda(), idx.cuda(), page_size=page, decode=decode)
+    ref = decode_attention(q.float(), pool, 0, indptr, idx)
+    k, v = pool.gather_kv(0, idx, dtype=torch.float64)
+    tol = tolerance(q.float(), k, v, 1 / math.sqrt(d), max(lens), gpu=True)
+    assert attention_close(out.cpu(), ref, tol, gpu=True)[0]
+    nq = q.shape[0]  # weight-1 requests: V rows exactly
+    one = decode_attention_fp4(q.cuda(), gpu, 0, torch.arange(nq + 1, device="cuda"), idx[:nq].cuda(), decode=decode)
+    _, vq = pool.gather_kv(0, idx[:nq], dtype=torch.float32)
+    assert torch.equal(one.cpu(), vq.repeat_interleave(hq // hkv, dim=1))
+
+
+@pytest.mark.gpu
+def test_gpu_dense_baselines():
+    gen = torch.Generator().manual_seed(1)
+    d, hkv, hq, rows = 128, 8, 64, 70000
+    k = torch.randn(rows, hkv, d, generator=gen)
+    v = torch.randn(rows, hkv, d, generator=gen)
+    indptr, idx = _paged_indices([7, 30000, 33333], 16, rows // 16 - 1, gen)
+    q = torch.randn(3, hq, d, generator=gen)
+    for fmt in ("bf16", "fp8"):
+        if fmt == "bf16":
+            kb, vb, ks, vs, kf, vf = k.bfloat16(), v.bfloat16(), None, None, 1.0, 1.0
+        else:
+            ks, vs = 0.05, 0.02
+            kb, vb, kf, vf = (k / ks).to(torch.float8_e4m3fn), (v / vs).to(torch.float8_e4m3fn), ks, vs
+        out = decode_attention_dense(q.cuda(), kb.cuda(), vb.cuda(), indptr.cuda(), idx.cuda(), k_scale=ks,
+                                     v_scale=vs, num_kv_splits=16, page_size=16)
+        kk, vv = kb[idx].double() * kf, vb[idx].double() * vf
+        qb = q.bfloat16().float()
+        ref = ragged_attention(qb, kk, vv, torch.arange(4), indptr, sm_scale=1 / math.sqrt(d), causal=False)
+        tol = tolerance(qb, kk, vv, 1 / math.sqrt(d), 33333, gpu=True)
+        assert attention_close(out.cpu(), ref, tol, gpu=True)[0], fmt
