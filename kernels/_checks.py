@@ -6,6 +6,8 @@ functions (``gather_dequantize``, ``store_kv``) add the buffer-layout checks her
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from reference_impl.checks import check_float_input, check_same_device, check_uint8
@@ -34,6 +36,21 @@ def check_loc(loc: object, n: int | None, device: torch.device) -> torch.Tensor:
     if loc.device != device:
         raise ValueError(f"loc is on {loc.device}, data on {device}")
     return loc
+
+
+def interpreting() -> bool:
+    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_kernel_device(t: torch.Tensor, name: str) -> None:
+    """Triton kernels need a CUDA tensor, or a CPU tensor under the interpreter."""
+    if t.device.type == "cuda" or (t.device.type == "cpu" and interpreting()):
+        return
+    raise ValueError(
+        f"{name} is on {t.device}: the Triton kernels need a CUDA tensor "
+        "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)"
+    )
 
 
 def check_slots(loc: torch.Tensor, n_slots: int, unique: bool) -> None:

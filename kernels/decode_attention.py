@@ -33,12 +33,12 @@ Examples:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 
+from kernels import _checks
 from kernels._triton import decode_attention as _k
 from reference_impl.attention import _check_indptr, _check_q
 from reference_impl.pool import MHATokenToKVPoolFP4
@@ -174,17 +174,8 @@ def attention_tolerance(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_sc
     return u * (1 + 2 * s) * float(v.double().abs().max())
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _check_device(t: torch.Tensor, name: str) -> None:
-    if t.device.type == "cuda" or (t.device.type == "cpu" and _interpreting()):
-        return
-    raise ValueError(
-        f"{name} is on {t.device}: the Triton kernels need a CUDA tensor "
-        "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)"
-    )
+_interpreting = _checks.interpreting
+_check_device = _checks.check_kernel_device
 
 
 def _same_device(name: str, t: torch.Tensor, ref: torch.Tensor) -> None:

@@ -16,7 +16,6 @@ imported (Triton's interpreter, which CI uses).
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
@@ -53,17 +52,8 @@ _OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.flo
 _DUMMY: dict[torch.device, torch.Tensor] = {}
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _check_device(t: torch.Tensor, name: str) -> None:
-    if t.device.type == "cuda" or (t.device.type == "cpu" and _interpreting()):
-        return
-    raise ValueError(
-        f"{name} is on {t.device}: the Triton kernels need a CUDA tensor "
-        "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)"
-    )
+_interpreting = _checks.interpreting
+_check_device = _checks.check_kernel_device
 
 
 def _dummy(device: torch.device) -> torch.Tensor:
