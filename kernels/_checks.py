@@ -13,6 +13,7 @@ import torch
 from reference_impl.checks import check_float_input, check_same_device, check_uint8
 from reference_impl.pool import PADDING_SLOT
 from reference_impl.recipes import Recipe
+from reference_impl.recipes.nvfp4 import check_global_scale_tensor
 
 __all__ = ["check_dequantize_parts", "check_pool_layer", "check_loc", "check_store_args", "check_scale_tensor"]
 
@@ -121,13 +122,22 @@ def check_scale_tensor(recipe: Recipe, g: object, device: torch.device, name: st
             if not name:
                 raise
             raise type(e)(f"{prefix}{e}") from None
-    if g.dtype != torch.float32:
-        raise ValueError(f"{prefix}global_scale must be float32, got {g.dtype}")
-    if g.numel() != 1:
-        raise ValueError(f"{prefix}global_scale must hold one value, got shape {tuple(g.shape)}")
-    if g.device != torch.device(device):
-        raise ValueError(f"{prefix}global_scale is on {g.device}, data on {device}")
-    return g.detach().reshape(())
+    return check_global_scale_tensor(g, device, prefix)
+
+
+def check_store_call(recipe: Recipe, k, v, loc, k_data, v_data, k_scales, v_scales,
+                     k_global_scale, v_global_scale, check_slots_: bool):
+    """Every check of ``store_kv`` (kernel and twin alike), before anything is written.
+
+    Returns:
+        The checked K and V global scales (``None`` for recipes without one).
+    """
+    check_store_args(recipe, k, v, loc, k_data, v_data, k_scales, v_scales)
+    if check_slots_:
+        check_slots(loc, k_data.shape[0], unique=True)
+    gk = check_scale_tensor(recipe, k_global_scale, k.device, "k_global_scale")
+    gv = check_scale_tensor(recipe, v_global_scale, k.device, "v_global_scale")
+    return gk, gv
 
 
 def check_store_args(recipe: Recipe, k, v, loc, k_data, v_data, k_scales, v_scales):

@@ -286,11 +286,8 @@ def store_kv(
         TypeError, ValueError, IndexError: bad arguments; nothing is written then.
     """
     r = get_recipe(recipe)
-    _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
-    if check_slots:
-        _checks.check_slots(loc, k_data.shape[0], unique=True)
-    gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
-    gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
+    gk, gv = _checks.check_store_call(r, k, v, loc, k_data, v_data, k_scales, v_scales,
+                                      k_global_scale, v_global_scale, check_slots)
     _check_device(k, "k")
     t, h, d = k.shape
     if t == 0:

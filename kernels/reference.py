@@ -48,11 +48,8 @@ def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_sca
              *, check_slots=True):
     """Twin of :func:`kernels.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
     r = get_recipe(recipe)
-    _checks.check_store_args(r, k, v, loc, k_data, v_data, k_scales, v_scales)
-    if check_slots:
-        _checks.check_slots(loc, k_data.shape[0], unique=True)
-    gk = _checks.check_scale_tensor(r, k_global_scale, k.device, "k_global_scale")
-    gv = _checks.check_scale_tensor(r, v_global_scale, k.device, "v_global_scale")
+    gk, gv = _checks.check_store_call(r, k, v, loc, k_data, v_data, k_scales, v_scales,
+                                      k_global_scale, v_global_scale, check_slots)
     idx = loc.long()
     for x, g, data, scales in ((k, gk, k_data, k_scales), (v, gv, v_data, v_scales)):
         q = r.quantize(x, g)

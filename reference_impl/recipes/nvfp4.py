@@ -58,7 +58,7 @@ from reference_impl.formats import E2M1, E2M1_MAX, E4M3, E4M3_MAX
 from reference_impl.recipes.base import Recipe
 from reference_impl.rounding import Rounding
 
-__all__ = ["NVFP4Recipe", "NVFP4", "GLOBAL_SCALE_CONVENTIONS", "nvfp4_global_scale", "E4M3_NAN_BYTE"]
+__all__ = ["NVFP4Recipe", "NVFP4", "check_global_scale_tensor", "GLOBAL_SCALE_CONVENTIONS", "nvfp4_global_scale", "E4M3_NAN_BYTE"]
 
 E4M3_NAN_BYTE = 0x7F
 """Block-scale byte of a block that contained NaN (E4M3's positive NaN)."""
@@ -101,6 +101,24 @@ def nvfp4_global_scale(amax: torch.Tensor | float, convention: str) -> torch.Ten
     return a / GLOBAL_SCALE_CONVENTIONS[convention]
 
 
+def check_global_scale_tensor(g: torch.Tensor, device: torch.device | str, prefix: str = "") -> torch.Tensor:
+    """The metadata checks of a global-scale tensor (dtype, one value, device), without reading it.
+
+    Returns:
+        ``g`` as a 0-d tensor.
+
+    Raises:
+        ValueError: wrong dtype, size or device (the message starts with ``prefix``).
+    """
+    if g.dtype != torch.float32:
+        raise ValueError(f"{prefix}global_scale must be float32, got {g.dtype}")
+    if g.numel() != 1:
+        raise ValueError(f"{prefix}global_scale must hold one value, got shape {tuple(g.shape)}")
+    if g.device != torch.device(device):
+        raise ValueError(f"{prefix}global_scale is on {g.device}, data on {device}")
+    return g.detach().reshape(())
+
+
 class NVFP4Recipe(Recipe):
     """NVIDIA NVFP4: E2M1 elements, E4M3 block scales (block 16), ``float32`` global scale."""
 
@@ -114,13 +132,7 @@ class NVFP4Recipe(Recipe):
         if global_scale is None:
             raise ValueError("nvfp4 needs a global_scale (the float32 decode multiplier); got None")
         if isinstance(global_scale, torch.Tensor):
-            if global_scale.dtype != torch.float32:
-                raise ValueError(f"global_scale must be float32, got {global_scale.dtype}")
-            if global_scale.numel() != 1:
-                raise ValueError(f"global_scale must hold one value, got shape {tuple(global_scale.shape)}")
-            if global_scale.device != torch.device(device):
-                raise ValueError(f"global_scale is on {global_scale.device}, data on {device}")
-            g = global_scale.detach().reshape(())
+            g = check_global_scale_tensor(global_scale, device)
         elif isinstance(global_scale, (int, float)) and not isinstance(global_scale, bool):
             g = torch.tensor(float(global_scale), dtype=torch.float32, device=device)
         else:
