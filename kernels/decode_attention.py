@@ -53,7 +53,8 @@ DEFAULT_SPLITS = 8
 TUNING: dict[str, int] = {
     "block_n": 64,           # tokens per stage-1 loop step (GPU)
     "num_warps": 4,
-    "num_stages": 2,
+    "num_stages": 2,         # Triton's pipeliner (when prefetch is off)
+    "prefetch": 0,           # 1: software pipelining in registers (then num_stages defaults to 1)
     "interpret_block_n": 32,  # under the interpreter
 }
 """Stage-1 tile and launch settings. Not tuned yet: the GPU benchmark sweeps them
@@ -61,7 +62,8 @@ TUNING: dict[str, int] = {
 
 _OUT_DTYPES = (torch.float32, torch.bfloat16)
 DECODES = tuple(_k.DECODE_IDS)
-"""E2M1 decoders of :func:`decode_attention_fp4` (``decode=``); only ``"placement"`` runs in the interpreter."""
+"""E2M1 decoders of :func:`decode_attention_fp4` (``decode=``). ``"prmt"`` and ``"prmt_bf16"`` are
+inline PTX only (refused under the interpreter); ``"cvt_f16"`` runs its pure-Triton twin there."""
 HEAD_DIMS = (64, 128, 256)
 """Head dims the kernel is built and tested for (any power of two >= 32 compiles)."""
 
@@ -227,7 +229,7 @@ def _common(q, kv_indptr, kv_indices, heads: int, dim: int, rows: int, num_kv_sp
 
 def _launch(fmt: int, q, k, v, ks, vs, s_stride, gk, gv, kv_indptr, kv_indices, sm_scale,
             num_kv_splits, page_size, out_dtype, heads, dim, block_n=None, num_warps=None, num_stages=None,
-            decode: int = 0):
+            prefetch=None, decode: int = 0):
     batch, hq, _ = q.shape
     group = hq // heads
     out = torch.empty(batch, hq, dim, dtype=out_dtype, device=q.device)
@@ -239,26 +241,38 @@ def _launch(fmt: int, q, k, v, ks, vs, s_stride, gk, gv, kv_indptr, kv_indices, 
     mid_o = torch.empty(batch, hq, num_kv_splits, dim, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(batch, hq, num_kv_splits, dtype=torch.float32, device=q.device)
     scale = 1.0 / math.sqrt(dim) if sm_scale is None else float(sm_scale)
+    if prefetch is None:
+        prefetch = bool(TUNING["prefetch"])
     extra = {} if interp else {"num_warps": num_warps or TUNING["num_warps"],
-                               "num_stages": num_stages or TUNING["num_stages"]}
+                               "num_stages": num_stages or (1 if prefetch else TUNING["num_stages"])}
     _k.decode_stage1[(batch, heads, num_kv_splits)](
         q, q.stride(0), q.stride(1), k, v, ks, vs, k.stride(0), s_stride, gk, kv_indptr, kv_indices,
         mid_o, mid_lse, scale,
-        G=group, D=dim, SPLITS=num_kv_splits, BLOCK_H=max(16, triton.next_power_of_2(group)),
-        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, DOT_F32=interp, DECODE=decode, **extra,
+        G=group, D=dim, BLOCK_H=max(16, triton.next_power_of_2(group)),
+        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, DOT_F32=interp, DECODE=decode, PREFETCH=bool(prefetch),
+        INTERP=interp, **extra,
     )
     _k.decode_stage2[(batch, hq)](
         mid_o, mid_lse, gv, out, out.stride(0), out.stride(1),
-        D=dim, SPLITS=num_kv_splits, BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt,
+        SPLITS=num_kv_splits, D=dim, BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt,
         OUT_BF16=out_dtype == torch.bfloat16, DECODE=decode,
     )
     return out
 
 
+_ONES: dict[torch.device, torch.Tensor] = {}
+
+
 def _scale_tensor(g, name: str, device: torch.device) -> torch.Tensor:
-    """A float32 one-element tensor on ``device`` from a float or a tensor (never read on the host)."""
+    """A float32 one-element tensor on ``device`` from a float or a tensor (never read on the host).
+
+    ``None`` gives a cached ``1.0`` (no host-to-device copy per call, so a call with no scales can
+    be captured in a CUDA graph); a Python float is copied to the device on every call.
+    """
     if g is None:
-        g = 1.0
+        if device not in _ONES:
+            _ONES[device] = torch.ones(1, dtype=torch.float32, device=device)
+        return _ONES[device]
     if isinstance(g, torch.Tensor):
         if g.dtype != torch.float32 or g.numel() != 1:
             raise ValueError(f"{name} must be a float32 tensor of one element, got {g.dtype} {tuple(g.shape)}")
@@ -314,8 +328,11 @@ def decode_attention_fp4(
             serving loop or a CUDA graph.
         decode: how E2M1 codes become numbers (:data:`DECODES`): ``"placement"`` (pure Triton, the
             default, runs everywhere), ``"prmt"`` or ``"prmt_bf16"`` (inline-PTX lookup tables, GPU
-            only, not yet verified on a GPU: see the variant log).
-        **launch: ``block_n``, ``num_warps``, ``num_stages`` overrides of :data:`TUNING` (benchmarks).
+            only), ``"cvt_f16"`` (nvfp4 only: E2M1 bits placed as E4M3 and converted by the GPU's
+            packed ``cvt``, fp16 tensor-core dots; under the interpreter its pure-Triton twin runs).
+            See the variant log.
+        **launch: ``block_n``, ``num_warps``, ``num_stages``, ``prefetch`` overrides of :data:`TUNING`
+            (benchmarks).
 
     Returns:
         ``out_dtype [B, Hq, D]``.
@@ -371,9 +388,12 @@ def decode_attention_fp4(
     vs8 = vs.view(torch.uint8) if vs.dtype != torch.uint8 else vs
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
-    if decode != "placement" and _interpreting():
+    if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
+    if decode == "cvt_f16" and fl.recipe != "nvfp4":
+        raise ValueError("decode='cvt_f16' needs E4M3 block scales (nvfp4): a power-of-two scale times an "
+                         "E2M1 value does not fit float16 in general")
     fmt = _k.FMT_IDS[fl.recipe]
     return _launch(fmt, q, fl.k, fl.v, ks8, vs8, ks.stride(0), gk, gv, kv_indptr, kv_indices, sm_scale,
                    num_kv_splits, page, out_dtype, heads, dim, decode=_k.DECODE_IDS[decode], **launch)

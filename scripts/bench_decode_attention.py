@@ -58,7 +58,7 @@ from reference_impl.pool import MHATokenToKVPoolFP4  # noqa: E402
 
 FP4 = ("nvfp4", "fp4_mx_block16")
 FORMATS = FP4 + ("bf16", "fp8")
-GPU_VARIANTS = tuple(f"{r}+{d}" for r in FP4 for d in ("prmt", "prmt_bf16"))
+GPU_VARIANTS = tuple(f"{r}+{d}" for r in FP4 for d in ("prmt", "prmt_bf16")) + ("nvfp4+cvt_f16",)
 """FP4 with the inline-PTX decoders (GPU only; checked like the rest, dropped from timing if wrong)."""
 G_K, G_V = 0.37, 1.9          # nvfp4 global scales (non-1 on purpose)
 FP8_K, FP8_V = 0.05, 0.05     # fp8 per-tensor scales
@@ -87,8 +87,7 @@ class Cfg:
             self.COPY_BYTES = 1 << 31
             self.SWEEP_CTX = [1024, 4096, 16384, 65536, 131072]
             self.SWEEP_B = [1, 8, 64]
-            self.TUNE = [dict(num_kv_splits=s, block_n=n, num_warps=w)
-                         for s in (8, 16, 32) for n in (64, 128) for w in (4, 8)]
+            self.TUNE = None  # per format: TUNE_CANDIDATES x TUNE_SPLITS
             self.UPSTREAM_POOLS = [self.B * self.CTX, 1 << 20]
             self.CHECK_REQS = [0, 7]
 
@@ -96,23 +95,56 @@ class Cfg:
 # ---------------------------------------------------------------------------------------------
 # timing
 # ---------------------------------------------------------------------------------------------
+TIMING = {"method": None, "fallbacks": 0}
+
+
 def bench(fn, smoke: bool) -> float:
-    """Median milliseconds of ``fn()`` (CUDA events via triton's do_bench; one wall-clock call in --smoke)."""
+    """Median milliseconds of ``fn()`` on the GPU, launched from a CUDA graph (as a serving engine
+    runs decode: no Python or launch overhead in the number), by ``triton.testing.do_bench_cudagraph``;
+    plain ``do_bench`` (CUDA events) where a call cannot be captured, counted in ``TIMING``. One
+    wall-clock call in --smoke."""
     if smoke:
         t = time.perf_counter()
         fn()
         return (time.perf_counter() - t) * 1e3
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    fn()  # compile and allocate outside the capture
+    torch.cuda.synchronize()
+    try:
+        ms = float(do_bench_cudagraph(fn, rep=100, return_mode="median"))
+        TIMING["method"] = TIMING["method"] or "cuda graph replay, median (triton.testing.do_bench_cudagraph)"
+        return ms
+    except Exception:  # noqa: BLE001 - not capturable: time with events instead, and say so
+        TIMING["fallbacks"] += 1
+        torch.cuda.synchronize()
+        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def bench_events(fn, smoke: bool) -> float:
+    """Median milliseconds of ``fn()`` by ``triton.testing.do_bench`` (CUDA events around each call,
+    L2 flushed before each): includes whatever launch overhead the GPU waits for."""
+    if smoke:
+        return bench(fn, smoke)
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
 def copy_bandwidth(cfg: Cfg, dev: str) -> dict:
+    """The card's ceilings, measured here: ``dst.copy_(src)`` (bytes read + written) and a
+    read-only reduction (``src.sum()``, bytes read), both timed with CUDA events."""
     n = cfg.COPY_BYTES // 2
     src = torch.empty(n, dtype=torch.int16, device=dev).random_()
     dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src), cfg.smoke)
-    return {"bytes": 2 * src.numel() * 2, "ms": ms, "bytes_per_s": 2 * src.numel() * 2 / (ms * 1e-3)}
+    ms = bench_events(lambda: dst.copy_(src), cfg.smoke)
+    f32 = src.view(torch.float32)
+    f32.copy_(torch.randn(f32.numel() // 1024, device=dev).repeat(1024)[: f32.numel()])
+    ms_read = bench_events(lambda: f32.sum(), cfg.smoke)
+    return {"bytes": 2 * src.numel() * 2, "ms": ms, "bytes_per_s": 2 * src.numel() * 2 / (ms * 1e-3),
+            "method": "dst.copy_(src) of 2 GiB, bytes read + written; do_bench (CUDA events), median",
+            "read_bytes": f32.numel() * 4, "read_ms": ms_read, "read_bytes_per_s": f32.numel() * 4 / (ms_read * 1e-3),
+            "read_method": "float32 src.sum() over 2 GiB, bytes read; do_bench (CUDA events), median"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +173,8 @@ def build_caches(cfg: Cfg, dev: str, seed: int) -> dict:
         fp8[0][s0:s1], fp8[1][s0:s1] = (k / FP8_K).to(torch.float8_e4m3fn), (v / FP8_V).to(torch.float8_e4m3fn)
         if not cfg.smoke and (s1 == rows or (s0 // chunk) % 8 == 0):
             log(f"  caches: {s1}/{rows} rows")
-    return {"pools": pools, "bf16": bf16, "fp8": fp8}
+    fp8_scales = tuple(torch.tensor([x], dtype=torch.float32, device=dev) for x in (FP8_K, FP8_V))
+    return {"pools": pools, "bf16": bf16, "fp8": fp8, "fp8_scales": fp8_scales}
 
 
 def _store(pool: MHATokenToKVPoolFP4, recipe: str, loc, k, v) -> None:
@@ -181,7 +214,7 @@ def run_format(fmt: str, caches: dict, q, indptr, idx, cfg: Cfg, validate=False,
         return kda.decode_attention_fp4(q, caches["pools"][recipe], 0, indptr, idx, page_size=cfg.PAGE,
                                         validate=validate, decode=decode or "placement", **launch)
     k, v = caches[fmt]
-    sc = {} if fmt == "bf16" else {"k_scale": FP8_K, "v_scale": FP8_V}
+    sc = {} if fmt == "bf16" else {"k_scale": caches["fp8_scales"][0], "v_scale": caches["fp8_scales"][1]}
     return kda.decode_attention_dense(q, k, v, indptr, idx, page_size=cfg.PAGE, validate=validate, **sc, **launch)
 
 
@@ -370,9 +403,33 @@ def versions() -> dict:
     return v
 
 
+TUNE_CANDIDATES = {
+    "bf16": [(128, 4, 2), (64, 8, 3), (32, 8, 3), (128, 4, 3)],
+    "fp8": [(128, 4, 2), (32, 4, 3), (64, 8, 3)],
+    "nvfp4+cvt_f16": [(64, 2, 2), (64, 2, 3), (128, 4, 2), (32, 2, 3)],
+    "nvfp4+prmt_bf16": [(64, 4, 2), (64, 2, 2)],
+    "fp4_mx_block16+prmt_bf16": [(64, 2, 2), (128, 4, 3)],
+    "fp4_mx_block16+prmt": [(128, 4, 3), (128, 4, 2)],
+}
+"""(block_n, num_warps, num_stages) tried per format at the headline shape: the best few of the
+launch grid in ``docs/data/perf/decode_attention_tuning.json`` (``scripts/tune_decode_attention.py``,
+which fixed ``num_kv_splits`` at 16). Formats not listed try ``DEFAULT_CANDIDATES``."""
+DEFAULT_CANDIDATES = [(64, 4, 2), (64, 2, 2)]
+TUNE_SPLITS = (8, 12, 16, 24, 32)
+"""Splits tried with every candidate: the number of stage-1 programs decides how full the last
+wave of programs is, which moves the time by tens of percent."""
+
+
+def tune_grid(fmt: str, cfg: Cfg) -> list[dict]:
+    if cfg.TUNE is not None:
+        return cfg.TUNE
+    return [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st)
+            for n, w, st in TUNE_CANDIDATES.get(fmt, DEFAULT_CANDIDATES) for s in TUNE_SPLITS]
+
+
 def tune(fmt, cfg, caches, q, indptr, idx) -> tuple[dict, float, list]:
     best, best_ms, tried = None, float("inf"), []
-    for launch in cfg.TUNE:
+    for launch in tune_grid(fmt, cfg):
         try:
             ms = bench(lambda: run_format(fmt, caches, q, indptr, idx, cfg, **launch), cfg.smoke)
         except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for one config
@@ -384,9 +441,10 @@ def tune(fmt, cfg, caches, q, indptr, idx) -> tuple[dict, float, list]:
     return best, best_ms, tried
 
 
-def sweep_splits(cfg: Cfg, batch: int, ctx: int, sms: int) -> int:
-    """Splits so that batch * kv_heads * splits covers ~2 waves of SMs, each split >= 256 tokens."""
-    want = math.ceil(2 * sms / (batch * cfg.HKV))
+def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
+    """Splits giving about ``programs`` stage-1 programs (the format's best count at the headline
+    shape, so the same occupancy and wave shape), each split at least 256 tokens, at most 64."""
+    want = max(1, round(programs / (batch * cfg.HKV)))
     return max(1, min(64, want, max(1, ctx // 256)))
 
 
@@ -420,13 +478,15 @@ def main(argv=None) -> int:
         """Write what is measured so far (a run cut short by a time limit keeps its data)."""
         result["completed_stage"] = stage
         result["elapsed_s"] = time.time() - t_start
+        result["timing"] = dict(TIMING)
         out_path.write_text(json.dumps(result, indent=1) + "\n")
         log(f"  ({stage} done at {result['elapsed_s']:.0f} s; saved {out_path})")
 
     log("[1/6] copy bandwidth")
     result["copy"] = copy_bandwidth(cfg, dev)
     copy_bw = result["copy"]["bytes_per_s"]
-    log(f"  copy: {copy_bw / 1e12:.3f} TB/s")
+    read_bw = result["copy"]["read_bytes_per_s"]
+    log(f"  copy: {copy_bw / 1e12:.3f} TB/s, read-only: {read_bw / 1e12:.3f} TB/s")
     dump("copy")
 
     log("[2/6] caches and correctness (sampled requests, float64 oracle)")
@@ -462,16 +522,20 @@ def main(argv=None) -> int:
             continue
         best[fmt] = launch
         nbytes = bytes_read(fmt, cfg, cfg.B, cfg.CTX)
+        ms_ev = bench_events(lambda: run_format(fmt, caches, q, indptr, idx, cfg, **launch), cfg.smoke)
         rows.append({"kind": "headline", "format": fmt, "batch": cfg.B, "context": cfg.CTX, "ms": ms,
                      "bytes": nbytes, "bytes_per_s": nbytes / (ms * 1e-3), "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw,
+                     "frac_of_read": nbytes / (ms * 1e-3) / read_bw, "ms_events": ms_ev,
                      "launch": launch, "tried": tried})
-        log(f"  {fmt:24s} {ms * 1e3:9.1f} us  {nbytes / (ms * 1e-3) / 1e12:.3f} TB/s "
-            f"({nbytes / (ms * 1e-3) / copy_bw:.0%} of copy)  {launch}")
+        log(f"  {fmt:24s} {ms * 1e3:9.1f} us (events {ms_ev * 1e3:.1f})  {nbytes / (ms * 1e-3) / 1e12:.3f} TB/s "
+            f"({nbytes / (ms * 1e-3) / copy_bw:.0%} of copy, {nbytes / (ms * 1e-3) / read_bw:.0%} of read)  {launch}")
     head = {r["format"]: r for r in rows}
     def summ(v):
         return {"variant": v, "speedup_vs_bf16": head["bf16"]["ms"] / head[v]["ms"],
                 "speedup_vs_fp8": head["fp8"]["ms"] / head[v]["ms"], "frac_of_copy": head[v]["frac_of_copy"],
-                "ms": head[v]["ms"], "goal_3x_bf16_met": head["bf16"]["ms"] / head[v]["ms"] >= 3.0,
+                "frac_of_read": head[v]["frac_of_read"], "ms": head[v]["ms"],
+                "speedup_vs_bf16_events": head["bf16"]["ms_events"] / head[v]["ms_events"],
+                "speedup_vs_fp8_events": head["fp8"]["ms_events"] / head[v]["ms_events"], "goal_3x_bf16_met": head["bf16"]["ms"] / head[v]["ms"] >= 3.0,
                 "goal_1p7x_fp8_met": head["fp8"]["ms"] / head[v]["ms"] >= 1.7}
 
     # per FP4 recipe: its fastest correct decoder; every variant in summary_variants
@@ -508,23 +572,27 @@ def main(argv=None) -> int:
         return 1
 
     if not args.no_sweep:
-        log("[6/6] sweep: context x batch")
+        # the baselines and each FP4 recipe's fastest decoder at the headline
+        sweep_formats = ["bf16", "fp8"] + [result["summary"][r]["variant"] for r in FP4]
+        result["sweep_formats"] = sweep_formats
+        log(f"[6/6] sweep: context x batch for {sweep_formats}")
         for b in cfg.SWEEP_B:
             for ctx in cfg.SWEEP_CTX:
                 ip, ix = paged_indices(cfg, b, ctx, gen, dev)
                 qq = torch.randn(b, cfg.HQ, cfg.D, generator=gen).to(dev).to(q.dtype)
-                splits = sweep_splits(cfg, b, ctx, sms) if gpu else 2
                 line = []
-                for fmt in timed:
+                for fmt in sweep_formats:
+                    splits = sweep_splits(cfg, b, ctx, cfg.B * cfg.HKV * best[fmt]["num_kv_splits"]) if gpu else 2
                     launch = dict(best[fmt], num_kv_splits=splits)
                     ms = bench(lambda: run_format(fmt, caches, qq, ip, ix, cfg, **launch), cfg.smoke)
                     nbytes = bytes_read(fmt, cfg, b, ctx)
                     rows.append({"kind": "sweep", "format": fmt, "batch": b, "context": ctx, "ms": ms, "bytes": nbytes,
                                  "bytes_per_s": nbytes / (ms * 1e-3), "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw,
-                                 "launch": launch})
-                    line.append(f"{fmt} {ms * 1e3:.0f}us")
-                log(f"  B={b:3d} ctx={ctx:7d} splits={splits:2d}: " + ", ".join(line))
+                                 "frac_of_read": nbytes / (ms * 1e-3) / read_bw, "launch": launch})
+                    line.append(f"{fmt} {ms * 1e3:.0f}us/{splits}")
+                log(f"  B={b:3d} ctx={ctx:7d}: " + ", ".join(line))
             dump(f"sweep batch {b}")
+    result["timing"] = dict(TIMING)
     dump("done")
     return 0
 

@@ -48,19 +48,20 @@ KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block
 
 
 VARIANTS = ["bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
-            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16"]
+            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16"]
 """KV formats, and ``+prmt``: the FP4 formats with the inline-PTX lookup decode (DECODE=prmt)."""
 
 
-def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: int):
+def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: int, prefetch: bool = False):
     fmt, _, dec = variant.partition("+")
     fp4 = fmt in ("nvfp4", "fp4_mx_block16")
     types = dict(q_ptr="*bf16", q_sb="i32", q_sh="i32", k_ptr=KV_PTR[fmt], v_ptr=KV_PTR[fmt],
                  ks_ptr="*u8" if fp4 else "*fp32", vs_ptr="*u8" if fp4 else "*fp32", d_stride="i32",
                  s_stride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32")
-    consts = dict(G=g, D=d, SPLITS=splits, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
-                  KV_FMT=kd.FMT_IDS[fmt], DOT_F32=False, DECODE=kd.DECODE_IDS[dec or "placement"])
+    consts = dict(G=g, D=d, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
+                  KV_FMT=kd.FMT_IDS[fmt], DOT_F32=False, DECODE=kd.DECODE_IDS[dec or "placement"],
+                  PREFETCH=prefetch, INTERP=False)
     div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "gk_ptr", "kv_indptr",
              "kv_indices", "mid_o", "mid_lse"}
     if fp4:
@@ -70,8 +71,9 @@ def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: in
 
 def stage2_src(variant: str, d: int, splits: int):
     fmt, _, dec = variant.partition("+")
-    types = dict(mid_o="*fp32", mid_lse="*fp32", gv_ptr="*fp32", out_ptr="*fp32", o_sb="i32", o_sh="i32")
-    consts = dict(D=d, SPLITS=splits, BLOCK_S=triton.next_power_of_2(splits), KV_FMT=kd.FMT_IDS[fmt], OUT_BF16=False,
+    types = dict(mid_o="*fp32", mid_lse="*fp32", gv_ptr="*fp32", out_ptr="*fp32", o_sb="i32", o_sh="i32",
+                 SPLITS="i32")
+    consts = dict(D=d, BLOCK_S=triton.next_power_of_2(splits), KV_FMT=kd.FMT_IDS[fmt], OUT_BF16=False,
                   DECODE=kd.DECODE_IDS[dec or "placement"])
     return _c._src(kd.decode_stage2, types, consts, {"mid_o", "mid_lse", "gv_ptr", "out_ptr", "o_sb", "o_sh"})
 
@@ -103,17 +105,18 @@ def opcode(text: str) -> str:
     return t.split()[0].split(".")[0]
 
 
-def measure(block_n: int, warps: int, stages: int, dump: str | None = None) -> tuple[dict, int]:
+def measure(block_n: int, warps: int, stages: int, dump: str | None = None, prefetch: bool = False,
+            variants=None) -> tuple[dict, int]:
     """Compile every format at one launch config; print a table; return ({fmt: counts}, failures)."""
     d, g, page, splits = 128, 8, 16, 16
     out, fails = {}, 0
     print(f"\nstage 1 at D={d}, G={g} (BLOCK_H=16), page {page}, BLOCK_N={block_n}, "
-          f"{warps} warps, {stages} stages; triton {triton.__version__}")
+          f"{warps} warps, {stages} stages, prefetch {prefetch}; triton {triton.__version__}")
     print("| KV format | registers / spills | loop SASS | KV elements / thread / iter | SASS per element | top opcodes in loop |")
     print("|---|---|---|---|---|---|")
-    for fmt in VARIANTS:
+    for fmt in variants or VARIANTS:
         try:
-            k = triton.compile(stage1_src(fmt, d, g, block_n, page, splits), target=_c.TARGET,
+            k = triton.compile(stage1_src(fmt, d, g, block_n, page, splits, prefetch), target=_c.TARGET,
                                options={"num_warps": warps, "num_stages": stages})
             triton.compile(stage2_src(fmt, d, splits), target=_c.TARGET, options={"num_warps": 4})
         except Exception as e:  # noqa: BLE001
@@ -136,8 +139,9 @@ def measure(block_n: int, warps: int, stages: int, dump: str | None = None) -> t
     return out, fails
 
 
-CONFIGS = [(bn, w, st) for st in (2, 1) for bn in (64, 128) for w in (4, 8)]
-"""(BLOCK_N, num_warps, num_stages) of ``--all``."""
+CONFIGS = [(bn, w, st, False) for st in (2, 1) for bn in (64, 128) for w in (4, 8)] + \
+    [(bn, w, 1, True) for bn in (32, 64) for w in (2, 4)]
+"""(BLOCK_N, num_warps, num_stages, prefetch) of ``--all``."""
 
 
 def main(argv=None) -> int:
@@ -147,14 +151,17 @@ def main(argv=None) -> int:
     ap.add_argument("--block-n", type=int, default=64)
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--stages", type=int, default=2)
+    ap.add_argument("--prefetch", action="store_true", help="software pipelining in registers (PREFETCH)")
+    ap.add_argument("--variants", help="comma-separated subset of VARIANTS")
     ap.add_argument("--all", action="store_true", help="every launch config of CONFIGS")
     args = ap.parse_args(argv)
-    configs = CONFIGS if args.all else [(args.block_n, args.warps, args.stages)]
+    configs = CONFIGS if args.all else [(args.block_n, args.warps, args.stages, args.prefetch)]
+    variants = args.variants.split(",") if args.variants else None
     rows, fails = [], 0
-    for bn, w, st in configs:
-        counts, f = measure(bn, w, st, args.dump)
+    for bn, w, st, pf in configs:
+        counts, f = measure(bn, w, st, args.dump, pf, variants)
         fails += f
-        rows.append({"block_n": bn, "num_warps": w, "num_stages": st, "formats": counts})
+        rows.append({"block_n": bn, "num_warps": w, "num_stages": st, "prefetch": pf, "formats": counts})
     if args.json:
         cmd = "python scripts/sass_decode_attention.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
         Path(args.json).write_text(json.dumps({"triton": triton.__version__, "target": "sm_90", "command": cmd,

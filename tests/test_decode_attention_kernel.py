@@ -183,11 +183,13 @@ def _tile_probe(data_ptr, scale_ptr, slots_ptr, out_e, out_o, d_stride, s_stride
 
 @triton.jit
 def _tile_probe_dec(data_ptr, scale_ptr, slots_ptr, out_e, out_o, d_stride, s_stride, n,
-                    KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr):
+                    KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr,
+                    INTERP: tl.constexpr = False):
     t = tl.arange(0, BLOCK_N)
     tmask = t < n
     slots = tl.load(slots_ptr + t, mask=tmask, other=0).to(tl.int64)
-    ev, od = kd.load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, 1, KV_FMT, D, BLOCK_N, DECODE)
+    ev, od = kd.load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, 1, KV_FMT, D, BLOCK_N, DECODE,
+                              INTERP)
     c = tl.arange(0, D // 2)
     tl.store(out_e + t[:, None] * (D // 2) + c[None, :], ev, mask=tmask[:, None])
     tl.store(out_o + t[:, None] * (D // 2) + c[None, :], od, mask=tmask[:, None])
@@ -236,7 +238,8 @@ def _run_ptx(asm: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Execute the straight-line b32 PTX of the GPU-only decoders on numpy uint32 arrays.
 
     Supports exactly what they use: ``and``, ``shr``, ``shl``, ``prmt`` (default mode: selector
-    nibble bit 3 replicates the selected byte's sign bit) and ``lop3`` (any truth table).
+    nibble bit 3 replicates the selected byte's sign bit), ``lop3`` (any truth table), ``mov.b32``
+    into two 16-bit halves and ``cvt.rn.f16x2.e4m3x2`` (through torch's E4M3 -> fp16).
     """
     regs = dict(inputs)
 
@@ -249,6 +252,12 @@ def _run_ptx(asm: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not line or line[0] in "{}." or line.startswith(".reg"):
             continue
         op, args = line.split(None, 1)
+        if op == "mov.b32":  # mov.b32 {lo, hi}, src: split into 16-bit halves
+            lo_, hi_ = [x.strip(" {}") for x in args.split("}")[0].split(",")]
+            w = val(args.split("}")[1].strip(" ,"))
+            regs[lo_] = np.asarray(w & np.uint32(0xFFFF), dtype=np.uint32)
+            regs[hi_] = np.asarray(w >> np.uint32(16), dtype=np.uint32)
+            continue
         dst, *src = [a.strip() for a in args.split(",")]
         v = [np.asarray(val(a), dtype=np.uint32) for a in src]
         if op == "and.b32":
@@ -265,6 +274,11 @@ def _run_ptx(asm: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 byte = ((both >> ((sel & np.uint32(7)).astype(np.uint64) * np.uint64(8))) & np.uint64(0xFF)).astype(np.uint32)
                 rep = np.where(byte & np.uint32(0x80), np.uint32(0xFF), np.uint32(0))
                 r = r | (np.where(sel & np.uint32(8), rep, byte).astype(np.uint32) << np.uint32(8 * i))
+        elif op == "cvt.rn.f16x2.e4m3x2":  # two E4M3 bytes -> two fp16 halves, byte i -> half i
+            def f16(byte):
+                x = torch.from_numpy((byte & np.uint32(0xFF)).astype(np.uint8)).view(torch.float8_e4m3fn)
+                return x.to(torch.float16).view(torch.int16).numpy().astype(np.uint16).astype(np.uint32)
+            r = f16(v[0]) | (f16(v[0] >> np.uint32(8)) << np.uint32(16))
         elif op == "lop3.b32":
             a, b, c, lut = v
             r = np.zeros(np.broadcast(a, b, c).shape, dtype=np.uint32)
@@ -291,6 +305,76 @@ def test_prmt_decoder_ptx_emulated_exhaustively():
         byte = (words >> np.uint32(8 * j)) & np.uint32(0xFF)
         assert np.array_equal((out & np.uint32(0xFFFF)) << np.uint32(16), table[byte & np.uint32(15)])
         assert np.array_equal(out & np.uint32(0xFFFF0000), table[byte >> np.uint32(4)])
+
+
+def test_cvt_decoder_ptx_emulated_exhaustively():
+    """The inline PTX of decode='cvt_f16' (GPU only), executed by the emulator (``cvt`` through
+    torch's E4M3 -> fp16) on every 16-bit half-word and 2**16 random words: $0/$1 are the fp16 of
+    the low nibbles (even elements) of bytes 0,1 / 2,3, $2/$3 of the high nibbles, each exactly
+    ``E2M1 * 2**-6`` (-0.0 included)."""
+    halves = np.arange(1 << 16, dtype=np.uint32)
+    words = np.concatenate([halves, halves << np.uint32(16),
+                            np.random.default_rng(1).integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32)])
+    regs = _run_ptx(kd._E2M1_CVT_ASM, {"$4": words})
+    want16 = torch.tensor([x * 2.0**kd.CVT_EXP for x in E2M1.table], dtype=torch.float16)
+    want16 = want16.view(torch.int16).numpy().astype(np.uint16).astype(np.uint32)
+    for out, nib in (("$0", 0), ("$1", 0), ("$2", 4), ("$3", 4)):
+        first = 0 if out in ("$0", "$2") else 2   # bytes feeding this output's low and high halves
+        for half in (0, 1):
+            byte = (words >> np.uint32(8 * (first + half))) & np.uint32(0xFF)
+            code = (byte >> np.uint32(nib)) & np.uint32(15)
+            got = (regs[out] >> np.uint32(16 * half)) & np.uint32(0xFFFF)
+            assert np.array_equal(got, want16[code]), (out, half)
+
+
+def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
+    """decode='cvt_f16' (nvfp4): the tile decoder's pure-Triton twin (what the interpreter runs) on
+    every (code, code) byte under every finite E4M3 scale byte gives ``E2M1 * scale * 2**-6`` in
+    fp16, bit for bit the recipe's decode (fp16 holds every such product exactly)."""
+    d, h = 128, 2
+    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F]
+    n = len(sbytes)
+    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
+    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
+    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
+    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].roll(1, 0).expand(n, d // 16).clone()
+    scales[:, 1, ::2] = torch.tensor(sbytes, dtype=torch.uint8)[:, None]
+    ev = torch.empty(n, d // 2, device=DEV)
+    od = torch.empty(n, d // 2, device=DEV)
+    _tile_probe_dec[(1,)](data.to(DEV), scales.to(DEV), torch.arange(n, device=DEV), ev, od, h * d // 2, h * d // 16,
+                          n, KV_FMT=kd.FMT_IDS["nvfp4"], D=d, BLOCK_N=triton.next_power_of_2(n),
+                          DECODE=kd.DECODE_IDS["cvt_f16"], INTERP=True)
+    want = get_recipe("nvfp4").dequantize_parts(data[:, 1], scales[:, 1], torch.tensor(1.0), torch.float32)
+    got = torch.stack([ev, od], -1).reshape(n, d).cpu() / 2.0**kd.CVT_EXP
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+def test_cvt_f16_refuses_power_of_two_scales():
+    pool = MHATokenToKVPoolFP4(size=32, page_size=1, layer_num=1, head_num=1, head_dim=64)
+    q = torch.randn(1, 2, 64)
+    with pytest.raises(ValueError, match="cvt_f16"):
+        decode_attention_fp4(q, pool, 0, torch.tensor([0, 2]), torch.tensor([1, 2]), decode="cvt_f16")
+
+
+@pytest.mark.parametrize("recipe,decode", [("nvfp4", "placement"), ("nvfp4", "cvt_f16"),
+                                           ("fp4_mx_block16", "placement")])
+@pytest.mark.parametrize("page", [1, 16])
+def test_register_prefetch_is_the_same_computation(recipe, decode, page):
+    """``prefetch=1`` (software pipelining in registers) only moves loads earlier: the output is
+    bit for bit the output without it, and within the tolerance of the oracle; requests shorter
+    than one step, exactly one step and several steps long."""
+    gen = torch.Generator().manual_seed(21)
+    hq, hkv, d, lens = 8, 2, 64, [1, 32, 33, 150]
+    size = 16 * (sum(math.ceil(n / 16) for n in lens) + 2)
+    pool = _pool(recipe, hkv, d, 16, size, gen)
+    indptr, idx = _paged_indices(lens, 16, size // 16 - 1, gen)
+    q = torch.randn(len(lens), hq, d, generator=gen)
+    outs = [decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2, page_size=page, decode=decode,
+                                 prefetch=pf) for pf in (0, 1)]
+    assert torch.equal(outs[0], outs[1])
+    ref = decode_attention(q, pool, 0, indptr, idx)
+    k, v = pool.gather_kv(0, idx, dtype=torch.float64)
+    assert float((outs[1].double() - ref).abs().max()) <= tolerance(q, k, v, 1 / math.sqrt(d), max(lens), gpu=False)
 
 
 @pytest.mark.skipif(CUDA, reason="the interpreter's refusal")
@@ -477,22 +561,51 @@ def test_gpu_prmt_tile_decoder_equals_the_pure_twin(recipe):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("decode", ["prmt", "prmt_bf16"])
+def test_gpu_cvt_tile_decoder_equals_the_pure_twin():
+    """decode='cvt_f16': the inline-PTX tile decoder on every code under every finite scale byte,
+    bit for bit its pure-Triton twin on the same GPU and the recipe's decode."""
+    d, h = 128, 2
+    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F]
+    n = len(sbytes)
+    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
+    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
+    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
+    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].expand(n, d // 16)
+    got = {}
+    for interp in (True, False):
+        ev = torch.empty(n, d // 2, device="cuda")
+        od = torch.empty(n, d // 2, device="cuda")
+        _tile_probe_dec[(1,)](data.cuda(), scales.cuda(), torch.arange(n, device="cuda"), ev, od, h * d // 2,
+                              h * d // 16, n, KV_FMT=kd.FMT_IDS["nvfp4"], D=d, BLOCK_N=triton.next_power_of_2(n),
+                              DECODE=kd.DECODE_IDS["cvt_f16"], INTERP=interp)
+        got[interp] = torch.stack([ev, od], -1).reshape(n, d).cpu() / 2.0**kd.CVT_EXP
+    want = get_recipe("nvfp4").dequantize_parts(data[:, 1], scales[:, 1], torch.tensor(1.0), torch.float32)
+    assert torch.equal(got[True].view(torch.int32), want.view(torch.int32))
+    assert torch.equal(got[False].view(torch.int32), want.view(torch.int32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("prefetch", [0, 1])
+@pytest.mark.parametrize("decode", ["prmt", "prmt_bf16", "cvt_f16"])
 @pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
-def test_gpu_inline_ptx_decoders_match_oracle(recipe, decode):
+def test_gpu_inline_ptx_decoders_match_oracle(recipe, decode, prefetch):
+    if decode == "cvt_f16" and recipe != "nvfp4":
+        pytest.skip("cvt_f16 is nvfp4 only")
     gen = torch.Generator().manual_seed(7)
     hq, hkv, d, page, lens = 64, 8, 128, 16, [1, 333, 5000]
     size = page * (sum(math.ceil(n / page) for n in lens) + 2)
     gpu, pool = _gpu_and_cpu_pools(recipe, hkv, d, page, size, gen)
     indptr, idx = _paged_indices(lens, page, size // page, gen)
     q = torch.randn(len(lens), hq, d, generator=gen).bfloat16()
-    out = decode_attention_fp4(q.cuda(), gpu, 0, indptr.cuda(), idx.cuda(), page_size=page, decode=decode)
+    out = decode_attention_fp4(q.cuda(), gpu, 0, indptr.cuda(), idx.cuda(), page_size=page, decode=decode,
+                               prefetch=prefetch)
     ref = decode_attention(q.float(), pool, 0, indptr, idx)
     k, v = pool.gather_kv(0, idx, dtype=torch.float64)
     tol = tolerance(q.float(), k, v, 1 / math.sqrt(d), max(lens), gpu=True)
     assert attention_close(out.cpu(), ref, tol, gpu=True)[0]
     nq = q.shape[0]  # weight-1 requests: V rows exactly
-    one = decode_attention_fp4(q.cuda(), gpu, 0, torch.arange(nq + 1, device="cuda"), idx[:nq].cuda(), decode=decode)
+    one = decode_attention_fp4(q.cuda(), gpu, 0, torch.arange(nq + 1, device="cuda"), idx[:nq].cuda(), decode=decode,
+                               prefetch=prefetch)
     _, vq = pool.gather_kv(0, idx[:nq], dtype=torch.float32)
     assert torch.equal(one.cpu(), vq.repeat_interleave(hq // hkv, dim=1))
 

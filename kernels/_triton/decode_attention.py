@@ -70,10 +70,11 @@ LOG2E = tl.constexpr(math.log2(math.e))
 PLACEMENT = tl.constexpr(PLACEMENT_FACTOR)
 
 # -- E2M1 decoders (constexpr DECODE) -----------------------------------------------------------
-DECODE_IDS: dict[str, int] = {"placement": 0, "prmt": 1, "prmt_bf16": 2}
+DECODE_IDS: dict[str, int] = {"placement": 0, "prmt": 1, "prmt_bf16": 2, "cvt_f16": 3}
 DEC_PLACEMENT = tl.constexpr(DECODE_IDS["placement"])
 DEC_PRMT = tl.constexpr(DECODE_IDS["prmt"])           # lookup -> fp32 even/odd tiles (GPU only)
 DEC_PRMT_BF16 = tl.constexpr(DECODE_IDS["prmt_bf16"])  # lookup -> natural-order bf16 tile, bf16 scale (GPU only)
+DEC_CVT_F16 = tl.constexpr(DECODE_IDS["cvt_f16"])     # E2M1 -> E4M3 bits -> cvt f16x2, fp16 MMAs (nvfp4)
 
 # GPU only (the interpreter has no inline asm): one 32-bit word of 4 packed bytes (8 codes) -> four
 # bf16x2 words, word j = (code of byte j's low nibble) | (code of its high nibble) << 16. Two
@@ -104,6 +105,38 @@ prmt.b32 $3, l1, h1, 0x7362;
 """
 E2M1_PRMT_ASM = tl.constexpr(_E2M1_PRMT_ASM)
 
+# GPU only (decode="cvt_f16"): one 32-bit word of 4 packed bytes (8 codes) -> the 4 even codes and
+# the 4 odd codes as float16, E2M1 * 2**-6 exactly. An E2M1 code's magnitude bits (e1 e0 m0) moved
+# to bits 4..2 of a byte, its sign to bit 7, *are* an E4M3 byte of value E2M1 * 2**-6 (exponent
+# bias 7 against 1; the subnormal code 1 lands on the E4M3 subnormal 2**-7): 7 bit operations per
+# 8 codes, then sm_89+'s packed ``cvt.rn.f16x2.e4m3x2`` (one instruction per 2 codes, exact).
+# Outputs: $0, $1 = even codes (bytes 0,1 and 2,3); $2, $3 = odd codes.
+_E2M1_CVT_ASM = """
+{
+.reg .b32 a, t, e, o;
+.reg .b16 e0, e1, o0, o1;
+shr.b32 a, $4, 2;
+and.b32 t, $4, 0x80808080;
+lop3.b32 o, a, 0x1C1C1C1C, t, 0xEA;
+shl.b32 a, $4, 2;
+shl.b32 t, $4, 4;
+and.b32 t, t, 0x80808080;
+lop3.b32 e, a, 0x1C1C1C1C, t, 0xEA;
+mov.b32 {e0, e1}, e;
+mov.b32 {o0, o1}, o;
+cvt.rn.f16x2.e4m3x2 $0, e0;
+cvt.rn.f16x2.e4m3x2 $1, e1;
+cvt.rn.f16x2.e4m3x2 $2, o0;
+cvt.rn.f16x2.e4m3x2 $3, o1;
+}
+"""
+E2M1_CVT_ASM = tl.constexpr(_E2M1_CVT_ASM)
+CVT_EXP = -6
+"""The cvt decoder's power of two: an E2M1 code placed as E4M3 reads as ``E2M1 * 2**-6``."""
+CVT_FACTOR = tl.constexpr(math.ldexp(1.0, CVT_EXP))
+UNDO_CVT = tl.constexpr(math.ldexp(1.0, -CVT_EXP))   # 2**6, folded into the scales (decode="cvt_f16")
+F16_Q_TOP = tl.constexpr(13)  # decode="cvt_f16": the fp16 query is q * 2**k, max|q| * 2**k in [2**13, 2**14)
+
 
 @triton.jit
 def e2m1_to_f32_scaled(c):
@@ -131,56 +164,88 @@ def e2m1x2_to_bf16x2_prmt(p):
 
 
 @triton.jit
-def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
-                  KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0):
-    """Decode ``BLOCK_N`` tokens of one KV head into (even, odd) float32 tiles ``[BLOCK_N, D/2]``.
-
-    Values are ``E2M1 * block_scale * 2**-14`` (the V/K global scale of nvfp4 is *not* applied):
-    exact in float32 and in bf16. ``slots`` int64 ``[BLOCK_N]``; masked tokens decode to 0 (their
-    data and scale bytes load as 0, and ``0 * 2**-127`` or ``0 * 0`` is 0).
-    """
-    D2: tl.constexpr = D // 2
-    NB: tl.constexpr = D // 16
-    cols = tl.arange(0, D2)
-    pb = tl.load(data_ptr + slots[:, None] * d_stride + head * D2 + cols[None, :],
-                 mask=tmask[:, None], other=0)
-    bcols = tl.arange(0, NB)
-    sb = tl.load(scale_ptr + slots[:, None] * s_stride + head * NB + bcols[None, :],
-                 mask=tmask[:, None], other=0)
-    scale = fp4_block_scale(sb, KV_FMT)[:, :, None]                        # [BLOCK_N, NB, 1]
-    if DECODE == DEC_PRMT:  # exact E2M1 values from the lookup; the 2**-14 goes on the block scale
-        w = e2m1x2_to_bf16x2_prmt(pb)
-        lo = (w << 16).to(tl.float32, bitcast=True)
-        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
-        scale = scale * PLACEMENT
-    else:
-        p = pb.to(tl.int32)
-        lo = e2m1_to_f32_scaled(p)
-        hi = e2m1_to_f32_scaled(p >> 4)
-    ev = tl.reshape(lo, (BLOCK_N, NB, 8)) * scale
-    od = tl.reshape(hi, (BLOCK_N, NB, 8)) * scale
-    # masked tokens loaded byte 0 for data and scale: code 0 times a finite scale, i.e. 0 (no select needed)
-    return tl.reshape(ev, (BLOCK_N, D2)), tl.reshape(od, (BLOCK_N, D2))
+def e2m1x2_to_f16_cvt(p):
+    """Packed bytes (uint8) -> (even, odd) float16 ``E2M1 * 2**-6`` (exact) via E4M3 bits and ``cvt``. GPU only."""
+    return tl.inline_asm_elementwise(E2M1_CVT_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.float16, tl.float16),
+                                     is_pure=True, pack=4)
 
 
 @triton.jit
-def load_fp4_tile_bf16(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
-                       KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """GPU only (``DECODE=prmt_bf16``): one natural-order bf16 tile ``[BLOCK_N, D]`` of
-    ``E2M1 * block_scale * 2**-14`` (a tensor-core k-pair is one byte's two codes, so no even/odd
-    split), the scale applied as a bf16 multiply (exact: at most 6 significant bits)."""
+def e2m1x2_to_f16_twin(p):
+    """Pure-Triton twin of :func:`e2m1x2_to_f16_cvt` (same values; what the interpreter runs)."""
+    c = p.to(tl.int32)
+    return ((e2m1_to_f32_scaled(c) * (CVT_FACTOR / PLACEMENT)).to(tl.float16),
+            (e2m1_to_f32_scaled(c >> 4) * (CVT_FACTOR / PLACEMENT)).to(tl.float16))
+
+
+@triton.jit
+def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head, D: tl.constexpr):
+    """The packed bytes ``uint8 [BLOCK_N, D/2]`` and scale bytes ``uint8 [BLOCK_N, D/16]`` of
+    ``BLOCK_N`` tokens of one KV head, undecoded (masked tokens load 0)."""
     D2: tl.constexpr = D // 2
     NB: tl.constexpr = D // 16
     cols = tl.arange(0, D2)
     pb = tl.load(data_ptr + slots[:, None] * d_stride + head * D2 + cols[None, :], mask=tmask[:, None], other=0)
     bcols = tl.arange(0, NB)
     sb = tl.load(scale_ptr + slots[:, None] * s_stride + head * NB + bcols[None, :], mask=tmask[:, None], other=0)
+    return pb, sb
+
+
+@triton.jit
+def decode_fp4_even_odd(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                        DECODE: tl.constexpr = 0, INTERP: tl.constexpr = False):
+    """Packed and scale bytes -> (even, odd) tiles ``[BLOCK_N, D/2]`` of ``E2M1 * block_scale * 2**-14``
+    (float32; ``placement`` and ``prmt``) or of ``E2M1 * block_scale * 2**-6`` (float16, ``cvt_f16``,
+    nvfp4 only: such a product is a multiple of ``2**-16`` below 43 with at most 6 significant bits,
+    exact in fp16; the E4M3 scale bytes go through the same hardware ``cvt``). The nvfp4 global
+    scale is *not* applied. Masked tokens (bytes 0) decode to 0.
+    """
+    D2: tl.constexpr = D // 2
+    NB: tl.constexpr = D // 16
+    if DECODE == DEC_CVT_F16:
+        if INTERP:
+            lo, hi = e2m1x2_to_f16_twin(pb)
+            scale = e4m3_decode(sb).to(tl.float16)[:, :, None]
+        else:
+            lo, hi = e2m1x2_to_f16_cvt(pb)
+            scale = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16)[:, :, None]
+    elif DECODE == DEC_PRMT:  # exact E2M1 values from the lookup; the 2**-14 goes on the block scale
+        w = e2m1x2_to_bf16x2_prmt(pb)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
+        scale = fp4_block_scale(sb, KV_FMT)[:, :, None] * PLACEMENT       # [BLOCK_N, NB, 1]
+    else:
+        scale = fp4_block_scale(sb, KV_FMT)[:, :, None]
+        p = pb.to(tl.int32)
+        lo = e2m1_to_f32_scaled(p)
+        hi = e2m1_to_f32_scaled(p >> 4)
+    ev = tl.reshape(lo, (BLOCK_N, NB, 8)) * scale
+    od = tl.reshape(hi, (BLOCK_N, NB, 8)) * scale
+    return tl.reshape(ev, (BLOCK_N, D2)), tl.reshape(od, (BLOCK_N, D2))
+
+
+@triton.jit
+def decode_fp4_bf16(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """GPU only (``DECODE=prmt_bf16``): one natural-order bf16 tile ``[BLOCK_N, D]`` of
+    ``E2M1 * block_scale * 2**-14`` (a tensor-core k-pair is one byte's two codes, so no even/odd
+    split), the scale applied as a bf16 multiply (exact: at most 6 significant bits)."""
+    NB: tl.constexpr = D // 16
     scale = (fp4_block_scale(sb, KV_FMT) * PLACEMENT).to(tl.bfloat16)[:, :, None]
     w = e2m1x2_to_bf16x2_prmt(pb)
     lo = (w & 0xFFFF).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     hi = (w >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     x = tl.reshape(tl.join(lo, hi), (BLOCK_N, NB, 16)) * scale
     return tl.reshape(x, (BLOCK_N, D))
+
+
+@triton.jit
+def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
+                  KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0,
+                  INTERP: tl.constexpr = False):
+    """Load and decode ``BLOCK_N`` tokens of one KV head into (even, odd) tiles ``[BLOCK_N, D/2]``
+    (:func:`load_fp4_raw` then :func:`decode_fp4_even_odd`). ``slots`` int64 ``[BLOCK_N]``."""
+    pb, sb = load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head, D)
+    return decode_fp4_even_odd(pb, sb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
 
 
 @triton.jit
@@ -192,12 +257,53 @@ def load_dense_tile(data_ptr, slots, tmask, d_stride, head, D: tl.constexpr):
 
 
 @triton.jit
-def _dot(a, b, DOT_F32: tl.constexpr):
-    """``a @ b`` with float32 accumulation: bf16 operands on the GPU, float32 under the interpreter."""
+def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, head,
+                KV_FMT: tl.constexpr, D: tl.constexpr):
+    """Undecoded K and V of ``BLOCK_N`` tokens: ``(k, k_scale_bytes, v, v_scale_bytes)``; for the
+    dense formats the tiles themselves and two unused placeholders."""
+    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+        kp, ksb = load_fp4_raw(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, head, D)
+        vp, vsb = load_fp4_raw(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, head, D)
+    else:
+        kp = load_dense_tile(k_ptr, slots, tmask, d_stride, head, D)
+        vp = load_dense_tile(v_ptr, slots, tmask, d_stride, head, D)
+        ksb = tl.zeros((1,), dtype=tl.uint8)
+        vsb = tl.zeros((1,), dtype=tl.uint8)
+    return kp, ksb, vp, vsb
+
+
+@triton.jit
+def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
+    """Slots (int64 ``[BLOCK_N]``) and mask of the request's tokens ``t0 .. t0 + BLOCK_N``.
+
+    ``PAGE > 1``: the page-table shortcut (``kv_indices`` read at each page's first token; the
+    slots of a page are consecutive); ``PAGE == 1``: every token's slot gathered.
+    """
+    toks = t0 + tl.arange(0, BLOCK_N)
+    tmask = toks < hi
+    if PAGE > 1:
+        first = tl.load(kv_indices + start + (toks // PAGE) * PAGE, mask=tmask, other=0).to(tl.int64)
+        slots = first + (toks % PAGE)
+    else:
+        slots = tl.load(kv_indices + start + toks, mask=tmask, other=0).to(tl.int64)
+    return slots, tmask
+
+
+@triton.jit
+def _dot(a, b, DOT_F32: tl.constexpr, F16: tl.constexpr = False):
+    """``a @ b`` with float32 accumulation: bf16 (or fp16) operands on the GPU, float32 under the interpreter."""
     if DOT_F32:
         return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    elif F16:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
     else:
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+
+
+@triton.jit
+def _pow2(k):
+    """``2.0**k`` (float32, exact) for integer ``k`` in [-126, 127]."""
+    return ((k + 127) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -205,9 +311,10 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                   k_ptr, v_ptr, ks_ptr, vs_ptr, d_stride, s_stride,
                   gk_ptr, kv_indptr, kv_indices,
                   mid_o, mid_lse, sm_scale,
-                  G: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr,
+                  G: tl.constexpr, D: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
-                  KV_FMT: tl.constexpr, DOT_F32: tl.constexpr, DECODE: tl.constexpr = 0):
+                  KV_FMT: tl.constexpr, DOT_F32: tl.constexpr, DECODE: tl.constexpr = 0,
+                  PREFETCH: tl.constexpr = False, INTERP: tl.constexpr = False):
     """One split of one request for one KV head and its ``G`` query heads.
 
     Writes ``mid_o[b, h, split, :]`` (float32 ``[D]``, the split's softmax-normalised output; for
@@ -215,12 +322,15 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     (base-2 log-sum-exp of the scaled scores; ``-inf`` for an empty split).
 
     ``gk_ptr``: float32 scalar multiplying ``sm_scale`` (nvfp4 K global scale, FP8 K scale; 1.0 else).
-    ``PAGE > 1``: ``kv_indices`` is read once per page (page-table shortcut: the slots of a page
-    are consecutive); ``PAGE == 1`` gathers every token's slot.
+    ``PREFETCH``: software pipelining in registers, for ``num_stages=1``: each step issues the
+    loads of the next step's K/V bytes (and of the slots of the step after) before it decodes its
+    own, so every load has a whole step to arrive. Without it, Triton's own pipeliner
+    (``num_stages``) decides.
     """
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
+    SPLITS = tl.num_programs(2)
     start = tl.load(kv_indptr + b).to(tl.int64)
     n = (tl.load(kv_indptr + b + 1) - start).to(tl.int32)
     per_split = tl.cdiv(tl.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
@@ -231,16 +341,28 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     heads = kvh * G + hrow
     hmask = hrow < G
     qk_scale = sm_scale * tl.load(gk_ptr) * LOG2E
-    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
-        qk_scale = qk_scale * UNDO_PLACEMENT
+    FP4: tl.constexpr = KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16
+    if FP4:
+        if DECODE == DEC_CVT_F16:
+            qk_scale = qk_scale * UNDO_CVT
+        else:
+            qk_scale = qk_scale * UNDO_PLACEMENT
 
     D2: tl.constexpr = D // 2
     q_base = q_ptr + b.to(tl.int64) * q_sb + heads[:, None] * q_sh
-    EVEN_ODD: tl.constexpr = (KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16) and DECODE != DEC_PRMT_BF16
+    EVEN_ODD: tl.constexpr = FP4 and DECODE != DEC_PRMT_BF16
+    F16: tl.constexpr = FP4 and DECODE == DEC_CVT_F16
     if EVEN_ODD:
         c2 = tl.arange(0, D2)
         q_e = tl.load(q_base + 2 * c2[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
         q_o = tl.load(q_base + 2 * c2[None, :] + 1, mask=hmask[:, None], other=0.0).to(tl.float32)
+        if F16:  # fp16 MMAs: bring max|q| to [2**13, 2**14) by a power of two, undone in qk_scale
+            qa = tl.maximum(tl.max(tl.max(tl.abs(q_e), 1), 0), tl.max(tl.max(tl.abs(q_o), 1), 0))
+            qexp = ((qa.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+            kq = tl.minimum(tl.maximum(F16_Q_TOP - qexp, -126), 126)
+            q_e = q_e * _pow2(kq)
+            q_o = q_o * _pow2(kq)
+            qk_scale = qk_scale * _pow2(-kq)
         acc_e = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
         acc_o = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
     else:
@@ -250,22 +372,28 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
 
+    if PREFETCH:
+        slots, tmask = token_slots(kv_indices, start, lo, hi, BLOCK_N, PAGE)
+        kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D)
+        nslots, nmask = token_slots(kv_indices, start, lo + BLOCK_N, hi, BLOCK_N, PAGE)
     for t0 in range(lo, hi, BLOCK_N):
-        toks = t0 + tl.arange(0, BLOCK_N)
-        tmask = toks < hi
-        if PAGE > 1:
-            first = tl.load(kv_indices + start + (toks // PAGE) * PAGE, mask=tmask, other=0).to(tl.int64)
-            slots = first + (toks % PAGE)
+        tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
+        if PREFETCH:  # issue the next step's loads first; this step's bytes arrived during the last one
+            nkp, nksb, nvp, nvsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, nslots, nmask, d_stride, s_stride,
+                                               kvh, KV_FMT, D)
+            nslots, nmask = token_slots(kv_indices, start, t0 + 2 * BLOCK_N, hi, BLOCK_N, PAGE)
         else:
-            slots = tl.load(kv_indices + start + toks, mask=tmask, other=0).to(tl.int64)
+            slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+            kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh,
+                                           KV_FMT, D)
         if EVEN_ODD:
-            k_e, k_o = load_fp4_tile(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N, DECODE)
-            s = _dot(q_e, tl.trans(k_e), DOT_F32) + _dot(q_o, tl.trans(k_o), DOT_F32)
+            k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+            s = _dot(q_e, tl.trans(k_e), DOT_F32, F16) + _dot(q_o, tl.trans(k_o), DOT_F32, F16)
         else:
-            if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
-                k = load_fp4_tile_bf16(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N)
+            if FP4:
+                k = decode_fp4_bf16(kp, ksb, KV_FMT, D, BLOCK_N)
             else:
-                k = load_dense_tile(k_ptr, slots, tmask, d_stride, kvh, D)
+                k = kp
             s = _dot(q, tl.trans(k), DOT_F32)
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -274,15 +402,17 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
         if EVEN_ODD:
-            v_e, v_o = load_fp4_tile(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N, DECODE)
-            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, DOT_F32)
-            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, DOT_F32)
+            v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, DOT_F32, F16)
+            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, DOT_F32, F16)
         else:
-            if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
-                v = load_fp4_tile_bf16(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D, BLOCK_N)
+            if FP4:
+                v = decode_fp4_bf16(vp, vsb, KV_FMT, D, BLOCK_N)
             else:
-                v = load_dense_tile(v_ptr, slots, tmask, d_stride, kvh, D)
+                v = vp
             acc = acc * alpha[:, None] + _dot(p, v, DOT_F32)
+        if PREFETCH:
+            kp, ksb, vp, vsb = nkp, nksb, nvp, nvsb
 
     nonempty = hi > lo
     l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
@@ -299,11 +429,12 @@ def decode_stage1(q_ptr, q_sb, q_sh,
 
 @triton.jit
 def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
-                  D: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+                  SPLITS, D: tl.constexpr, BLOCK_S: tl.constexpr,
                   KV_FMT: tl.constexpr, OUT_BF16: tl.constexpr, DECODE: tl.constexpr = 0):
     """Merge the splits of one (request, query head) by LSE; apply the output scale; write ``out[b, h]``.
 
-    Output scale: ``gv * 2**14`` for FP4 (V global scale, or 1.0, times the undone E2M1 placement),
+    Output scale: ``gv * 2**14`` for FP4 (V global scale, or 1.0, times the undone E2M1 placement;
+    ``2**6`` for ``decode="cvt_f16"``),
     ``gv`` (FP8 V scale) or 1.0. Empty splits have ``lse = -inf`` and weight 0.
     """
     b = tl.program_id(0)
@@ -318,7 +449,9 @@ def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
     part = tl.load(mid_o + (row * SPLITS + sp[:, None]) * D + cols[None, :], mask=(sp < SPLITS)[:, None], other=0.0)
     o = tl.sum(part * w[:, None], 0)
     scale = tl.load(gv_ptr)
-    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+    if DECODE == DEC_CVT_F16:
+        scale = UNDO_CVT * scale
+    elif KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
         scale = UNDO_PLACEMENT * scale
     if (KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16) and DECODE != DEC_PRMT_BF16:
         # mid holds [even | odd]: element j < D/2 goes to 2j, j >= D/2 to 2(j - D/2) + 1
