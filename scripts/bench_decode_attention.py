@@ -448,6 +448,19 @@ def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
     return max(1, min(64, want, max(1, ctx // 256)))
 
 
+def _without_out(args: list[str]) -> list[str]:
+    """The command line minus ``--out PATH`` (where the JSON went is not part of the result)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention.json"))
@@ -466,7 +479,7 @@ def main(argv=None) -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count if gpu else 4
     log(f"device: {device}; versions: {versions()}")
     result = {"device": device, "versions": versions(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python scripts/bench_decode_attention.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+              "command": "python scripts/bench_decode_attention.py" + "".join(f" {a}" for a in _without_out(argv or sys.argv[1:])),
               "smoke": cfg.smoke,
               "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
                         "context": cfg.CTX, "pool_tokens": cfg.POOL}}

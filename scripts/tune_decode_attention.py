@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     res = {"device": torch.cuda.get_device_name(), "versions": bda.versions(),
            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python scripts/tune_decode_attention.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+           "command": "python scripts/tune_decode_attention.py" + "".join(f" {a}" for a in bda._without_out(argv or sys.argv[1:])),
            "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
                      "context": cfg.CTX, "num_kv_splits": SPLITS},
            "copy": bda.copy_bandwidth(cfg, "cuda"), "checks": [], "rows": []}

@@ -1,0 +1,87 @@
+"""Plot FP4 decode-attention speedup against context length from the benchmark JSON.
+
+Reads ``docs/data/perf/decode_attention.json`` (written on a GPU by
+``scripts/bench_decode_attention.py``) and writes ``docs/assets/perf/decode_attention_speedup.svg``:
+for each batch size of the sweep, the time of BF16 divided by the time of each other format (FP8
+and each FP4 recipe's fastest decoder), against context length. Sweep points where the batch's
+tokens exceed the benchmark pool (slots wrap around, so several requests read the same pages and
+the L2 cache can serve repeats) are left out and said so in the figure.
+
+The SVG is deterministic (fixed hash salt, no date), so ``tests/test_performance_page.py`` can
+check that the committed figure is the one this script makes from the committed JSON::
+
+    python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "docs" / "data" / "perf" / "decode_attention.json"
+OUT = ROOT / "docs" / "assets" / "perf" / "decode_attention_speedup.svg"
+
+
+def sweep_points(d: dict) -> dict:
+    """``{(format, batch): [(context, ms), ...]}`` of the sweep, without pool wrap-around points."""
+    pool = d["shape"]["pool_tokens"]
+    pts: dict = {}
+    for r in d["rows"]:
+        if r["kind"] != "sweep" or r["batch"] * r["context"] > pool:
+            continue
+        pts.setdefault((r["format"], r["batch"]), []).append((r["context"], r["ms"]))
+    return {k: sorted(v) for k, v in pts.items()}
+
+
+def plot(d: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"), plt.rc_context({"svg.hashsalt": "nvfp4-kvcache"}):
+        _draw(plt, d, out)
+
+
+def _draw(plt, d: dict, out: Path) -> None:
+    """The figure itself (default style, fixed SVG ids: the same bytes in any process)."""
+    pts = sweep_points(d)
+    batches = sorted({b for _, b in pts})
+    others = [f for f in d["sweep_formats"] if f != "bf16"]
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.6), sharey=True, squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        base = dict(pts[("bf16", b)])
+        for f in others:
+            xs = [c for c, _ in pts.get((f, b), []) if c in base]
+            ys = [base[c] / dict(pts[(f, b)])[c] for c in xs]
+            ax.plot(xs, ys, marker="o", label=f)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.axhline(3.0, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"batch {b}")
+        ax.set_xlabel("context (tokens)")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].set_ylabel("speedup over BF16 (same kernel design)")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Decode attention, {d['device']}, {d['date'][:10]} (dashed: the 3x goal)", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=str(DATA))
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    plot(json.loads(Path(args.json).read_text()), Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
