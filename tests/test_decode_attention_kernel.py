@@ -327,18 +327,25 @@ def test_cvt_decoder_ptx_emulated_exhaustively():
             assert np.array_equal(got, want16[code]), (out, half)
 
 
+def _nvfp4_every_code_and_scale(d: int, h: int):
+    """Head 1 of ``n`` slots: every packed byte (shifted per row) under every finite E4M3 scale byte,
+    two scale bytes per row (alternating blocks). Returns ``(data, scales, n)``."""
+    sbytes = torch.tensor([b for b in range(256) if (b & 0x7F) != 0x7F], dtype=torch.uint8)
+    n = sbytes.numel()
+    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
+    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
+    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
+    scales[:, 1] = sbytes[:, None].roll(1, 0).expand(n, d // 16).clone()
+    scales[:, 1, ::2] = sbytes[:, None]
+    return data, scales, n
+
+
 def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
     """decode='cvt_f16' (nvfp4): the tile decoder's pure-Triton twin (what the interpreter runs) on
     every (code, code) byte under every finite E4M3 scale byte gives ``E2M1 * scale * 2**-6`` in
     fp16, bit for bit the recipe's decode (fp16 holds every such product exactly)."""
     d, h = 128, 2
-    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F]
-    n = len(sbytes)
-    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
-    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
-    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
-    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].roll(1, 0).expand(n, d // 16).clone()
-    scales[:, 1, ::2] = torch.tensor(sbytes, dtype=torch.uint8)[:, None]
+    data, scales, n = _nvfp4_every_code_and_scale(d, h)
     ev = torch.empty(n, d // 2, device=DEV)
     od = torch.empty(n, d // 2, device=DEV)
     _tile_probe_dec[(1,)](data.to(DEV), scales.to(DEV), torch.arange(n, device=DEV), ev, od, h * d // 2, h * d // 16,
@@ -565,12 +572,7 @@ def test_gpu_cvt_tile_decoder_equals_the_pure_twin():
     """decode='cvt_f16': the inline-PTX tile decoder on every code under every finite scale byte,
     bit for bit its pure-Triton twin on the same GPU and the recipe's decode."""
     d, h = 128, 2
-    sbytes = [b for b in range(256) if (b & 0x7F) != 0x7F]
-    n = len(sbytes)
-    data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
-    data[:, 1] = (torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256
-    scales = torch.zeros(n, h, d // 16, dtype=torch.uint8)
-    scales[:, 1] = torch.tensor(sbytes, dtype=torch.uint8)[:, None].expand(n, d // 16)
+    data, scales, n = _nvfp4_every_code_and_scale(d, h)
     got = {}
     for interp in (True, False):
         ev = torch.empty(n, d // 2, device="cuda")
