@@ -28,6 +28,12 @@ Examples:
     >>> ref = decode_attention(q, pool, 0, indptr, idx)
     >>> out.dtype, bool((out.double() - ref).abs().max() < 1e-4)
     (torch.float32, True)
+
+    ``decode="cvt_f16"`` (nvfp4; fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
+
+    >>> fast = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2, decode="cvt_f16")
+    >>> bool((fast.double() - ref).abs().max() < 1e-4)
+    True
 """
 
 from __future__ import annotations
@@ -57,8 +63,9 @@ TUNING: dict[str, int] = {
     "prefetch": 0,           # 1: software pipelining in registers (then num_stages defaults to 1)
     "interpret_block_n": 32,  # under the interpreter
 }
-"""Stage-1 tile and launch settings. Not tuned yet: the GPU benchmark sweeps them
-(``scripts/bench_decode_attention.py``)."""
+"""Default stage-1 tile and launch settings. The best settings differ per format and decoder:
+``scripts/bench_decode_attention.py`` tunes them on a GPU and records each format's best under
+``launch`` in ``docs/data/perf/decode_attention.json``; pass them as ``**launch``."""
 
 _OUT_DTYPES = (torch.float32, torch.bfloat16)
 DECODES = tuple(_k.DECODE_IDS)
@@ -152,7 +159,7 @@ def attention_tolerance(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_sc
     a factor within ``exp(+-2uS)``, and the output, a convex combination of V rows, by at most
     ``(exp(2uS) - 1 + u) * max|V| ~= u * (1 + 2S) * max|V|``. Values of ``u``:
 
-    * interpreter (``DOT_F32``): all float32 (unit roundoff ``2**-24``); sums of ``D`` products,
+    * interpreter (``INTERP``: float32 dots): all float32 (unit roundoff ``2**-24``); sums of ``D`` products,
       ``N`` weights and the split merge grow it linearly (the standard ``gamma_n = n u``), so
       ``u = (D + N + 64) * 2**-24``: a worst case that random data stays well below;
     * GPU: ``q`` and ``p`` enter ``tl.dot`` as bf16 (each rounded once, relative ``2**-9``;
@@ -249,8 +256,7 @@ def _launch(fmt: int, q, k, v, ks, vs, s_stride, gk, gv, kv_indptr, kv_indices, 
         q, q.stride(0), q.stride(1), k, v, ks, vs, k.stride(0), s_stride, gk, kv_indptr, kv_indices,
         mid_o, mid_lse, scale,
         G=group, D=dim, BLOCK_H=max(16, triton.next_power_of_2(group)),
-        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, DOT_F32=interp, DECODE=decode, PREFETCH=bool(prefetch),
-        INTERP=interp, **extra,
+        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, INTERP=interp, DECODE=decode, PREFETCH=bool(prefetch), **extra,
     )
     _k.decode_stage2[(batch, hq)](
         mid_o, mid_lse, gv, out, out.stride(0), out.stride(1),

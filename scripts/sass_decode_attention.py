@@ -60,8 +60,8 @@ def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: in
                  s_stride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32")
     consts = dict(G=g, D=d, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
-                  KV_FMT=kd.FMT_IDS[fmt], DOT_F32=False, DECODE=kd.DECODE_IDS[dec or "placement"],
-                  PREFETCH=prefetch, INTERP=False)
+                  KV_FMT=kd.FMT_IDS[fmt], INTERP=False, DECODE=kd.DECODE_IDS[dec or "placement"],
+                  PREFETCH=prefetch)
     div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "gk_ptr", "kv_indptr",
              "kv_indices", "mid_o", "mid_lse"}
     if fp4:

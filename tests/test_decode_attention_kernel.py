@@ -356,6 +356,17 @@ def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
     assert torch.equal(got.view(torch.int32), want.view(torch.int32))
 
 
+def test_no_scale_is_one_cached_tensor():
+    """A call without scales copies nothing to the device (so it can be captured in a CUDA graph):
+    ``None`` resolves to one cached ``1.0`` per device; a float is a fresh tensor every time."""
+    from kernels.decode_attention import _scale_tensor
+
+    dev = torch.device(DEV)
+    one = _scale_tensor(None, "k_scale", dev)
+    assert one is _scale_tensor(None, "v_scale", dev) and float(one) == 1.0 and one.dtype == torch.float32
+    assert _scale_tensor(0.5, "k_scale", dev) is not _scale_tensor(0.5, "k_scale", dev)
+
+
 def test_cvt_f16_refuses_power_of_two_scales():
     pool = MHATokenToKVPoolFP4(size=32, page_size=1, layer_num=1, head_num=1, head_dim=64)
     q = torch.randn(1, 2, 64)

@@ -28,14 +28,18 @@ and the accumulator is kept as two halves, which stage 2 writes back to ``2j`` a
 E2M1 decode by placing bits (:func:`e2m1_to_f32_scaled`): ``(c & 7) << 9 | (c & 8) << 12`` read as
 fp16 is the E2M1 value times ``2**-14`` exactly (code 1 is the fp16 subnormal ``2**-15``). The
 ``2**-14`` is not undone per element: it folds into the softmax scale (K) and the output scale (V).
-This is ``DECODE="placement"``, pure Triton and the only decoder the interpreter runs. Two GPU-only
-decoders replace it by a PTX ``prmt`` lookup table (:data:`E2M1_PRMT_ASM`): ``"prmt"`` (then the
-same even/odd fp32 tiles) and ``"prmt_bf16"`` (natural-order bf16 tiles, the block scale applied
-by a packed bf16 multiply; Q and the output are then not permuted).
+This is ``DECODE="placement"``, pure Triton. Two GPU-only decoders replace it by a PTX ``prmt``
+lookup table (:data:`E2M1_PRMT_ASM`): ``"prmt"`` (then the same even/odd fp32 tiles) and
+``"prmt_bf16"`` (natural-order bf16 tiles, the block scale applied by a packed bf16 multiply; Q and
+the output are then not permuted). ``"cvt_f16"`` (nvfp4 only, :data:`E2M1_CVT_ASM`) places the
+codes as E4M3 bytes, converts them with the hardware ``cvt`` to even/odd fp16 tiles of
+``E2M1 * scale * 2**-6`` and runs fp16 dots, Q scaled by a power of two into fp16 range
+(:func:`undo_decode_factor` undoes each decoder's power of two once).
 
-Dots (constexpr ``DOT_F32``): on the GPU the tiles are cast to bf16 for ``tl.dot`` (fp32
+Dots: on the GPU the tiles are cast to bf16 (fp16 for ``cvt_f16``) for ``tl.dot`` (fp32
 accumulation); a decoded FP4 value times its E4M3 or power-of-two scale is exact in bf16. Triton's
-interpreter computes bf16 ``tl.dot`` wrongly, so under it (``DOT_F32=True``) the operands stay fp32.
+interpreter computes bf16 ``tl.dot`` wrongly, so under it (``INTERP=True``) the operands stay fp32, and
+``cvt_f16`` decodes with its pure-Triton twin instead of inline PTX.
 """
 
 from __future__ import annotations
@@ -307,14 +311,27 @@ def _pow2(k):
 
 
 @triton.jit
+def undo_decode_factor(KV_FMT: tl.constexpr, DECODE: tl.constexpr):
+    """The power of two the decoded tiles carry, undone once in the softmax scale (K) and the output
+    (V): ``2**6`` for ``cvt_f16``, ``2**14`` for the other FP4 decoders, 1 for BF16/FP8."""
+    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+        if DECODE == DEC_CVT_F16:
+            return UNDO_CVT
+        else:
+            return UNDO_PLACEMENT
+    else:
+        return 1.0
+
+
+@triton.jit
 def decode_stage1(q_ptr, q_sb, q_sh,
                   k_ptr, v_ptr, ks_ptr, vs_ptr, d_stride, s_stride,
                   gk_ptr, kv_indptr, kv_indices,
                   mid_o, mid_lse, sm_scale,
                   G: tl.constexpr, D: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
-                  KV_FMT: tl.constexpr, DOT_F32: tl.constexpr, DECODE: tl.constexpr = 0,
-                  PREFETCH: tl.constexpr = False, INTERP: tl.constexpr = False):
+                  KV_FMT: tl.constexpr, INTERP: tl.constexpr, DECODE: tl.constexpr = 0,
+                  PREFETCH: tl.constexpr = False):
     """One split of one request for one KV head and its ``G`` query heads.
 
     Writes ``mid_o[b, h, split, :]`` (float32 ``[D]``, the split's softmax-normalised output; for
@@ -342,11 +359,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     hmask = hrow < G
     qk_scale = sm_scale * tl.load(gk_ptr) * LOG2E
     FP4: tl.constexpr = KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16
-    if FP4:
-        if DECODE == DEC_CVT_F16:
-            qk_scale = qk_scale * UNDO_CVT
-        else:
-            qk_scale = qk_scale * UNDO_PLACEMENT
+    qk_scale = qk_scale * undo_decode_factor(KV_FMT, DECODE)
 
     D2: tl.constexpr = D // 2
     q_base = q_ptr + b.to(tl.int64) * q_sb + heads[:, None] * q_sh
@@ -377,8 +390,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D)
         nslots, nmask = token_slots(kv_indices, start, lo + BLOCK_N, hi, BLOCK_N, PAGE)
     for t0 in range(lo, hi, BLOCK_N):
-        tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
         if PREFETCH:  # issue the next step's loads first; this step's bytes arrived during the last one
+            tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
             nkp, nksb, nvp, nvsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, nslots, nmask, d_stride, s_stride,
                                                kvh, KV_FMT, D)
             nslots, nmask = token_slots(kv_indices, start, t0 + 2 * BLOCK_N, hi, BLOCK_N, PAGE)
@@ -388,13 +401,13 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                                            KV_FMT, D)
         if EVEN_ODD:
             k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
-            s = _dot(q_e, tl.trans(k_e), DOT_F32, F16) + _dot(q_o, tl.trans(k_o), DOT_F32, F16)
+            s = _dot(q_e, tl.trans(k_e), INTERP, F16) + _dot(q_o, tl.trans(k_o), INTERP, F16)
         else:
             if FP4:
                 k = decode_fp4_bf16(kp, ksb, KV_FMT, D, BLOCK_N)
             else:
                 k = kp
-            s = _dot(q, tl.trans(k), DOT_F32)
+            s = _dot(q, tl.trans(k), INTERP)
         s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -403,14 +416,14 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         m_i = m_new
         if EVEN_ODD:
             v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
-            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, DOT_F32, F16)
-            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, DOT_F32, F16)
+            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, INTERP, F16)
+            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, INTERP, F16)
         else:
             if FP4:
                 v = decode_fp4_bf16(vp, vsb, KV_FMT, D, BLOCK_N)
             else:
                 v = vp
-            acc = acc * alpha[:, None] + _dot(p, v, DOT_F32)
+            acc = acc * alpha[:, None] + _dot(p, v, INTERP)
         if PREFETCH:
             kp, ksb, vp, vsb = nkp, nksb, nvp, nvsb
 
@@ -448,11 +461,7 @@ def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
     cols = tl.arange(0, D)
     part = tl.load(mid_o + (row * SPLITS + sp[:, None]) * D + cols[None, :], mask=(sp < SPLITS)[:, None], other=0.0)
     o = tl.sum(part * w[:, None], 0)
-    scale = tl.load(gv_ptr)
-    if DECODE == DEC_CVT_F16:
-        scale = UNDO_CVT * scale
-    elif KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
-        scale = UNDO_PLACEMENT * scale
+    scale = tl.load(gv_ptr) * undo_decode_factor(KV_FMT, DECODE)
     if (KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16) and DECODE != DEC_PRMT_BF16:
         # mid holds [even | odd]: element j < D/2 goes to 2j, j >= D/2 to 2(j - D/2) + 1
         dst = tl.where(cols < D // 2, 2 * cols, 2 * (cols - D // 2) + 1)
