@@ -60,7 +60,7 @@ def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: in
                  s_stride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32")
     consts = dict(G=g, D=d, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
-                  KV_FMT=kd.FMT_IDS[fmt], INTERP=False, DECODE=kd.DECODE_IDS[dec or "placement"],
+                  KV_FMT=kd.FMT_IDS[fmt], INTERP=False, DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"],
                   PREFETCH=prefetch)
     div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "gk_ptr", "kv_indptr",
              "kv_indices", "mid_o", "mid_lse"}
@@ -74,7 +74,7 @@ def stage2_src(variant: str, d: int, splits: int):
     types = dict(mid_o="*fp32", mid_lse="*fp32", gv_ptr="*fp32", out_ptr="*fp32", o_sb="i32", o_sh="i32",
                  SPLITS="i32")
     consts = dict(D=d, BLOCK_S=triton.next_power_of_2(splits), KV_FMT=kd.FMT_IDS[fmt], OUT_BF16=False,
-                  DECODE=kd.DECODE_IDS[dec or "placement"])
+                  DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"])
     return _c._src(kd.decode_stage2, types, consts, {"mid_o", "mid_lse", "gv_ptr", "out_ptr", "o_sb", "o_sh"})
 
 

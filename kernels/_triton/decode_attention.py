@@ -79,6 +79,14 @@ DEC_PLACEMENT = tl.constexpr(DECODE_IDS["placement"])
 DEC_PRMT = tl.constexpr(DECODE_IDS["prmt"])           # lookup -> fp32 even/odd tiles (GPU only)
 DEC_PRMT_BF16 = tl.constexpr(DECODE_IDS["prmt_bf16"])  # lookup -> natural-order bf16 tile, bf16 scale (GPU only)
 DEC_CVT_F16 = tl.constexpr(DECODE_IDS["cvt_f16"])     # E2M1 -> E4M3 bits -> cvt f16x2, fp16 MMAs (nvfp4)
+ABLATION_IDS: dict[str, int] = {"no_decode": 4}
+"""Measurement-only decoders, not offered by :func:`kernels.decode_attention.decode_attention_fp4`
+(their values are meaningless): ``"no_decode"`` is ``cvt_f16`` with the E2M1 work cut out of its
+inline PTX (:data:`BYTES_AS_F16_ASM`: the same bytes in, the same four fp16x2 words out, one
+``prmt`` each instead of 7 bit operations and 4 ``cvt``; the same scale ``cvt``, scale multiply
+and fp16 dots), so that its time minus ``cvt_f16``'s is what decoding costs
+(``scripts/limits_decode_attention.py``)."""
+DEC_NO_DECODE = tl.constexpr(ABLATION_IDS["no_decode"])
 
 # GPU only (the interpreter has no inline asm): one 32-bit word of 4 packed bytes (8 codes) -> four
 # bf16x2 words, word j = (code of byte j's low nibble) | (code of its high nibble) << 16. Two
@@ -135,6 +143,16 @@ cvt.rn.f16x2.e4m3x2 $3, o1;
 }
 """
 E2M1_CVT_ASM = tl.constexpr(_E2M1_CVT_ASM)
+# GPU only, measurement only (ABLATION_IDS["no_decode"]): the same four outputs as E2M1_CVT_ASM
+# from the same word, each one prmt moving two bytes into the low bytes of two fp16 halves (tiny
+# subnormals, meaningless). One instruction per 2 codes: the least any byte -> fp16 pair can cost.
+_BYTES_AS_F16_ASM = """
+prmt.b32 $0, $4, 0, 0x7170;
+prmt.b32 $1, $4, 0, 0x7372;
+prmt.b32 $2, $4, 0, 0x7270;
+prmt.b32 $3, $4, 0, 0x7371;
+"""
+BYTES_AS_F16_ASM = tl.constexpr(_BYTES_AS_F16_ASM)
 CVT_EXP = -6
 """The cvt decoder's power of two: an E2M1 code placed as E4M3 reads as ``E2M1 * 2**-6``."""
 CVT_FACTOR = tl.constexpr(math.ldexp(1.0, CVT_EXP))
@@ -206,7 +224,17 @@ def decode_fp4_even_odd(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: 
     """
     D2: tl.constexpr = D // 2
     NB: tl.constexpr = D // 16
-    if DECODE == DEC_CVT_F16:
+    if DECODE == DEC_NO_DECODE:  # measurement only: cvt_f16 with the E2M1 work cut out
+        if INTERP:
+            w = pb.to(tl.uint16)
+            lo = w.to(tl.float16, bitcast=True)
+            hi = (w << 4).to(tl.float16, bitcast=True)
+            scale = e4m3_decode(sb).to(tl.float16)[:, :, None]
+        else:
+            lo, hi = tl.inline_asm_elementwise(BYTES_AS_F16_ASM, "=r,=r,=r,=r,r", [pb], dtype=(tl.float16, tl.float16),
+                                               is_pure=True, pack=4)
+            scale = sb.to(tl.float8e4nv, bitcast=True).to(tl.float16)[:, :, None]
+    elif DECODE == DEC_CVT_F16:
         if INTERP:
             lo, hi = e2m1x2_to_f16_twin(pb)
             scale = e4m3_decode(sb).to(tl.float16)[:, :, None]
@@ -294,6 +322,18 @@ def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.const
 
 
 @triton.jit
+def split_range(kv_indptr, b, split, SPLITS, BLOCK_N: tl.constexpr):
+    """Request ``b``'s first ``kv_indices`` entry (int64) and the token range ``[lo, hi)`` of its
+    split ``split`` of ``SPLITS``: equal ranges rounded up to whole ``BLOCK_N`` steps, the last ones
+    possibly empty (``lo >= hi``)."""
+    start = tl.load(kv_indptr + b).to(tl.int64)
+    n = (tl.load(kv_indptr + b + 1) - start).to(tl.int32)
+    per_split = tl.cdiv(tl.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
+    lo = split * per_split
+    return start, lo, tl.minimum(lo + per_split, n)
+
+
+@triton.jit
 def _dot(a, b, DOT_F32: tl.constexpr, F16: tl.constexpr = False):
     """``a @ b`` with float32 accumulation: bf16 (or fp16) operands on the GPU, float32 under the interpreter."""
     if DOT_F32:
@@ -348,11 +388,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     SPLITS = tl.num_programs(2)
-    start = tl.load(kv_indptr + b).to(tl.int64)
-    n = (tl.load(kv_indptr + b + 1) - start).to(tl.int32)
-    per_split = tl.cdiv(tl.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
-    lo = split * per_split
-    hi = tl.minimum(lo + per_split, n)
+    start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
 
     hrow = tl.arange(0, BLOCK_H)
     heads = kvh * G + hrow
@@ -364,7 +400,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     D2: tl.constexpr = D // 2
     q_base = q_ptr + b.to(tl.int64) * q_sb + heads[:, None] * q_sh
     EVEN_ODD: tl.constexpr = FP4 and DECODE != DEC_PRMT_BF16
-    F16: tl.constexpr = FP4 and DECODE == DEC_CVT_F16
+    F16: tl.constexpr = FP4 and (DECODE == DEC_CVT_F16 or DECODE == DEC_NO_DECODE)
     if EVEN_ODD:
         c2 = tl.arange(0, D2)
         q_e = tl.load(q_base + 2 * c2[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)

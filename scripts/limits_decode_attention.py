@@ -1,0 +1,251 @@
+"""Where the FP4 decode-attention time goes, measured on a GPU; writes ``docs/data/perf/decode_attention_limits.json``.
+
+The issue's goals (FP4 >= 3x BF16, >= 1.7x FP8 at the headline shape) assume the FP4 kernel can
+read its bytes as fast as the BF16 kernel reads its own. This script measures, in one run on one
+card, how far each step of the FP4 kernel is from that:
+
+1. **ceilings** of the card: copy and read-only bandwidth of one contiguous 2 GiB buffer;
+2. **gather ceiling** per format: a kernel that reads exactly the bytes stage 1 reads (the same
+   grid of (request, KV head, split) programs, the same token steps, the same slots from
+   ``kv_indices``, K and V rows plus scale rows) and only adds them up (:func:`gather_read`). It
+   is the fastest any kernel of this design can be on this pool layout: the FP4 pool keeps
+   64-byte K and V rows and 8-byte scale rows per token and head (head_dim 128), where BF16 has
+   256-byte rows;
+3. **attention without decoding**: the nvfp4 ``cvt_f16`` kernel with the E2M1 decoding cut out
+   (decoder ``no_decode``: the packed bytes read as fp16 bits, same scale multiply, same fp16 dots,
+   meaningless values);
+4. **the kernels**: BF16, FP8 and nvfp4 ``cvt_f16``.
+
+Each of 2-4 is timed over one launch grid (BLOCK_N, warps, pipelining stages, splits; the one-warp
+programs are new here) and keeps its best. The time of the FP4 kernel then splits into the gather
+ceiling (bytes through this access pattern), attention structure beyond it (3 minus 2) and E2M1
+decoding (4 minus 3).
+
+Usage (GPU, about 4 minutes; the caches are the benchmark's, ``scripts/bench_decode_attention.py``)::
+
+    python scripts/limits_decode_attention.py
+    TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out /tmp/l.json   # CPU, tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from kernels import decode_attention as kda  # noqa: E402
+from kernels._triton import decode_attention as _k  # noqa: E402
+from kernels._triton.decode_attention import split_range, token_slots  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("bench_decode_attention", ROOT / "scripts" / "bench_decode_attention.py")
+bda = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bda)
+
+KERNEL_GRID = [(32, 1, 2), (64, 1, 2), (32, 1, 3), (64, 2, 2), (64, 2, 3), (128, 4, 2), (64, 4, 3), (32, 8, 3)]
+"""(block_n, num_warps, num_stages) every kernel variant is timed at; one warp per program is new."""
+KERNEL_SPLITS = (16, 32, 64)
+GATHER_GRID = [(32, 2, 2), (64, 2, 2), (64, 4, 3), (128, 4, 2), (128, 8, 3), (64, 1, 2)]
+GATHER_SPLITS = (16, 32)
+VARIANTS = ("bf16", "fp8", "nvfp4+no_decode", "nvfp4+cvt_f16")
+
+
+@triton.jit
+def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, s_stride, out_ptr,
+                W: tl.constexpr, WS: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
+    """Read the K/V words (int32) stage 1 reads and store their sum per program (int64; the loop
+    adds in int32, wrapping: compare modulo ``2**32``).
+
+    Grid ``(batch, kv_heads, splits)`` and token steps as :func:`kernels._triton.decode_attention.decode_stage1`:
+    ``W`` words of K and of V data per token and head (row stride ``stride`` words), ``WS`` words
+    of K and V scales (``0``: no scales; stride ``s_stride``). ``out[b, h, split]`` int64.
+    """
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    start, lo, hi = split_range(kv_indptr, b, split, tl.num_programs(2), BLOCK_N)
+    cols = tl.arange(0, W)
+    acc = tl.zeros((BLOCK_N, W), dtype=tl.int32)
+    if WS > 0:
+        scols = tl.arange(0, WS)
+        sacc = tl.zeros((BLOCK_N, WS), dtype=tl.int32)
+    for t0 in range(lo, hi, BLOCK_N):
+        slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+        off = slots[:, None] * stride + kvh * W + cols[None, :]
+        acc += tl.load(k_ptr + off, mask=tmask[:, None], other=0) + tl.load(v_ptr + off, mask=tmask[:, None], other=0)
+        if WS > 0:
+            soff = slots[:, None] * s_stride + kvh * WS + scols[None, :]
+            sacc += tl.load(ks_ptr + soff, mask=tmask[:, None], other=0) + \
+                tl.load(vs_ptr + soff, mask=tmask[:, None], other=0)
+    total = tl.sum(tl.sum(acc.to(tl.int64), 1), 0)  # int64: no overflow past the loop
+    if WS > 0:
+        total += tl.sum(tl.sum(sacc.to(tl.int64), 1), 0)
+    tl.store(out_ptr + (b * tl.num_programs(1) + kvh) * tl.num_programs(2) + split, total)
+
+
+def words(fmt: str, caches: dict, cfg) -> tuple:
+    """``(k, v, k_scale, v_scale)`` of a format's cache as int32 word views (scales ``None`` for BF16/FP8)."""
+    if fmt in ("bf16", "fp8"):
+        k, v = caches[fmt]
+        return k.view(torch.int32), v.view(torch.int32), None, None
+    t = caches["pools"][fmt].layer_tensors(0)
+    return tuple(t[n].view(torch.int32) for n in ("k", "v", "k_scale", "v_scale"))
+
+
+def run_gather(fmt: str, caches: dict, indptr, idx, cfg, num_kv_splits: int, block_n: int, num_warps=4, num_stages=2):
+    k, v, ks, vs = words(fmt, caches, cfg)
+    w = k.shape[-1]
+    ws = 0 if ks is None else ks[0].numel() // cfg.HKV  # scale words per token and head ([rows, H*NB] or [rows, H, NB])
+    batch = indptr.numel() - 1
+    out = torch.empty(batch, cfg.HKV, num_kv_splits, dtype=torch.int64, device=k.device)
+    extra = {} if os.environ.get("TRITON_INTERPRET") == "1" else {"num_warps": num_warps, "num_stages": num_stages}
+    gather_read[(batch, cfg.HKV, num_kv_splits)](
+        indptr, idx, k, v, k if ks is None else ks, v if vs is None else vs, k.stride(0),
+        0 if ks is None else ks.stride(0), out, W=w, WS=ws, BLOCK_N=block_n, PAGE=cfg.PAGE, **extra)
+    return out
+
+
+def expected_sum(fmt: str, caches: dict, idx, cfg) -> int:
+    """The wrapping int32 sum of every word :func:`gather_read` should read (torch, on the device)."""
+    total = 0
+    for t in words(fmt, caches, cfg):
+        if t is not None:
+            total += int(t[idx.long()].to(torch.int64).sum())
+    return (total + 2**31) % 2**32 - 2**31
+
+
+def wrapped(x: torch.Tensor) -> int:
+    """The per-program sums of :func:`gather_read`, added and wrapped to int32."""
+    return (int(x.sum()) + 2**31) % 2**32 - 2**31
+
+
+def run_variant(fmt: str, caches: dict, q, indptr, idx, cfg, **launch):
+    """A kernel variant: the benchmark's formats, or nvfp4 with a measurement-only decoder."""
+    recipe, _, decode = fmt.partition("+")
+    if decode not in _k.ABLATION_IDS:
+        return bda.run_format(fmt, caches, q, indptr, idx, cfg, **launch)
+    fl = kda.fp4_layer(caches["pools"][recipe], 0)
+    ks, vs = fl.k_scale.view(torch.uint8), fl.v_scale.view(torch.uint8)
+    gk = kda._scale_tensor(fl.k_global, "k_global", q.device)
+    gv = kda._scale_tensor(fl.v_global, "v_global", q.device)
+    launch = dict(launch)
+    splits = launch.pop("num_kv_splits")
+    return kda._launch(_k.FMT_IDS[recipe], q, fl.k, fl.v, ks, vs, ks.stride(0), gk, gv, indptr, idx, None, splits,
+                       cfg.PAGE, torch.float32, cfg.HKV, cfg.D, decode=_k.ABLATION_IDS[decode], **launch)
+
+
+def best_of(name: str, fn, grid, cfg, nbytes: int, copy_bw: float) -> dict:
+    """Time ``fn(**launch)`` over ``grid``; the best row, with every launch tried."""
+    tried, best = [], None
+    for launch in grid:
+        try:
+            ms = bda.bench(lambda: fn(**launch), cfg.smoke)
+        except Exception as e:  # noqa: BLE001 - e.g. out of registers for one config
+            tried.append({**launch, "error": f"{type(e).__name__}: {str(e)[:120]}"})
+            continue
+        tried.append({**launch, "ms": ms})
+        if best is None or ms < best["ms"]:
+            best = {"ms": ms, "launch": launch}
+    if best is None:
+        raise RuntimeError(f"{name}: no launch ran: {tried[:2]}")
+    bw = nbytes / (best["ms"] * 1e-3)
+    row = {"name": name, "ms": best["ms"], "launch": best["launch"], "bytes": nbytes, "bytes_per_s": bw,
+           "frac_of_copy": bw / copy_bw, "tried": tried}
+    bda.log(f"  {name:26s} {best['ms'] * 1e3:8.1f} us  {bw / 1e12:.3f} TB/s ({bw / copy_bw:.0%} of copy)  {best['launch']}")
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention_limits.json"))
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
+    args = ap.parse_args(argv)
+    cfg = bda.Cfg(args.smoke)
+    if cfg.smoke:  # two KV heads, so the gather offsets of a head other than 0 are checked too
+        cfg.HQ, cfg.HKV = 8, 2
+    gpu = torch.cuda.is_available() and not args.smoke
+    if not gpu and os.environ.get("TRITON_INTERPRET") != "1":
+        bda.log("no GPU: run with --smoke and TRITON_INTERPRET=1")
+        return 2
+    dev = "cuda" if gpu else "cpu"
+    t0 = time.time()
+    res = {"device": torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter", "versions": bda.versions(),
+           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": "python scripts/limits_decode_attention.py" + "".join(f" {a}" for a in bda._without_out(argv or sys.argv[1:])),
+           "smoke": cfg.smoke,
+           "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
+                     "context": cfg.CTX, "pool_tokens": cfg.POOL}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(stage):
+        res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(bda.TIMING)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+
+    bda.log("[1/4] card ceilings")
+    res["copy"] = bda.copy_bandwidth(cfg, dev)
+    copy_bw = res["copy"]["bytes_per_s"]
+    bda.log(f"  copy {copy_bw / 1e12:.3f} TB/s, read-only {res['copy']['read_bytes_per_s'] / 1e12:.3f} TB/s")
+    caches = bda.build_caches(cfg, dev, 1)
+    gen = torch.Generator().manual_seed(0)
+    indptr, idx = bda.paged_indices(cfg, cfg.B, cfg.CTX, gen, dev)
+    q = torch.randn(cfg.B, cfg.HQ, cfg.D, generator=gen).to(dev)
+    if gpu:
+        q = q.bfloat16()
+    save("ceilings")
+
+    bda.log("[2/4] gather ceiling: the bytes of stage 1 through its access pattern, summed")
+    res["checksums"], res["gather"] = {}, {}
+    g_grid = [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st) for n, w, st in GATHER_GRID
+              for s in GATHER_SPLITS] if gpu else [dict(num_kv_splits=2, block_n=16)]
+    for fmt in ("bf16", "fp8", "nvfp4"):
+        got = wrapped(run_gather(fmt, caches, indptr, idx, cfg, **g_grid[0]))
+        want = expected_sum(fmt, caches, idx, cfg)
+        res["checksums"][fmt] = {"kernel": got, "torch": want, "ok": got == want}
+        if got != want:
+            bda.log(f"  {fmt}: gather checksum {got} != {want}: the gather kernel does not read what stage 1 reads")
+            save("gather checksum FAILED")
+            return 1
+        res["gather"][fmt] = best_of(f"gather {fmt}", lambda **l: run_gather(fmt, caches, indptr, idx, cfg, **l),
+                                     g_grid, cfg, bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+        save(f"gather {fmt}")
+
+    bda.log("[3/4] kernels, and nvfp4 without its E2M1 decoding, over one launch grid")
+    k_grid = [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st) for n, w, st in KERNEL_GRID
+              for s in KERNEL_SPLITS] if gpu else [dict(num_kv_splits=2)]
+    res["kernels"] = {}
+    for fmt in VARIANTS:
+        res["kernels"][fmt] = best_of(fmt, lambda **l: run_variant(fmt, caches, q, indptr, idx, cfg, **l), k_grid, cfg,
+                                      bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+        save(f"kernel {fmt}")
+
+    bda.log("[4/4] where the nvfp4 time goes")
+    kern, gat = res["kernels"], res["gather"]
+    t_g, t_nd, t_fp4 = gat["nvfp4"]["ms"], kern["nvfp4+no_decode"]["ms"], kern["nvfp4+cvt_f16"]["ms"]
+    res["summary"] = {
+        "nvfp4_split_ms": {"gather_ceiling": t_g, "attention_beyond_gather": t_nd - t_g, "e2m1_decoding": t_fp4 - t_nd,
+                           "total": t_fp4},
+        "kernel_over_gather": {f: kern[f]["ms"] / gat[f.partition("+")[0]]["ms"] for f in ("bf16", "fp8", "nvfp4+cvt_f16")},
+        "speedup_vs_bf16": kern["bf16"]["ms"] / t_fp4, "speedup_vs_fp8": kern["fp8"]["ms"] / t_fp4,
+        "gather_speedup_vs_bf16_kernel": kern["bf16"]["ms"] / t_g, "gather_speedup_vs_fp8_kernel": kern["fp8"]["ms"] / t_g,
+        "no_decode_speedup_vs_bf16": kern["bf16"]["ms"] / t_nd, "no_decode_speedup_vs_fp8": kern["fp8"]["ms"] / t_nd,
+    }
+    for k_, v_ in res["summary"].items():
+        bda.log(f"  {k_}: {v_}")
+    save("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
