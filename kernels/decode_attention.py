@@ -80,8 +80,10 @@ class FP4KVLayer:
     """One layer of an FP4 pool as raw buffers (what SGLang's ``get_raw_kv_buffer`` returns, plus the recipe).
 
     Attributes:
-        k, v: ``uint8 [slots, H, D/2]``, element ``2i`` in the low nibble.
-        k_scale, v_scale: ``uint8`` (or, nvfp4, ``float8_e4m3fn``) ``[slots, H*D/16]`` or ``[slots, H, D/16]``.
+        k, v: ``uint8 [slots, H, D/2]``, element ``2i`` in the low nibble; each ``[D/2]`` row
+            contiguous, any slot and head strides (SGLang's slot-major pool, or a head-major view).
+        k_scale, v_scale: ``uint8`` (or, nvfp4, ``float8_e4m3fn``) ``[slots, H*D/16]`` or
+            ``[slots, H, D/16]``, rows contiguous, any other strides (the same for both).
         recipe: ``"nvfp4"`` or ``"fp4_mx_block16"``.
         k_global, v_global: nvfp4 only: ``float32 [1]`` (or 0-d) decode global scales on the
             buffers' device; ``None`` for fp4_mx_block16.
@@ -234,7 +236,7 @@ def _common(q, kv_indptr, kv_indices, heads: int, dim: int, rows: int, num_kv_sp
     return q
 
 
-def _launch(fmt: int, q, k, v, ks, vs, s_stride, gk, gv, kv_indptr, kv_indices, sm_scale,
+def _launch(fmt: int, q, k, v, ks, vs, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
             num_kv_splits, page_size, out_dtype, heads, dim, block_n=None, num_warps=None, num_stages=None,
             prefetch=None, decode: int = 0):
     batch, hq, _ = q.shape
@@ -253,7 +255,7 @@ def _launch(fmt: int, q, k, v, ks, vs, s_stride, gk, gv, kv_indptr, kv_indices, 
     extra = {} if interp else {"num_warps": num_warps or TUNING["num_warps"],
                                "num_stages": num_stages or (1 if prefetch else TUNING["num_stages"])}
     _k.decode_stage1[(batch, heads, num_kv_splits)](
-        q, q.stride(0), q.stride(1), k, v, ks, vs, k.stride(0), s_stride, gk, kv_indptr, kv_indices,
+        q, q.stride(0), q.stride(1), k, v, ks, vs, k.stride(0), k.stride(1), *s_strides, gk, kv_indptr, kv_indices,
         mid_o, mid_lse, scale,
         G=group, D=dim, BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, INTERP=interp, DECODE=decode, PREFETCH=bool(prefetch), **extra,
@@ -359,9 +361,9 @@ def decode_attention_fp4(
         raise ValueError(f"recipe must be 'nvfp4' or 'fp4_mx_block16', got {fl.recipe!r}")
     for name in ("k", "v"):
         t = getattr(fl, name)
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1 \
-                or t.stride(1) != t.shape[2]:
-            raise ValueError(f"{name} must be a uint8 [slots, H, D/2] tensor with contiguous slots")
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1:
+            raise ValueError(f"{name} must be a uint8 [slots, H, D/2] tensor with contiguous rows (stride 1 "
+                             "along D/2; any slot and head strides)")
     if fl.v.shape != fl.k.shape or fl.v.stride() != fl.k.stride():
         raise ValueError(f"v {tuple(fl.v.shape)} must match k {tuple(fl.k.shape)} in shape and strides")
     rows, heads, d2 = fl.k.shape
@@ -371,12 +373,11 @@ def decode_attention_fp4(
     for name, t in (("k_scale", ks), ("v_scale", vs)):
         if not isinstance(t, torch.Tensor) or t.dtype not in (torch.uint8, torch.float8_e4m3fn):
             raise ValueError(f"{name} must be a uint8 (or float8_e4m3fn) tensor")
-        if tuple(t.shape) not in ((rows, heads * nb), (rows, heads, nb)) or t.stride(-1) != 1 \
-                or (t.dim() == 3 and t.stride(1) != nb):
+        if tuple(t.shape) not in ((rows, heads * nb), (rows, heads, nb)) or t.stride(-1) != 1:
             raise ValueError(f"{name} must have shape {(rows, heads * nb)} or {(rows, heads, nb)} with "
-                             f"contiguous slots, got {tuple(t.shape)}")
-    if vs.stride(0) != ks.stride(0):
-        raise ValueError("k_scale and v_scale must have the same slot stride")
+                             f"contiguous rows, got {tuple(t.shape)}")
+    if vs.stride() != ks.stride() or vs.shape != ks.shape:
+        raise ValueError("k_scale and v_scale must have the same shape and strides")
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     for name, t in (("k", fl.k), ("v", fl.v), ("k_scale", ks), ("v_scale", vs)):
         _same_device(name, t, q)
@@ -401,7 +402,8 @@ def decode_attention_fp4(
         raise ValueError("decode='cvt_f16' needs E4M3 block scales (nvfp4): a power-of-two scale times an "
                          "E2M1 value does not fit float16 in general")
     fmt = _k.FMT_IDS[fl.recipe]
-    return _launch(fmt, q, fl.k, fl.v, ks8, vs8, ks.stride(0), gk, gv, kv_indptr, kv_indices, sm_scale,
+    s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else nb)
+    return _launch(fmt, q, fl.k, fl.v, ks8, vs8, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
                    num_kv_splits, page, out_dtype, heads, dim, decode=_k.DECODE_IDS[decode], **launch)
 
 
@@ -437,7 +439,8 @@ def decode_attention_dense(
 
     Args:
         q: as :func:`decode_attention_fp4`.
-        k_buffer: ``bfloat16`` or ``float8_e4m3fn [slots, H, D]``, each slot's ``[H, D]`` contiguous.
+        k_buffer: ``bfloat16`` or ``float8_e4m3fn [slots, H, D]``, each ``[D]`` row contiguous (any
+            slot and head strides: slot-major as SGLang's pool, or a head-major view).
         v_buffer: same dtype, shape and strides as ``k_buffer``.
         kv_indptr: as :func:`decode_attention_fp4`.
         kv_indices: as :func:`decode_attention_fp4`.
@@ -467,8 +470,8 @@ def decode_attention_dense(
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in (torch.bfloat16, torch.float8_e4m3fn) or t.dim() != 3:
             raise ValueError(f"{name} must be a bfloat16 or float8_e4m3fn [slots, H, D] tensor, got {t.dtype} {tuple(t.shape)}")
-        if t.stride(-1) != 1 or t.stride(1) != t.shape[2]:
-            raise ValueError(f"{name}: each slot's [H, D] must be contiguous")
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name}: each [D] row must be contiguous (any slot and head strides)")
     if v_buffer.dtype != k_buffer.dtype or v_buffer.shape != k_buffer.shape or v_buffer.stride() != k_buffer.stride():
         raise ValueError("k_buffer and v_buffer must have the same dtype, shape and strides")
     rows, heads, dim = k_buffer.shape
@@ -483,5 +486,5 @@ def decode_attention_dense(
     if validate and page > 1:
         _check_pages(kv_indptr, kv_indices, page)
     fmt = _k.FMT_IDS["bf16" if k_buffer.dtype == torch.bfloat16 else "fp8_e4m3"]
-    return _launch(fmt, q, k_buffer, v_buffer, gk, gk, 0, gk, gv, kv_indptr, kv_indices, sm_scale,
+    return _launch(fmt, q, k_buffer, v_buffer, gk, gk, (0, 0), gk, gv, kv_indptr, kv_indices, sm_scale,
                    num_kv_splits, page, out_dtype, heads, dim, **launch)

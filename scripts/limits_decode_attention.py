@@ -62,17 +62,18 @@ VARIANTS = ("bf16", "fp8", "nvfp4+no_decode", "nvfp4+cvt_f16")
 
 
 @triton.jit
-def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, s_stride, out_ptr,
+def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hstride, s_stride, s_hstride, out_ptr,
                 W: tl.constexpr, WS: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
     """Read the K/V words (int32) stage 1 reads and store their sum per program (int64; the loop
     adds in int32, wrapping: compare modulo ``2**32``).
 
     Grid ``(batch, kv_heads, splits)`` and token steps as :func:`kernels._triton.decode_attention.decode_stage1`:
-    ``W`` words of K and of V data per token and head (row stride ``stride`` words), ``WS`` words
-    of K and V scales (``0``: no scales; stride ``s_stride``). ``out[b, h, split]`` int64.
+    ``W`` words of K and of V data per token and head (``stride`` / ``hstride`` words between the
+    rows of consecutive slots / heads), ``WS`` words of K and V scales (``0``: no scales; strides
+    ``s_stride`` / ``s_hstride``). ``out[b, h, split]`` int64.
     """
     b = tl.program_id(0)
-    kvh = tl.program_id(1)
+    kvh = tl.program_id(1).to(tl.int64)
     split = tl.program_id(2)
     start, lo, hi = split_range(kv_indptr, b, split, tl.num_programs(2), BLOCK_N)
     cols = tl.arange(0, W)
@@ -82,10 +83,10 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, s_s
         sacc = tl.zeros((BLOCK_N, WS), dtype=tl.int32)
     for t0 in range(lo, hi, BLOCK_N):
         slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
-        off = slots[:, None] * stride + kvh * W + cols[None, :]
+        off = slots[:, None] * stride + kvh * hstride + cols[None, :]
         acc += tl.load(k_ptr + off, mask=tmask[:, None], other=0) + tl.load(v_ptr + off, mask=tmask[:, None], other=0)
         if WS > 0:
-            soff = slots[:, None] * s_stride + kvh * WS + scols[None, :]
+            soff = slots[:, None] * s_stride + kvh * s_hstride + scols[None, :]
             sacc += tl.load(ks_ptr + soff, mask=tmask[:, None], other=0) + \
                 tl.load(vs_ptr + soff, mask=tmask[:, None], other=0)
     total = tl.sum(tl.sum(acc.to(tl.int64), 1), 0)  # int64: no overflow past the loop
@@ -94,34 +95,52 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, s_s
     tl.store(out_ptr + (b * tl.num_programs(1) + kvh) * tl.num_programs(2) + split, total)
 
 
-def words(fmt: str, caches: dict, cfg) -> tuple:
-    """``(k, v, k_scale, v_scale)`` of a format's cache as int32 word views (scales ``None`` for BF16/FP8)."""
+def layers(caches: dict, cfg) -> dict:
+    """Each format's K/V as the kernels take them: an :class:`~kernels.decode_attention.FP4KVLayer`
+    for nvfp4, ``(k, v, k_scale, v_scale)`` for BF16/FP8 (SGLang's slot-major ``[slots, H, ...]``)."""
+    return {"bf16": (*caches["bf16"], None, None), "fp8": (*caches["fp8"], *caches["fp8_scales"]),
+            "nvfp4": kda.fp4_layer(caches["pools"]["nvfp4"], 0)}
+
+
+def head_major(lay: dict, cfg) -> dict:
+    """The same values stored head-major (``[H, slots, ...]`` memory, viewed as ``[slots, H, ...]``):
+    a page of one head is then one contiguous block (16 x 64 bytes of FP4 codes, 16 x 8 scale bytes)."""
+    def hm(t):
+        t = t.reshape(t.shape[0], cfg.HKV, -1)
+        return t.transpose(0, 1).contiguous().transpose(0, 1)
+
+    fl = lay["nvfp4"]
+    return {"bf16": (hm(lay["bf16"][0]), hm(lay["bf16"][1]), None, None),
+            "fp8": (hm(lay["fp8"][0]), hm(lay["fp8"][1]), *lay["fp8"][2:]),
+            "nvfp4": kda.FP4KVLayer(hm(fl.k), hm(fl.v), hm(fl.k_scale), hm(fl.v_scale), fl.recipe, fl.k_global,
+                                    fl.v_global)}
+
+
+def words(fmt: str, lay: dict, cfg) -> tuple:
+    """``(k, v, k_scale, v_scale)`` as int32 word views ``[slots, H, words]`` (scales ``None`` for BF16/FP8)."""
     if fmt in ("bf16", "fp8"):
-        k, v = caches[fmt]
+        k, v = lay[fmt][:2]
         return k.view(torch.int32), v.view(torch.int32), None, None
-    t = caches["pools"][fmt].layer_tensors(0)
-    return tuple(t[n].view(torch.int32) for n in ("k", "v", "k_scale", "v_scale"))
+    fl = lay[fmt]
+    return tuple(t.view(torch.uint8).reshape(t.shape[0], cfg.HKV, -1).view(torch.int32)
+                 for t in (fl.k, fl.v, fl.k_scale, fl.v_scale))
 
 
-def run_gather(fmt: str, caches: dict, indptr, idx, cfg, num_kv_splits: int, block_n: int, num_warps=4, num_stages=2):
-    k, v, ks, vs = words(fmt, caches, cfg)
-    w = k.shape[-1]
-    ws = 0 if ks is None else ks[0].numel() // cfg.HKV  # scale words per token and head ([rows, H*NB] or [rows, H, NB])
+def run_gather(fmt: str, lay: dict, indptr, idx, cfg, num_kv_splits: int, block_n: int, num_warps=4, num_stages=2):
+    k, v, ks, vs = words(fmt, lay, cfg)
     batch = indptr.numel() - 1
     out = torch.empty(batch, cfg.HKV, num_kv_splits, dtype=torch.int64, device=k.device)
     extra = {} if os.environ.get("TRITON_INTERPRET") == "1" else {"num_warps": num_warps, "num_stages": num_stages}
+    sc = (k, v, 0, 0, 0) if ks is None else (ks, vs, ks.stride(0), ks.stride(1), ks.shape[-1])
     gather_read[(batch, cfg.HKV, num_kv_splits)](
-        indptr, idx, k, v, k if ks is None else ks, v if vs is None else vs, k.stride(0),
-        0 if ks is None else ks.stride(0), out, W=w, WS=ws, BLOCK_N=block_n, PAGE=cfg.PAGE, **extra)
+        indptr, idx, k, v, sc[0], sc[1], k.stride(0), k.stride(1), sc[2], sc[3], out, W=k.shape[-1], WS=sc[4],
+        BLOCK_N=block_n, PAGE=cfg.PAGE, **extra)
     return out
 
 
-def expected_sum(fmt: str, caches: dict, idx, cfg) -> int:
+def expected_sum(fmt: str, lay: dict, idx, cfg) -> int:
     """The wrapping int32 sum of every word :func:`gather_read` should read (torch, on the device)."""
-    total = 0
-    for t in words(fmt, caches, cfg):
-        if t is not None:
-            total += int(t[idx.long()].to(torch.int64).sum())
+    total = sum(int(t[idx.long()].to(torch.int64).sum()) for t in words(fmt, lay, cfg) if t is not None)
     return (total + 2**31) % 2**32 - 2**31
 
 
@@ -130,18 +149,25 @@ def wrapped(x: torch.Tensor) -> int:
     return (int(x.sum()) + 2**31) % 2**32 - 2**31
 
 
-def run_variant(fmt: str, caches: dict, q, indptr, idx, cfg, **launch):
-    """A kernel variant: the benchmark's formats, or nvfp4 with a measurement-only decoder."""
+def run_variant(fmt: str, lay: dict, q, indptr, idx, cfg, **launch):
+    """A kernel variant over ``lay`` (:func:`layers`): BF16, FP8, nvfp4 with a decoder, or nvfp4
+    with a measurement-only decoder (through the launcher, which the public function would refuse)."""
     recipe, _, decode = fmt.partition("+")
+    if recipe in ("bf16", "fp8"):
+        k, v, ks, vs = lay[recipe]
+        return kda.decode_attention_dense(q, k, v, indptr, idx, k_scale=ks, v_scale=vs, page_size=cfg.PAGE,
+                                          validate=False, **launch)
+    fl = lay[recipe]
     if decode not in _k.ABLATION_IDS:
-        return bda.run_format(fmt, caches, q, indptr, idx, cfg, **launch)
-    fl = kda.fp4_layer(caches["pools"][recipe], 0)
+        return kda.decode_attention_fp4(q, fl, None, indptr, idx, page_size=cfg.PAGE, validate=False, decode=decode,
+                                        **launch)
     ks, vs = fl.k_scale.view(torch.uint8), fl.v_scale.view(torch.uint8)
     gk = kda._scale_tensor(fl.k_global, "k_global", q.device)
     gv = kda._scale_tensor(fl.v_global, "v_global", q.device)
     launch = dict(launch)
     splits = launch.pop("num_kv_splits")
-    return kda._launch(_k.FMT_IDS[recipe], q, fl.k, fl.v, ks, vs, ks.stride(0), gk, gv, indptr, idx, None, splits,
+    s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else cfg.D // 16)
+    return kda._launch(_k.FMT_IDS[recipe], q, fl.k, fl.v, ks, vs, s_strides, gk, gv, indptr, idx, None, splits,
                        cfg.PAGE, torch.float32, cfg.HKV, cfg.D, decode=_k.ABLATION_IDS[decode], **launch)
 
 
@@ -193,7 +219,7 @@ def main(argv=None) -> int:
         res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(bda.TIMING)
         out.write_text(json.dumps(res, indent=1) + "\n")
 
-    bda.log("[1/4] card ceilings")
+    bda.log("[1/5] card ceilings")
     res["copy"] = bda.copy_bandwidth(cfg, dev)
     copy_bw = res["copy"]["bytes_per_s"]
     bda.log(f"  copy {copy_bw / 1e12:.3f} TB/s, read-only {res['copy']['read_bytes_per_s'] / 1e12:.3f} TB/s")
@@ -205,44 +231,59 @@ def main(argv=None) -> int:
         q = q.bfloat16()
     save("ceilings")
 
-    bda.log("[2/4] gather ceiling: the bytes of stage 1 through its access pattern, summed")
-    res["checksums"], res["gather"] = {}, {}
+    lays = {"slot_major": layers(caches, cfg)}
+    lays["head_major"] = head_major(lays["slot_major"], cfg)
     g_grid = [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st) for n, w, st in GATHER_GRID
               for s in GATHER_SPLITS] if gpu else [dict(num_kv_splits=2, block_n=16)]
-    for fmt in ("bf16", "fp8", "nvfp4"):
-        got = wrapped(run_gather(fmt, caches, indptr, idx, cfg, **g_grid[0]))
-        want = expected_sum(fmt, caches, idx, cfg)
-        res["checksums"][fmt] = {"kernel": got, "torch": want, "ok": got == want}
-        if got != want:
-            bda.log(f"  {fmt}: gather checksum {got} != {want}: the gather kernel does not read what stage 1 reads")
-            save("gather checksum FAILED")
-            return 1
-        res["gather"][fmt] = best_of(f"gather {fmt}", lambda **l: run_gather(fmt, caches, indptr, idx, cfg, **l),
-                                     g_grid, cfg, bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
-        save(f"gather {fmt}")
-
-    bda.log("[3/4] kernels, and nvfp4 without its E2M1 decoding, over one launch grid")
     k_grid = [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st) for n, w, st in KERNEL_GRID
               for s in KERNEL_SPLITS] if gpu else [dict(num_kv_splits=2)]
-    res["kernels"] = {}
-    for fmt in VARIANTS:
-        res["kernels"][fmt] = best_of(fmt, lambda **l: run_variant(fmt, caches, q, indptr, idx, cfg, **l), k_grid, cfg,
-                                      bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
-        save(f"kernel {fmt}")
-
-    bda.log("[4/4] where the nvfp4 time goes")
-    kern, gat = res["kernels"], res["gather"]
-    t_g, t_nd, t_fp4 = gat["nvfp4"]["ms"], kern["nvfp4+no_decode"]["ms"], kern["nvfp4+cvt_f16"]["ms"]
-    res["summary"] = {
-        "nvfp4_split_ms": {"gather_ceiling": t_g, "attention_beyond_gather": t_nd - t_g, "e2m1_decoding": t_fp4 - t_nd,
-                           "total": t_fp4},
-        "kernel_over_gather": {f: kern[f]["ms"] / gat[f.partition("+")[0]]["ms"] for f in ("bf16", "fp8", "nvfp4+cvt_f16")},
-        "speedup_vs_bf16": kern["bf16"]["ms"] / t_fp4, "speedup_vs_fp8": kern["fp8"]["ms"] / t_fp4,
-        "gather_speedup_vs_bf16_kernel": kern["bf16"]["ms"] / t_g, "gather_speedup_vs_fp8_kernel": kern["fp8"]["ms"] / t_g,
-        "no_decode_speedup_vs_bf16": kern["bf16"]["ms"] / t_nd, "no_decode_speedup_vs_fp8": kern["fp8"]["ms"] / t_nd,
-    }
-    for k_, v_ in res["summary"].items():
-        bda.log(f"  {k_}: {v_}")
+    res["checksums"], res["layouts"] = {}, {}
+    for li, (layout, lay) in enumerate(lays.items()):
+        bda.log(f"[{2 + 2 * li}/5] {layout}: gather ceiling (stage 1's bytes through its access pattern, summed)")
+        r = res["layouts"][layout] = {"gather": {}, "kernels": {}}
+        for fmt in ("bf16", "fp8", "nvfp4"):
+            got = wrapped(run_gather(fmt, lay, indptr, idx, cfg, **g_grid[0]))
+            want = expected_sum(fmt, lay, idx, cfg)
+            res["checksums"][f"{layout}/{fmt}"] = {"kernel": got, "torch": want, "ok": got == want}
+            if got != want:
+                bda.log(f"  {layout}/{fmt}: gather checksum {got} != {want}: it does not read what stage 1 reads")
+                save("gather checksum FAILED")
+                return 1
+            r["gather"][fmt] = best_of(f"gather {fmt}", lambda **l: run_gather(fmt, lay, indptr, idx, cfg, **l),
+                                       g_grid, cfg, bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+            save(f"{layout} gather {fmt}")
+        bda.log(f"[{3 + 2 * li}/5] {layout}: kernels, and nvfp4 without its E2M1 decoding")
+        for fmt in VARIANTS:
+            grid = k_grid
+            if layout != "slot_major" and gpu:  # the slot-major layout's four best launches
+                done = sorted((t for t in res["layouts"]["slot_major"]["kernels"][fmt]["tried"] if "ms" in t),
+                              key=lambda t: t["ms"])
+                grid = [{k_: v_ for k_, v_ in t.items() if k_ != "ms"} for t in done[:4]]
+            if layout != "slot_major":  # the same numbers from the other layout, bit for bit
+                same = torch.equal(run_variant(fmt, lay, q, indptr, idx, cfg, **grid[0]),
+                                   run_variant(fmt, lays["slot_major"], q, indptr, idx, cfg, **grid[0]))
+                r.setdefault("identical_to_slot_major", {})[fmt] = same
+                if not same and "no_decode" not in fmt:
+                    bda.log(f"  {layout}/{fmt}: output differs from the slot-major layout's")
+                    save("layout check FAILED")
+                    return 1
+            r["kernels"][fmt] = best_of(fmt, lambda **l: run_variant(fmt, lay, q, indptr, idx, cfg, **l), grid, cfg,
+                                        bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+            save(f"{layout} kernel {fmt}")
+        kern, gat = r["kernels"], r["gather"]
+        t_g, t_nd, t_fp4 = gat["nvfp4"]["ms"], kern["nvfp4+no_decode"]["ms"], kern["nvfp4+cvt_f16"]["ms"]
+        base = res["layouts"]["slot_major"]["kernels"]
+        r["summary"] = {
+            "nvfp4_split_ms": {"gather_ceiling": t_g, "attention_beyond_gather": t_nd - t_g,
+                               "e2m1_decoding": t_fp4 - t_nd, "total": t_fp4},
+            "kernel_over_gather": {f: kern[f]["ms"] / gat[f.partition("+")[0]]["ms"] for f in ("bf16", "fp8", "nvfp4+cvt_f16")},
+            "speedup_vs_bf16": kern["bf16"]["ms"] / t_fp4, "speedup_vs_fp8": kern["fp8"]["ms"] / t_fp4,
+            "speedup_vs_slot_major_bf16": base["bf16"]["ms"] / t_fp4, "speedup_vs_slot_major_fp8": base["fp8"]["ms"] / t_fp4,
+            "gather_speedup_vs_bf16_kernel": kern["bf16"]["ms"] / t_g, "gather_speedup_vs_fp8_kernel": kern["fp8"]["ms"] / t_g,
+            "no_decode_speedup_vs_bf16": kern["bf16"]["ms"] / t_nd, "no_decode_speedup_vs_fp8": kern["fp8"]["ms"] / t_nd,
+        }
+        for k_, v_ in r["summary"].items():
+            bda.log(f"  {layout} {k_}: {v_}")
     save("done")
     return 0
 

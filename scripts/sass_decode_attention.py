@@ -57,12 +57,12 @@ def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: in
     fp4 = fmt in ("nvfp4", "fp4_mx_block16")
     types = dict(q_ptr="*bf16", q_sb="i32", q_sh="i32", k_ptr=KV_PTR[fmt], v_ptr=KV_PTR[fmt],
                  ks_ptr="*u8" if fp4 else "*fp32", vs_ptr="*u8" if fp4 else "*fp32", d_stride="i32",
-                 s_stride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
+                 d_hstride="i32", s_stride="i32", s_hstride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32")
     consts = dict(G=g, D=d, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
                   KV_FMT=kd.FMT_IDS[fmt], INTERP=False, DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"],
                   PREFETCH=prefetch)
-    div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "gk_ptr", "kv_indptr",
+    div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "d_hstride", "gk_ptr", "kv_indptr",
              "kv_indices", "mid_o", "mid_lse"}
     if fp4:
         div16.add("s_stride")

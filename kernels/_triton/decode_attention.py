@@ -201,15 +201,16 @@ def e2m1x2_to_f16_twin(p):
 
 
 @triton.jit
-def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head, D: tl.constexpr):
+def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D: tl.constexpr):
     """The packed bytes ``uint8 [BLOCK_N, D/2]`` and scale bytes ``uint8 [BLOCK_N, D/16]`` of
-    ``BLOCK_N`` tokens of one KV head, undecoded (masked tokens load 0)."""
+    ``BLOCK_N`` tokens of one KV head, undecoded (masked tokens load 0). ``data_ptr`` and
+    ``scale_ptr`` point at the head's row of slot 0; rows are ``d_stride`` / ``s_stride`` apart."""
     D2: tl.constexpr = D // 2
     NB: tl.constexpr = D // 16
     cols = tl.arange(0, D2)
-    pb = tl.load(data_ptr + slots[:, None] * d_stride + head * D2 + cols[None, :], mask=tmask[:, None], other=0)
+    pb = tl.load(data_ptr + slots[:, None] * d_stride + cols[None, :], mask=tmask[:, None], other=0)
     bcols = tl.arange(0, NB)
-    sb = tl.load(scale_ptr + slots[:, None] * s_stride + head * NB + bcols[None, :], mask=tmask[:, None], other=0)
+    sb = tl.load(scale_ptr + slots[:, None] * s_stride + bcols[None, :], mask=tmask[:, None], other=0)
     return pb, sb
 
 
@@ -271,34 +272,35 @@ def decode_fp4_bf16(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.c
 
 
 @triton.jit
-def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head,
+def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride,
                   KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0,
                   INTERP: tl.constexpr = False):
     """Load and decode ``BLOCK_N`` tokens of one KV head into (even, odd) tiles ``[BLOCK_N, D/2]``
     (:func:`load_fp4_raw` then :func:`decode_fp4_even_odd`). ``slots`` int64 ``[BLOCK_N]``."""
-    pb, sb = load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, head, D)
+    pb, sb = load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D)
     return decode_fp4_even_odd(pb, sb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
 
 
 @triton.jit
-def load_dense_tile(data_ptr, slots, tmask, d_stride, head, D: tl.constexpr):
-    """``BLOCK_N`` tokens of one KV head of a bf16/fp8 cache, in their own dtype ``[BLOCK_N, D]``."""
+def load_dense_tile(data_ptr, slots, tmask, d_stride, D: tl.constexpr):
+    """``BLOCK_N`` tokens of one KV head of a bf16/fp8 cache, in their own dtype ``[BLOCK_N, D]``
+    (``data_ptr`` at the head's row of slot 0)."""
     cols = tl.arange(0, D)
-    return tl.load(data_ptr + slots[:, None] * d_stride + head * D + cols[None, :],
+    return tl.load(data_ptr + slots[:, None] * d_stride + cols[None, :],
                    mask=tmask[:, None], other=0.0)
 
 
 @triton.jit
-def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, head,
+def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
                 KV_FMT: tl.constexpr, D: tl.constexpr):
     """Undecoded K and V of ``BLOCK_N`` tokens: ``(k, k_scale_bytes, v, v_scale_bytes)``; for the
     dense formats the tiles themselves and two unused placeholders."""
     if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
-        kp, ksb = load_fp4_raw(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, head, D)
-        vp, vsb = load_fp4_raw(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, head, D)
+        kp, ksb = load_fp4_raw(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, D)
+        vp, vsb = load_fp4_raw(v_ptr, vs_ptr, slots, tmask, d_stride, s_stride, D)
     else:
-        kp = load_dense_tile(k_ptr, slots, tmask, d_stride, head, D)
-        vp = load_dense_tile(v_ptr, slots, tmask, d_stride, head, D)
+        kp = load_dense_tile(k_ptr, slots, tmask, d_stride, D)
+        vp = load_dense_tile(v_ptr, slots, tmask, d_stride, D)
         ksb = tl.zeros((1,), dtype=tl.uint8)
         vsb = tl.zeros((1,), dtype=tl.uint8)
     return kp, ksb, vp, vsb
@@ -365,7 +367,7 @@ def undo_decode_factor(KV_FMT: tl.constexpr, DECODE: tl.constexpr):
 
 @triton.jit
 def decode_stage1(q_ptr, q_sb, q_sh,
-                  k_ptr, v_ptr, ks_ptr, vs_ptr, d_stride, s_stride,
+                  k_ptr, v_ptr, ks_ptr, vs_ptr, d_stride, d_hstride, s_stride, s_hstride,
                   gk_ptr, kv_indptr, kv_indices,
                   mid_o, mid_lse, sm_scale,
                   G: tl.constexpr, D: tl.constexpr,
@@ -378,6 +380,9 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     FP4 the even elements then the odd ones, still times ``2**-14``) and ``mid_lse[b, h, split]``
     (base-2 log-sum-exp of the scaled scores; ``-inf`` for an empty split).
 
+    ``d_stride`` / ``d_hstride``: elements between K (and V) rows of consecutive slots / KV heads
+    (``H * D`` and ``D`` for a slot-major ``[slots, H, D]`` buffer; any strides work, e.g. a
+    head-major buffer); ``s_stride`` / ``s_hstride``: the same for the FP4 scale rows.
     ``gk_ptr``: float32 scalar multiplying ``sm_scale`` (nvfp4 K global scale, FP8 K scale; 1.0 else).
     ``PREFETCH``: software pipelining in registers, for ``num_stages=1``: each step issues the
     loads of the next step's K/V bytes (and of the slots of the step after) before it decodes its
@@ -389,6 +394,11 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     split = tl.program_id(2)
     SPLITS = tl.num_programs(2)
     start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
+    kvh64 = kvh.to(tl.int64)  # this KV head's rows: any [slots, H, ...] strides
+    k_ptr += kvh64 * d_hstride
+    v_ptr += kvh64 * d_hstride
+    ks_ptr += kvh64 * s_hstride
+    vs_ptr += kvh64 * s_hstride
 
     hrow = tl.arange(0, BLOCK_H)
     heads = kvh * G + hrow
@@ -423,17 +433,17 @@ def decode_stage1(q_ptr, q_sb, q_sh,
 
     if PREFETCH:
         slots, tmask = token_slots(kv_indices, start, lo, hi, BLOCK_N, PAGE)
-        kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh, KV_FMT, D)
+        kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, KV_FMT, D)
         nslots, nmask = token_slots(kv_indices, start, lo + BLOCK_N, hi, BLOCK_N, PAGE)
     for t0 in range(lo, hi, BLOCK_N):
         if PREFETCH:  # issue the next step's loads first; this step's bytes arrived during the last one
             tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
             nkp, nksb, nvp, nvsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, nslots, nmask, d_stride, s_stride,
-                                               kvh, KV_FMT, D)
+                                               KV_FMT, D)
             nslots, nmask = token_slots(kv_indices, start, t0 + 2 * BLOCK_N, hi, BLOCK_N, PAGE)
         else:
             slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
-            kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, kvh,
+            kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
                                            KV_FMT, D)
         if EVEN_ODD:
             k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
