@@ -369,6 +369,8 @@ def decode_attention_fp4(
     rows, heads, d2 = fl.k.shape
     dim = 2 * d2
     nb = dim // 16
+    if fl.k.stride(0) % d2 or fl.k.stride(1) % d2:
+        raise ValueError(f"k/v slot and head strides must be multiples of the row length {d2}, got {fl.k.stride()}")
     ks, vs = fl.k_scale, fl.v_scale
     for name, t in (("k_scale", ks), ("v_scale", vs)):
         if not isinstance(t, torch.Tensor) or t.dtype not in (torch.uint8, torch.float8_e4m3fn):
@@ -378,6 +380,8 @@ def decode_attention_fp4(
                              f"contiguous rows, got {tuple(t.shape)}")
     if vs.stride() != ks.stride() or vs.shape != ks.shape:
         raise ValueError("k_scale and v_scale must have the same shape and strides")
+    if any(st % nb for st in ks.stride()[:-1]):
+        raise ValueError(f"k_scale/v_scale strides must be multiples of the scale row length {nb}, got {ks.stride()}")
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     for name, t in (("k", fl.k), ("v", fl.v), ("k_scale", ks), ("v_scale", vs)):
         _same_device(name, t, q)
@@ -475,6 +479,9 @@ def decode_attention_dense(
     if v_buffer.dtype != k_buffer.dtype or v_buffer.shape != k_buffer.shape or v_buffer.stride() != k_buffer.stride():
         raise ValueError("k_buffer and v_buffer must have the same dtype, shape and strides")
     rows, heads, dim = k_buffer.shape
+    if k_buffer.stride(0) % dim or k_buffer.stride(1) % dim:
+        raise ValueError(f"k_buffer/v_buffer slot and head strides must be multiples of D = {dim}, "
+                         f"got {k_buffer.stride()}")
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     _same_device("k_buffer", k_buffer, q)
     _same_device("v_buffer", v_buffer, q)

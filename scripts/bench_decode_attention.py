@@ -19,7 +19,8 @@ One self-checking run on one card:
    from the 0.5.23 wheel, loaded standalone with stubs) on the BF16 cache: a sanity anchor for our
    BF16 baseline (or the reason it could not be loaded);
 6. **sweep** context 1k..128k x batch 1..64 for every format (slots wrap around one 2M-token pool
-   when ``batch * context`` exceeds it; the working set still far exceeds L2).
+   when ``batch * context`` exceeds it; the working set still far exceeds L2);
+7. **other shapes**: head dims 64 and 256 and pages 1 and 64 at the headline's batch and context.
 
 Usage::
 
@@ -403,18 +404,20 @@ def versions() -> dict:
 
 
 TUNE_CANDIDATES = {
-    "bf16": [(128, 4, 2), (64, 8, 3), (32, 8, 3), (128, 4, 3)],
-    "fp8": [(128, 4, 2), (32, 4, 3), (64, 8, 3)],
-    "nvfp4+cvt_f16": [(64, 2, 2), (64, 2, 3), (128, 4, 2), (32, 2, 3)],
-    "nvfp4+prmt_bf16": [(64, 4, 2), (64, 2, 2)],
-    "fp4_mx_block16+prmt_bf16": [(64, 2, 2), (128, 4, 3)],
-    "fp4_mx_block16+prmt": [(128, 4, 3), (128, 4, 2)],
+    "bf16": [(32, 1, 3), (128, 4, 2), (64, 8, 3)],
+    "fp8": [(32, 1, 2), (128, 4, 2), (32, 4, 3)],
+    "nvfp4+cvt_f16": [(32, 1, 2), (32, 1, 3), (64, 1, 2), (64, 2, 2)],
+    "nvfp4+prmt_bf16": [(32, 1, 2), (64, 2, 2)],
+    "fp4_mx_block16+prmt_bf16": [(32, 1, 2), (64, 2, 2)],
+    "fp4_mx_block16+prmt": [(32, 1, 2), (128, 4, 3)],
 }
 """(block_n, num_warps, num_stages) tried per format at the headline shape: the best few of the
 launch grid in ``docs/data/perf/decode_attention_tuning.json`` (``scripts/tune_decode_attention.py``,
-which fixed ``num_kv_splits`` at 16). Formats not listed try ``DEFAULT_CANDIDATES``."""
-DEFAULT_CANDIDATES = [(64, 4, 2), (64, 2, 2)]
-TUNE_SPLITS = (8, 12, 16, 24, 32)
+which fixed ``num_kv_splits`` at 16) and of ``docs/data/perf/decode_attention_limits.json``
+(``scripts/limits_decode_attention.py``, where one warp per program won for every format).
+Formats not listed try ``DEFAULT_CANDIDATES``."""
+DEFAULT_CANDIDATES = [(32, 1, 2), (64, 2, 2)]
+TUNE_SPLITS = (12, 16, 24, 32, 64)
 """Splits tried with every candidate: the number of stage-1 programs decides how full the last
 wave of programs is, which moves the time by tens of percent."""
 
@@ -445,6 +448,42 @@ def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
     shape, so the same occupancy and wave shape), each split at least 256 tokens, at most 64."""
     want = max(1, round(programs / (batch * cfg.HKV)))
     return max(1, min(64, want, max(1, ctx // 256)))
+
+
+SHAPES = [(64, 16), (256, 16), (128, 1), (128, 64)]
+"""(head_dim, page) timed besides the headline's (128, 16); their correctness at 32k tokens is the
+GPU tests' (``tests/test_decode_attention_kernel.py::test_gpu_full_size``)."""
+
+
+def other_shapes(cfg: Cfg, best: dict, formats, gpu: bool, dev: str, copy_bw: float) -> list[dict]:
+    """The headline's batch and context at other head dims and page sizes, each format at its
+    headline launch (one pool of just the batch's tokens per shape)."""
+    import copy
+
+    rows = []
+    for d, page in (SHAPES if gpu else [(128, 1)]):
+        c = copy.copy(cfg)
+        c.D, c.PAGE = d, page
+        c.POOL = cfg.B * cfg.CTX + page
+        caches = build_caches(c, dev, 2)
+        gen = torch.Generator().manual_seed(d + page)
+        ip, ix = paged_indices(c, c.B, c.CTX, gen, dev)
+        q = torch.randn(c.B, c.HQ, d, generator=gen).to(dev)
+        q = q.bfloat16() if gpu else q
+        line = {}
+        for fmt in formats:
+            launch = best[fmt] if gpu else {"num_kv_splits": 2}
+            ms = bench(lambda: run_format(fmt, caches, q, ip, ix, c, **launch), cfg.smoke)
+            nbytes = bytes_read(fmt, c, c.B, c.CTX)
+            line[fmt] = ms
+            rows.append({"format": fmt, "head_dim": d, "page": page, "batch": c.B, "context": c.CTX, "ms": ms,
+                         "bytes": nbytes, "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw, "launch": launch})
+        for r in rows[-len(formats):]:
+            r["speedup_vs_bf16"], r["speedup_vs_fp8"] = line["bf16"] / r["ms"], line["fp8"] / r["ms"]
+        log(f"  D={d:3d} page={page:2d}: " + ", ".join(f"{f} {ms * 1e3:.0f}us x{line['bf16'] / ms:.2f}"
+                                                     for f, ms in line.items()))
+        del caches
+    return rows
 
 
 def _without_out(args: list[str]) -> list[str]:
@@ -494,14 +533,14 @@ def main(argv=None) -> int:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
         log(f"  ({stage} done at {result['elapsed_s']:.0f} s; saved {out_path})")
 
-    log("[1/6] copy bandwidth")
+    log("[1/7] copy bandwidth")
     result["copy"] = copy_bandwidth(cfg, dev)
     copy_bw = result["copy"]["bytes_per_s"]
     read_bw = result["copy"]["read_bytes_per_s"]
     log(f"  copy: {copy_bw / 1e12:.3f} TB/s, read-only: {read_bw / 1e12:.3f} TB/s")
     dump("copy")
 
-    log("[2/6] caches and correctness (sampled requests, float64 oracle)")
+    log("[2/7] caches and correctness (sampled requests, float64 oracle)")
     caches = build_caches(cfg, dev, 1)
     indptr, idx = paged_indices(cfg, cfg.B, cfg.CTX, gen, dev)
     q = torch.randn(cfg.B, cfg.HQ, cfg.D, generator=gen).to(dev)
@@ -519,7 +558,7 @@ def main(argv=None) -> int:
         return 1
     dump("correctness")
 
-    log(f"[3/6] headline: each format at its best launch config (dropped: {result['dropped_variants']})")
+    log(f"[3/7] headline: each format at its best launch config (dropped: {result['dropped_variants']})")
     rows, best = [], {}
     for fmt in list(timed):
         launch, ms, tried = tune(fmt, cfg, caches, q, indptr, idx)
@@ -560,11 +599,11 @@ def main(argv=None) -> int:
     result["rows"] = rows
     dump("headline")
 
-    log("[4/6] upstream path: dequantize the whole layer to bf16, then bf16 attention")
+    log("[4/7] upstream path: dequantize the whole layer to bf16, then bf16 attention")
     result["upstream_dequantize_then_bf16"] = upstream_dequant_then_bf16(cfg, caches, q, indptr, idx, best["bf16"], dev)
     dump("upstream")
 
-    log("[5/6] SGLang's Triton BF16 decode kernel (sanity anchor)")
+    log("[5/7] SGLang's Triton BF16 decode kernel (sanity anchor)")
     if cfg.smoke:  # the interpreter's bf16 tl.dot is wrong: run upstream's kernel on an fp32 copy
         k32, v32 = (t.float() for t in caches["bf16"])
         anchor_q = q.float()
@@ -587,7 +626,7 @@ def main(argv=None) -> int:
         # the baselines and each FP4 recipe's fastest decoder at the headline
         sweep_formats = ["bf16", "fp8"] + [result["summary"][r]["variant"] for r in FP4]
         result["sweep_formats"] = sweep_formats
-        log(f"[6/6] sweep: context x batch for {sweep_formats}")
+        log(f"[6/7] sweep: context x batch for {sweep_formats}")
         for b in cfg.SWEEP_B:
             for ctx in cfg.SWEEP_CTX:
                 ip, ix = paged_indices(cfg, b, ctx, gen, dev)
@@ -604,6 +643,9 @@ def main(argv=None) -> int:
                     line.append(f"{fmt} {ms * 1e3:.0f}us/{splits}")
                 log(f"  B={b:3d} ctx={ctx:7d}: " + ", ".join(line))
             dump(f"sweep batch {b}")
+    if not args.no_sweep:
+        log(f"[7/7] other head dims and page sizes (batch {cfg.B}, context {cfg.CTX}); launches of the headline")
+        result["shapes"] = other_shapes(cfg, best, result["sweep_formats"], gpu, dev, copy_bw)
     result["timing"] = dict(TIMING)
     dump("done")
     return 0

@@ -76,6 +76,9 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hst
     kvh = tl.program_id(1).to(tl.int64)
     split = tl.program_id(2)
     start, lo, hi = split_range(kv_indptr, b, split, tl.num_programs(2), BLOCK_N)
+    stride, hstride = (stride // W) * W, (hstride // W) * W  # multiples of the row: vector loads (as stage 1)
+    if WS > 0:
+        s_stride, s_hstride = (s_stride // WS) * WS, (s_hstride // WS) * WS
     cols = tl.arange(0, W)
     acc = tl.zeros((BLOCK_N, W), dtype=tl.int32)
     if WS > 0:

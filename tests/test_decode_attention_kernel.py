@@ -170,6 +170,15 @@ def test_head_major_buffers_give_the_same_result(recipe):
     with pytest.raises(ValueError, match="same shape and strides"):
         decode_attention_fp4(q, FP4KVLayer(fl.k, fl.v, fl.k_scale, hm.v_scale, fl.recipe, fl.k_global, fl.v_global),
                              None, indptr, idx)
+    with pytest.raises(ValueError, match="multiples of the row length"):
+        decode_attention_fp4(q, FP4KVLayer(fl.k[:, :, 1:], fl.v[:, :, 1:], fl.k_scale, fl.v_scale, fl.recipe,
+                                           fl.k_global, fl.v_global), None, indptr, idx)
+    odd = torch.zeros(fl.k_scale.shape[0], hkv, d // 16 + 1, dtype=torch.uint8)[:, :, 1:]
+    with pytest.raises(ValueError, match="multiples of the scale row length"):
+        decode_attention_fp4(q, FP4KVLayer(fl.k, fl.v, odd, odd, fl.recipe, fl.k_global, fl.v_global), None, indptr, idx)
+    with pytest.raises(ValueError, match="multiples of D"):
+        wide = torch.zeros(k.shape[0], hkv, d + 1, dtype=torch.bfloat16)[:, :, 1:]
+        decode_attention_dense(q, wide, wide, indptr, idx)
     with pytest.raises(ValueError, match="contiguous rows"):
         decode_attention_fp4(q, FP4KVLayer(fl.k.transpose(1, 2).contiguous().transpose(1, 2), fl.v, fl.k_scale,
                                            fl.v_scale, fl.recipe, fl.k_global, fl.v_global), None, indptr, idx)
@@ -556,6 +565,7 @@ def test_bench_script_smoke(tmp_path):
     assert {"device", "versions", "date", "command", "rows", "summary", "correctness"} <= set(data)
     assert all(c["ok"] for c in data["correctness"])
     assert set(data["summary"]) == {"nvfp4", "fp4_mx_block16"} and data["completed_stage"] == "done"
+    assert {r["format"] for r in data["shapes"]} == set(data["sweep_formats"])
 
 
 def test_limits_script_smoke(tmp_path):

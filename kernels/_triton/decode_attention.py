@@ -381,8 +381,9 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     (base-2 log-sum-exp of the scaled scores; ``-inf`` for an empty split).
 
     ``d_stride`` / ``d_hstride``: elements between K (and V) rows of consecutive slots / KV heads
-    (``H * D`` and ``D`` for a slot-major ``[slots, H, D]`` buffer; any strides work, e.g. a
-    head-major buffer); ``s_stride`` / ``s_hstride``: the same for the FP4 scale rows.
+    (``H * D`` and ``D`` for a slot-major ``[slots, H, D]`` buffer; any multiples of the row length
+    work, e.g. a head-major buffer); ``s_stride`` / ``s_hstride``: the same for the FP4 scale rows
+    (multiples of ``D / 16``; 0 for BF16/FP8).
     ``gk_ptr``: float32 scalar multiplying ``sm_scale`` (nvfp4 K global scale, FP8 K scale; 1.0 else).
     ``PREFETCH``: software pipelining in registers, for ``num_stages=1``: each step issues the
     loads of the next step's K/V bytes (and of the slots of the step after) before it decodes its
@@ -394,6 +395,14 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     split = tl.program_id(2)
     SPLITS = tl.num_programs(2)
     start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
+    # rows start at multiples of their length (the launcher checks): vector loads, 8 scale bytes at once
+    # ((x // n) * n == x): what the compiler needs to know to vectorise them when they are not multiples of 16
+    ROW: tl.constexpr = D // 2 if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16 else D
+    SROW: tl.constexpr = D // 16
+    d_stride = (d_stride // ROW) * ROW
+    d_hstride = (d_hstride // ROW) * ROW
+    s_stride = (s_stride // SROW) * SROW
+    s_hstride = (s_hstride // SROW) * SROW
     kvh64 = kvh.to(tl.int64)  # this KV head's rows: any [slots, H, ...] strides
     k_ptr += kvh64 * d_hstride
     v_ptr += kvh64 * d_hstride
