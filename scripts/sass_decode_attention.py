@@ -48,7 +48,7 @@ KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block
 
 
 VARIANTS = ["bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
-            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16"]
+            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode"]
 """KV formats, and ``+prmt``: the FP4 formats with the inline-PTX lookup decode (DECODE=prmt)."""
 
 
@@ -140,7 +140,7 @@ def measure(block_n: int, warps: int, stages: int, dump: str | None = None, pref
 
 
 CONFIGS = [(bn, w, st, False) for st in (2, 1) for bn in (64, 128) for w in (4, 8)] + \
-    [(bn, w, 1, True) for bn in (32, 64) for w in (2, 4)]
+    [(bn, w, 1, True) for bn in (32, 64) for w in (2, 4)] + [(32, 1, 2, False), (32, 1, 3, False), (64, 2, 2, False)]
 """(BLOCK_N, num_warps, num_stages, prefetch) of ``--all``."""
 
 

@@ -210,6 +210,50 @@ def decode_attention_anchors() -> str:
     return _table(["path", "time (ms)", "notes"], rows)
 
 
+def decode_attention_limits() -> str:
+    """Where the nvfp4 time goes, per pool layout: the gather ceiling, attention without decoding,
+    the kernels (``scripts/limits_decode_attention.py``)."""
+    d = _perf("decode_attention_limits.json")
+    copy = d["copy"]["bytes_per_s"]
+    rows = []
+    names = {"slot_major": "slot-major (SGLang's pool)", "head_major": "head-major"}
+    for lay, r in d["layouts"].items():
+        bf16 = r["kernels"]["bf16"]["ms"]
+        fp8 = r["kernels"]["fp8"]["ms"]
+        for what, fmt, row in ([("gather ceiling", f, r["gather"][f]) for f in ("bf16", "fp8", "nvfp4")]
+                               + [("kernel", f, r["kernels"][f]) for f in ("bf16", "fp8", "nvfp4+no_decode", "nvfp4+cvt_f16")]):
+            launch = ", ".join(f"{k}={v}" for k, v in row["launch"].items())
+            rows.append([names[lay], what, f"`{fmt}`", f"{1000 * row['ms']:.1f}", f"{100 * row['bytes_per_s'] / copy:.0f}%",
+                         f"{bf16 / row['ms']:.2f}x", f"{fp8 / row['ms']:.2f}x", launch])
+    sh = d["shape"]
+    head = (f"Batch {sh['batch']}, {sh['q_heads']} query heads, {sh['kv_heads']} KV heads, head_dim {sh['head_dim']}, "
+            f"page {sh['page']}, {sh['context']} tokens each. {d['device']}; "
+            + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+            + f"; {d['date']}; `{d['command']}`. Copy ceiling of the same run {copy / 1e12:.2f} TB/s. Speedups are "
+            "against the BF16 and FP8 kernels over the same layout.\n\n")
+    return head + _table(["layout", "what", "format", "time (us)", "of copy", "vs BF16 kernel", "vs FP8 kernel",
+                          "best launch"], rows)
+
+
+def decode_attention_shapes() -> str:
+    """Other head dims and page sizes at the headline's batch and context (benchmark stage 7)."""
+    d = _perf("decode_attention.json")
+    t = {(r["format"], r["head_dim"], r["page"]): r for r in d["shapes"]}
+    fmts = [f for f in d["sweep_formats"]]
+    rows = []
+    for hd, page in sorted({(k[1], k[2]) for k in t}):
+        row = [str(hd), str(page)]
+        for f in fmts:
+            r = t[(f, hd, page)]
+            row.append(f"{1000 * r['ms']:.0f}" + ("" if f in ("bf16", "fp8") else f" ({r['speedup_vs_bf16']:.2f}x / "
+                                                                                   f"{r['speedup_vs_fp8']:.2f}x)"))
+        rows.append(row)
+    return (f"{d['device']}, {d['date']}, `{d['command']}`. Batch {d['shape']['batch']}, {d['shape']['context']} "
+            "tokens each, 64 query and 8 KV heads; every format at its headline launch (not re-tuned per shape). "
+            "Time in us; FP4 columns add the speedup over BF16 / FP8.\n\n"
+            + _table(["head_dim", "page"] + [f"`{f}`" for f in fmts], rows))
+
+
 TABLES = {
     "e2m1": e2m1,
     "formats": formats,
@@ -220,6 +264,8 @@ TABLES = {
     "decode_attention_headline": decode_attention_headline,
     "decode_attention_anchors": decode_attention_anchors,
     "decode_attention_sweep": decode_attention_sweep,
+    "decode_attention_limits": decode_attention_limits,
+    "decode_attention_shapes": decode_attention_shapes,
     **_ACCURACY_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""
