@@ -590,6 +590,21 @@ def test_limits_script_smoke(tmp_path):
         assert sum(v for k, v in split.items() if k != "total") == pytest.approx(split["total"])
 
 
+def test_shape_tuning_script_smoke(tmp_path):
+    """The head-dim launch tuner runs end to end; every launch agrees with the default launch."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "shapes.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "tune_shapes_decode_attention.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["completed_stage"] == "done" and not data["truncated"]
+    assert {r["format"] for r in data["rows"]} == {"bf16", "fp8", "nvfp4+cvt_f16"}
+    assert all(r["max_rel_rms_vs_default_launch"] < 1e-5 and "speedup_vs_bf16" in r for r in data["rows"])
+
+
 def test_measurement_decoder_is_not_public():
     """``no_decode`` (meaningless values, for the limits script) is refused by the public function."""
     from kernels._triton.decode_attention import ABLATION_IDS, DECODE_IDS
