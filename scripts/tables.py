@@ -254,6 +254,24 @@ def decode_attention_shapes() -> str:
             + _table(["head_dim", "page"] + [f"`{f}`" for f in fmts], rows))
 
 
+def decode_attention_shapes_tuned() -> str:
+    """Each format's best launch at head dims 64 and 256 (``scripts/tune_shapes_decode_attention.py``)."""
+    d = _perf("decode_attention_shapes_tuned.json")
+    rows = []
+    for r in sorted(d["rows"], key=lambda r: (r["head_dim"], r["ms"])):
+        launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
+        rows.append([str(r["head_dim"]), f"`{r['format']}`", f"{1000 * r['ms']:.0f}", f"{100 * r['frac_of_copy']:.0f}%",
+                     f"{r['speedup_vs_bf16']:.2f}x", f"{r['speedup_vs_fp8']:.2f}x", launch,
+                     f"{r['max_rel_rms_vs_default_launch']:.0e}"])
+    sh = d["shape"]
+    return (f"Batch {sh['batch']}, {sh['q_heads']} query heads, {sh['kv_heads']} KV heads, page {sh['page']}, "
+            f"{sh['context']} tokens each. {d['device']}; " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+            + f"; {d['date']}; `{d['command']}`. Each format at its best of {len(d['rows'][0]['tried'])} launches; the last "
+            "column is the largest relative RMS difference of any launch's output from the default launch's.\n\n"
+            + _table(["head_dim", "format", "time (us)", "of copy", "vs BF16", "vs FP8", "best launch",
+                      "max rel. RMS vs default"], rows))
+
+
 TABLES = {
     "e2m1": e2m1,
     "formats": formats,
@@ -266,6 +284,7 @@ TABLES = {
     "decode_attention_sweep": decode_attention_sweep,
     "decode_attention_limits": decode_attention_limits,
     "decode_attention_shapes": decode_attention_shapes,
+    "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     **_ACCURACY_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""

@@ -28,7 +28,7 @@ def test_decode_attention_compiles_for_sm90(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     formats = json.loads(out.read_text())["configs"][0]["formats"]
     assert set(formats) == {"bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
-                            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16"}
+                            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode"}
     for fmt, c in formats.items():
         assert "LOCAL:0" in c["resources"], (fmt, c["resources"])          # no spills
         assert set(c["ftz_ptx"]) <= {"ex2.approx.ftz.f32", "fma.rn.ftz.f32"}, (fmt, c["ftz_ptx"])
