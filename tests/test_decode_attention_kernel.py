@@ -553,15 +553,20 @@ def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # the benchmark script stays alive
 # ---------------------------------------------------------------------------------------------
-def test_bench_script_smoke(tmp_path):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    out = tmp_path / "decode_attention.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decode_attention.py"), "--smoke",
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def _smoke(script: str, tmp_path) -> dict:
+    """Run ``scripts/<script> --smoke`` under the interpreter; its JSON."""
     import json
 
-    data = json.loads(out.read_text())
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_bench_script_smoke(tmp_path):
+    data = _smoke("bench_decode_attention.py", tmp_path)
     assert {"device", "versions", "date", "command", "rows", "summary", "correctness"} <= set(data)
     assert all(c["ok"] for c in data["correctness"])
     assert set(data["summary"]) == {"nvfp4", "fp4_mx_block16"} and data["completed_stage"] == "done"
@@ -571,14 +576,7 @@ def test_bench_script_smoke(tmp_path):
 def test_limits_script_smoke(tmp_path):
     """The where-the-time-goes script runs end to end; its gather kernel reads exactly the words
     stage 1 reads (checksums against torch), for every format."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    out = tmp_path / "limits.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "limits_decode_attention.py"), "--smoke",
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import json
-
-    data = json.loads(out.read_text())
+    data = _smoke("limits_decode_attention.py", tmp_path)
     assert data["completed_stage"] == "done"
     assert set(data["checksums"]) == {f"{lay}/{f}" for lay in ("slot_major", "head_major") for f in ("bf16", "fp8", "nvfp4")}
     assert all(c["ok"] for c in data["checksums"].values())
@@ -592,14 +590,7 @@ def test_limits_script_smoke(tmp_path):
 
 def test_shape_tuning_script_smoke(tmp_path):
     """The head-dim launch tuner runs end to end; every launch agrees with the default launch."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    out = tmp_path / "shapes.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "tune_shapes_decode_attention.py"), "--smoke",
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import json
-
-    data = json.loads(out.read_text())
+    data = _smoke("tune_shapes_decode_attention.py", tmp_path)
     assert data["completed_stage"] == "done" and not data["truncated"]
     assert {r["format"] for r in data["rows"]} == {"bf16", "fp8", "nvfp4+cvt_f16"}
     assert all(r["max_rel_rms_vs_default_launch"] < 1e-5 and "speedup_vs_bf16" in r for r in data["rows"])
