@@ -486,6 +486,39 @@ def other_shapes(cfg: Cfg, best: dict, formats, gpu: bool, dev: str, copy_bw: fl
     return rows
 
 
+def device_for(smoke: bool) -> str | None:
+    """``"cuda"`` for a full run on a GPU, ``"cpu"`` for ``--smoke`` under the interpreter, ``None``
+    (after saying why) when neither is possible."""
+    if torch.cuda.is_available() and not smoke:
+        return "cuda"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu"
+    log("no GPU: run with --smoke and TRITON_INTERPRET=1")
+    return None
+
+
+def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
+    """What every result JSON of these scripts starts with: device, versions, date, the command
+    that reproduces it (without ``--out``) and whether it was a ``--smoke`` run."""
+    return {"device": torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter", "versions": versions(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": f"python scripts/{script}" + "".join(f" {a}" for a in _without_out(argv or sys.argv[1:])),
+            "smoke": cfg.smoke}
+
+
+def saver(res: dict, out: str, t0: float):
+    """``save(stage)``: write ``res`` to ``out`` with the stage reached, the elapsed time and the
+    timing method (a run cut short keeps what it measured)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(stage: str) -> None:
+        res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(TIMING)
+        path.write_text(json.dumps(res, indent=1) + "\n")
+
+    return save
+
+
 def _without_out(args: list[str]) -> list[str]:
     """The command line minus ``--out PATH`` (where the JSON went is not part of the result)."""
     out, skip = [], False

@@ -30,9 +30,6 @@ Usage (GPU, about 4 minutes; the caches are the benchmark's, ``scripts/bench_dec
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import importlib.util
-import json
 import os
 import sys
 import time
@@ -48,10 +45,8 @@ import triton.language as tl  # noqa: E402
 from kernels import decode_attention as kda  # noqa: E402
 from kernels._triton import decode_attention as _k  # noqa: E402
 from kernels._triton.decode_attention import split_range, token_slots  # noqa: E402
+from scripts import bench_decode_attention as bda  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_decode_attention", ROOT / "scripts" / "bench_decode_attention.py")
-bda = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bda)
 
 KERNEL_GRID = [(32, 1, 2), (64, 1, 2), (32, 1, 3), (64, 2, 2), (64, 2, 3), (128, 4, 2), (64, 4, 3), (32, 8, 3)]
 """(block_n, num_warps, num_stages) every kernel variant is timed at; one warp per program is new."""
@@ -203,24 +198,15 @@ def main(argv=None) -> int:
     cfg = bda.Cfg(args.smoke)
     if cfg.smoke:  # two KV heads, so the gather offsets of a head other than 0 are checked too
         cfg.HQ, cfg.HKV = 8, 2
-    gpu = torch.cuda.is_available() and not args.smoke
-    if not gpu and os.environ.get("TRITON_INTERPRET") != "1":
-        bda.log("no GPU: run with --smoke and TRITON_INTERPRET=1")
+    dev = bda.device_for(args.smoke)
+    if dev is None:
         return 2
-    dev = "cuda" if gpu else "cpu"
+    gpu = dev == "cuda"
     t0 = time.time()
-    res = {"device": torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter", "versions": bda.versions(),
-           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python scripts/limits_decode_attention.py" + "".join(f" {a}" for a in bda._without_out(argv or sys.argv[1:])),
-           "smoke": cfg.smoke,
+    res = {**bda.run_record("limits_decode_attention.py", argv, cfg, gpu),
            "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
                      "context": cfg.CTX, "pool_tokens": cfg.POOL}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(stage):
-        res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(bda.TIMING)
-        out.write_text(json.dumps(res, indent=1) + "\n")
+    save = bda.saver(res, args.out, t0)
 
     bda.log("[1/5] card ceilings")
     res["copy"] = bda.copy_bandwidth(cfg, dev)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib.util
 import json
 import sys
 import time
@@ -28,9 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_decode_attention", ROOT / "scripts" / "bench_decode_attention.py")
-bda = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bda)
+from scripts import bench_decode_attention as bda  # noqa: E402
 
 PIPES = [dict(prefetch=0, num_stages=2), dict(prefetch=0, num_stages=3), dict(prefetch=1, num_stages=1)]
 """Pipelining options: Triton's pipeliner at 2 and 3 stages, or register prefetch."""

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
-import importlib.util
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,9 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("bench_decode_attention", ROOT / "scripts" / "bench_decode_attention.py")
-bda = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bda)
+from scripts import bench_decode_attention as bda  # noqa: E402
 
 HEAD_DIMS = (256, 64)
 FORMATS = ("bf16", "fp8", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")
@@ -57,24 +51,15 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=270.0, help="stop timing new launches after this many seconds")
     args = ap.parse_args(argv)
     cfg = bda.Cfg(args.smoke)
-    gpu = torch.cuda.is_available() and not args.smoke
-    if not gpu and os.environ.get("TRITON_INTERPRET") != "1":
-        bda.log("no GPU: run with --smoke and TRITON_INTERPRET=1")
+    dev = bda.device_for(args.smoke)
+    if dev is None:
         return 2
-    dev = "cuda" if gpu else "cpu"
+    gpu = dev == "cuda"
     t0 = time.time()
-    res = {"device": torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter", "versions": bda.versions(),
-           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python scripts/tune_shapes_decode_attention.py" + "".join(f" {a}" for a in bda._without_out(argv or sys.argv[1:])),
-           "smoke": cfg.smoke, "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "page": cfg.PAGE,
-                                         "context": cfg.CTX},
+    res = {**bda.run_record("tune_shapes_decode_attention.py", argv, cfg, gpu),
+           "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "page": cfg.PAGE, "context": cfg.CTX},
            "copy": bda.copy_bandwidth(cfg, dev), "truncated": False, "rows": []}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(stage):
-        res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(bda.TIMING)
-        out.write_text(json.dumps(res, indent=1) + "\n")
+    save = bda.saver(res, args.out, t0)
 
     grid = [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st) for n, w, st in LAUNCHES for s in SPLITS] \
         if gpu else [dict(num_kv_splits=2, block_n=16)]
