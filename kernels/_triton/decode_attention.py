@@ -395,8 +395,9 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     split = tl.program_id(2)
     SPLITS = tl.num_programs(2)
     start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
-    # rows start at multiples of their length (the launcher checks): vector loads, 8 scale bytes at once
-    # ((x // n) * n == x): what the compiler needs to know to vectorise them when they are not multiples of 16
+    # Every stride is a multiple of its row's length (the launchers check), so (x // n) * n == x. Writing
+    # it so tells the compiler that each row starts aligned, which keeps the row loads vectorised (an
+    # 8-byte scale row in one load) also when a stride is not a multiple of 16.
     ROW: tl.constexpr = D // 2 if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16 else D
     SROW: tl.constexpr = D // 16
     d_stride = (d_stride // ROW) * ROW
