@@ -11,15 +11,17 @@ card, how far each step of the FP4 kernel is from that:
    is the fastest any kernel of this design can be on this pool layout: the FP4 pool keeps
    64-byte K and V rows and 8-byte scale rows per token and head (head_dim 128), where BF16 has
    256-byte rows;
-3. **attention without decoding**: the nvfp4 ``cvt_f16`` kernel with the E2M1 decoding cut out
-   (decoder ``no_decode``: the packed bytes read as fp16 bits, same scale multiply, same fp16 dots,
-   meaningless values);
+3. **attention without decoding**: the nvfp4 ``cvt_f16`` kernel with the E2M1 work cut out of its
+   inline PTX (decoder ``no_decode``: one ``prmt`` per two codes, the same scale multiply and fp16
+   dots, meaningless values);
 4. **the kernels**: BF16, FP8 and nvfp4 ``cvt_f16``.
 
-Each of 2-4 is timed over one launch grid (BLOCK_N, warps, pipelining stages, splits; the one-warp
-programs are new here) and keeps its best. The time of the FP4 kernel then splits into the gather
-ceiling (bytes through this access pattern), attention structure beyond it (3 minus 2) and E2M1
-decoding (4 minus 3).
+Steps 2-4 run on two layouts of the same values: SGLang's slot-major pool and a head-major copy
+(``[H, slots, ...]`` storage, a page of one head contiguous); the kernels' outputs must be
+bit-identical across the two. Each is timed over one launch grid (BLOCK_N, warps, pipelining
+stages, splits; the head-major layout tries the slot-major layout's four best) and keeps its best.
+The time of the FP4 kernel then splits into the gather ceiling (bytes through this access
+pattern), attention beyond it (3 minus 2) and E2M1 decoding (4 minus 3).
 
 Usage (GPU, about 4 minutes; the caches are the benchmark's, ``scripts/bench_decode_attention.py``)::
 
