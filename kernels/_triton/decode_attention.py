@@ -336,6 +336,30 @@ def split_range(kv_indptr, b, split, SPLITS, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def online_softmax_step(s, tmask, qk_scale, m_i, l_i):
+    """One step of the online softmax (base 2) over raw scores ``s [BLOCK_H, BLOCK_N]``: masked
+    tokens get weight 0. Returns ``(p, alpha, m_new, l_new)``: the step's weights, the factor that
+    rescales what was accumulated before, the new running maximum and sum."""
+    s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
+def split_inv_l(l_i, nonempty):
+    """``1 / l``, the factor that normalises a finished split's output; 0 for an empty split (``l = 0``)."""
+    return tl.where(nonempty, 1.0 / tl.where(nonempty, l_i, 1.0), 0.0)
+
+
+@triton.jit
+def split_lse(m_i, l_i, nonempty):
+    """A finished split's base-2 log-sum-exp ``m + log2 l``; ``-inf`` (weight 0 in the merge) if empty."""
+    return tl.where(nonempty, m_i + tl.log2(tl.where(nonempty, l_i, 1.0)), float("-inf"))
+
+
+@triton.jit
 def _dot(a, b, DOT_F32: tl.constexpr, F16: tl.constexpr = False):
     """``a @ b`` with float32 accumulation: bf16 (or fp16) operands on the GPU, float32 under the interpreter."""
     if DOT_F32:
@@ -464,12 +488,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
             else:
                 k = kp
             s = _dot(q, tl.trans(k), INTERP)
-        s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
+        p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
         if EVEN_ODD:
             v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
             acc_e = acc_e * alpha[:, None] + _dot(p, v_e, INTERP, F16)
@@ -483,6 +502,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         if PREFETCH:
             kp, ksb, vp, vsb = nkp, nksb, nvp, nvsb
 
+    # split_inv_l and split_lse, written out: through the helpers the compiled fp4_mx_block16 loop
+    # changes (register allocation), and that loop is what the benchmark measured
     nonempty = hi > lo
     l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
     inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)

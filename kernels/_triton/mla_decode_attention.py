@@ -1,0 +1,98 @@
+"""Triton stage 1 of MLA decode attention over an FP4 latent pool (absorbed form); no argument
+checks here (see :mod:`kernels.mla_decode_attention`).
+
+One latent row per token holds the NoPE part ``c_kv`` (``DL`` = kv_lora_rank elements) and the
+RoPE part ``k_pe`` (``DR`` elements), quantized separately (no block spans the boundary). In the
+absorbed form every query head attends to that one row: the score is
+``q_nope . c_kv + q_rope . k_pe`` and the value is ``c_kv`` itself, so each step decodes the NoPE
+tile once and uses it twice, as K and as V.
+
+Grid ``(batch, cdiv(Hq, BLOCK_H), splits)``: a program takes ``BLOCK_H`` query heads (the rest of
+the last group masked) over one split of the request's tokens. It shares with the MHA kernel
+(:mod:`kernels._triton.decode_attention`) the split ranges, the slot lookup, the FP4 row loads and
+decoders (even/odd tiles, Q and the output permuted), the online softmax and the output format of
+``mid_o``/``mid_lse``; stage 2 is the MHA kernel's :func:`~kernels._triton.decode_attention.decode_stage2`
+with ``D = DL``.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels._triton.decode_attention import (
+    DEC_PLACEMENT,
+    LOG2E,
+    _dot,
+    decode_fp4_even_odd,
+    load_fp4_raw,
+    online_softmax_step,
+    split_inv_l,
+    split_lse,
+    split_range,
+    token_slots,
+    undo_decode_factor,
+)
+
+
+@triton.jit
+def _q_even_odd(q_ptr, rows, hmask, DH: tl.constexpr):
+    """Even and odd elements of ``BLOCK_H`` query rows of width ``DH`` (float32 ``[BLOCK_H, DH/2]`` each)."""
+    c = tl.arange(0, DH // 2)
+    q_e = tl.load(q_ptr + rows[:, None] + 2 * c[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
+    q_o = tl.load(q_ptr + rows[:, None] + 2 * c[None, :] + 1, mask=hmask[:, None], other=0.0).to(tl.float32)
+    return q_e, q_o
+
+
+@triton.jit
+def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
+                      kv_ptr, kvs_ptr, d_stride, s_stride, g_ptr, kv_indptr, kv_indices,
+                      mid_o, mid_lse, sm_scale, HQ,
+                      DL: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
+                      PAGE: tl.constexpr, KV_FMT: tl.constexpr, INTERP: tl.constexpr):
+    """One split of one request for ``BLOCK_H`` query heads.
+
+    ``kv_ptr`` / ``kvs_ptr``: the layer's packed rows (``d_stride`` bytes apart, NoPE bytes then
+    RoPE bytes) and scale rows (``s_stride`` apart). ``g_ptr``: float32 scalar, the nvfp4 global
+    scale (1.0 for fp4_mx_block16), folded into the softmax scale here and into the output by
+    stage 2. Writes ``mid_o[b, h, split, :DL]`` (even elements then odd, times ``2**-14``) and
+    ``mid_lse[b, h, split]`` as the MHA stage 1 does.
+    """
+    b = tl.program_id(0)
+    hg = tl.program_id(1)
+    split = tl.program_id(2)
+    SPLITS = tl.num_programs(2)
+    start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
+    # rows and scale rows are whole multiples of their lengths (the launcher checks): vector loads
+    d_stride = (d_stride // ((DL + DR) // 2)) * ((DL + DR) // 2)
+    s_stride = (s_stride // ((DL + DR) // 16)) * ((DL + DR) // 16)
+
+    heads = hg * BLOCK_H + tl.arange(0, BLOCK_H)
+    hmask = heads < HQ
+    qn_e, qn_o = _q_even_odd(qn_ptr + b.to(tl.int64) * qn_sb, heads * qn_sh, hmask, DL)
+    qr_e, qr_o = _q_even_odd(qr_ptr + b.to(tl.int64) * qr_sb, heads * qr_sh, hmask, DR)
+    qk_scale = sm_scale * tl.load(g_ptr) * LOG2E * undo_decode_factor(KV_FMT, DEC_PLACEMENT)
+
+    acc_e = tl.zeros((BLOCK_H, DL // 2), dtype=tl.float32)
+    acc_o = tl.zeros((BLOCK_H, DL // 2), dtype=tl.float32)
+    m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    for t0 in range(lo, hi, BLOCK_N):
+        slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+        nb, ns = load_fp4_raw(kv_ptr, kvs_ptr, slots, tmask, d_stride, s_stride, DL)
+        rb, rs = load_fp4_raw(kv_ptr + DL // 2, kvs_ptr + DL // 16, slots, tmask, d_stride, s_stride, DR)
+        c_e, c_o = decode_fp4_even_odd(nb, ns, KV_FMT, DL, BLOCK_N, DEC_PLACEMENT, INTERP)
+        r_e, r_o = decode_fp4_even_odd(rb, rs, KV_FMT, DR, BLOCK_N, DEC_PLACEMENT, INTERP)
+        s = (_dot(qn_e, tl.trans(c_e), INTERP) + _dot(qn_o, tl.trans(c_o), INTERP)
+             + _dot(qr_e, tl.trans(r_e), INTERP) + _dot(qr_o, tl.trans(r_o), INTERP))
+        p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
+        acc_e = acc_e * alpha[:, None] + _dot(p, c_e, INTERP)    # V is the NoPE latent itself
+        acc_o = acc_o * alpha[:, None] + _dot(p, c_o, INTERP)
+
+    nonempty = hi > lo
+    inv_l = split_inv_l(l_i, nonempty)
+    row = (b.to(tl.int64) * HQ + heads) * SPLITS + split
+    c2 = tl.arange(0, DL // 2)
+    tl.store(mid_o + row[:, None] * DL + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
+    tl.store(mid_o + row[:, None] * DL + DL // 2 + c2[None, :], acc_o * inv_l[:, None], mask=hmask[:, None])
+    tl.store(mid_lse + row, split_lse(m_i, l_i, nonempty), mask=hmask)

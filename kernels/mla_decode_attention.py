@@ -1,0 +1,143 @@
+"""MLA decode attention (absorbed form) that reads an FP4 latent pool directly.
+
+DeepSeek-style MLA caches one latent row per token: ``c_kv`` (kv_lora_rank, 512) and ``k_pe``
+(qk_rope_head_dim, 64), which :class:`~reference_impl.pool.MLATokenToKVPoolFP4` stores as packed
+E2M1 bytes plus block scales, the two parts quantized separately. In the absorbed form the query's
+NoPE part has already been multiplied by ``W_UK``, so every query head scores against the latent
+row itself and the output stays in latent space (``W_UV`` is applied after).
+:func:`mla_decode_attention_fp4` runs that split-KV paged decode over the FP4 bytes in place, with
+the building blocks of :mod:`kernels.decode_attention` (its stage 2 merges the splits).
+
+Status: correct against the float64 oracle (``reference_impl.attention.mla_decode_attention``)
+under Triton's interpreter in CI, and compiled for ``sm_90`` without a GPU; not yet run or timed on
+a GPU. It decodes with the pure-Triton ``placement`` decoder only.
+
+Examples:
+    >>> import torch
+    >>> from reference_impl.pool import MLATokenToKVPoolFP4
+    >>> from reference_impl.attention import mla_decode_attention
+    >>> pool = MLATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, kv_lora_rank=64, qk_rope_head_dim=32)
+    >>> pool.set_kv_buffer(0, torch.arange(16, 36), torch.randn(20, 1, 96))
+    >>> q_nope, q_rope = torch.randn(2, 16, 64), torch.randn(2, 16, 32)   # 2 requests, 16 heads
+    >>> indptr, idx = torch.tensor([0, 5, 20]), torch.arange(16, 36)
+    >>> out = mla_decode_attention_fp4(q_nope, q_rope, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=2)
+    >>> ref = mla_decode_attention(q_nope, q_rope, pool, 0, indptr, idx, sm_scale=0.1)
+    >>> out.shape, bool((out.double() - ref).abs().max() < 1e-4)
+    (torch.Size([2, 16, 64]), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from kernels import decode_attention as _mha
+from kernels._triton import decode_attention as _k
+from kernels._triton.mla_decode_attention import mla_decode_stage1
+from reference_impl.attention import _check_q
+from reference_impl.pool import MLATokenToKVPoolFP4
+from reference_impl.pool._checks import resolve_layer_id
+
+__all__ = ["mla_decode_attention_fp4", "MLA_DIMS", "MLA_BLOCK_H"]
+
+MLA_DIMS = (32, 64, 128, 256, 512)
+"""Widths of the NoPE and RoPE parts the kernel handles (powers of two; DeepSeek-V3: 512 and 64)."""
+MLA_BLOCK_H = 16
+"""Query heads per stage-1 program (the smallest tensor-core ``M``); the last group is masked."""
+
+
+def mla_decode_attention_fp4(
+    q_nope: torch.Tensor,
+    q_rope: torch.Tensor,
+    pool: MLATokenToKVPoolFP4,
+    layer: object,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    *,
+    sm_scale: float,
+    num_kv_splits: int = _mha.DEFAULT_SPLITS,
+    page_size: int = 1,
+    out_dtype: torch.dtype = torch.float32,
+    validate: bool = True,
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Decode attention of one query token per request over an FP4 MLA latent pool, read in place.
+
+    Args:
+        q_nope: ``float32``/``bfloat16``/``float16 [B, H, kv_lora_rank]``, already absorbed (times ``W_UK``).
+        q_rope: ``[B, H, qk_rope_head_dim]``, same dtype and device.
+        pool: an :class:`~reference_impl.pool.MLATokenToKVPoolFP4` (either recipe).
+        layer: global layer id (or an object with ``.layer_id``).
+        kv_indptr: ``int32``/``int64 [B + 1]``, as :func:`kernels.decode_attention.decode_attention_fp4`.
+        kv_indices: ``int32``/``int64`` slots.
+        sm_scale: required, as the oracle's (models define it from the unabsorbed head dim).
+        num_kv_splits: KV splits per request.
+        page_size: ``1`` (gather every slot) or SGLang's page size (the page-table shortcut).
+        out_dtype: ``float32`` (default) or ``bfloat16``.
+        validate: check the index values on the host (synchronises a GPU).
+        block_n: stage-1 tokens per step (default 32 on a GPU, 16 under the interpreter).
+        num_warps: stage-1 warps per program (GPU).
+        num_stages: stage-1 software-pipelining stages (GPU).
+
+    Returns:
+        ``out_dtype [B, H, kv_lora_rank]`` in latent space.
+
+    Raises:
+        TypeError, ValueError, IndexError: as :func:`reference_impl.attention.mla_decode_attention`
+            (shapes, dtypes, devices, layer, empty requests, slots out of range), and for part widths
+            outside :data:`MLA_DIMS`.
+    """
+    if not isinstance(pool, MLATokenToKVPoolFP4):
+        raise TypeError(f"pool must be an MLATokenToKVPoolFP4, got {type(pool).__name__}")
+    i = resolve_layer_id(layer, pool.start_layer, pool.layer_num)
+    dl, dr = pool.kv_lora_rank, pool.qk_rope_head_dim
+    for d, name in ((dl, "kv_lora_rank"), (dr, "qk_rope_head_dim")):
+        if d not in MLA_DIMS:
+            raise ValueError(f"{name} must be one of {MLA_DIMS} for the kernel, got {d}")
+    _check_q(q_nope, "q_nope", (None, dl))
+    _check_q(q_rope, "q_rope", (q_nope.shape[1], dr))
+    if q_rope.shape[0] != q_nope.shape[0]:
+        raise ValueError(f"q_rope has {q_rope.shape[0]} tokens, q_nope {q_nope.shape[0]}")
+    for t, name in ((q_nope, "q_nope"), (q_rope, "q_rope")):
+        if t.dtype == torch.float64:
+            raise ValueError(f"{name} must be float32, bfloat16 or float16 for the kernels, got torch.float64")
+        _mha._check_device(t, name)
+    _mha._same_device("q_rope", q_rope, q_nope)
+    t = pool.layer_tensors(layer)
+    kv, kvs = t["kv"], t["kv_scale"]
+    _mha._same_device("pool", kv, q_nope)
+    if isinstance(num_kv_splits, bool) or not isinstance(num_kv_splits, int) or num_kv_splits < 1:
+        raise ValueError(f"num_kv_splits must be a positive int, got {num_kv_splits!r}")
+    if out_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"out_dtype must be torch.float32 or torch.bfloat16, got {out_dtype}")
+    _mha._check_indices(kv_indptr, kv_indices, q_nope.shape[0], kv.shape[0], q_nope, validate)
+    page = _mha._check_page(page_size)
+    if validate and page > 1:
+        _mha._check_pages(kv_indptr, kv_indices, page)
+    q_nope, q_rope = (x if x.stride(-1) == 1 else x.contiguous() for x in (q_nope, q_rope))
+
+    batch, heads, _ = q_nope.shape
+    out = torch.empty(batch, heads, dl, dtype=out_dtype, device=q_nope.device)
+    if batch == 0:
+        return out
+    g = _mha._scale_tensor(None if pool.kv_scales is None else pool.kv_scales[i : i + 1], "kv_scales", q_nope.device)
+    interp = _mha._interpreting()
+    mid_o = torch.empty(batch, heads, num_kv_splits, dl, dtype=torch.float32, device=q_nope.device)
+    mid_lse = torch.empty(batch, heads, num_kv_splits, dtype=torch.float32, device=q_nope.device)
+    fmt = _k.FMT_IDS[pool.recipe.name]
+    extra = {} if interp else {"num_warps": num_warps, "num_stages": num_stages}
+    mla_decode_stage1[(batch, math.ceil(heads / MLA_BLOCK_H), num_kv_splits)](
+        q_nope, q_nope.stride(0), q_nope.stride(1), q_rope, q_rope.stride(0), q_rope.stride(1),
+        kv, kvs, kv.stride(0), kvs.stride(0), g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
+        DL=dl, DR=dr, BLOCK_H=MLA_BLOCK_H, BLOCK_N=block_n or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
+        INTERP=interp, **extra,
+    )
+    _k.decode_stage2[(batch, heads)](
+        mid_o, mid_lse, g, out, out.stride(0), out.stride(1), SPLITS=num_kv_splits, D=dl,
+        BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16, DECODE=0,
+    )
+    return out

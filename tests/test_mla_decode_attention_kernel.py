@@ -1,0 +1,179 @@
+"""MLA decode attention over an FP4 latent pool (``kernels.mla_decode_attention``) against the
+float64 oracle (``reference_impl.attention.mla_decode_attention``).
+
+* default run (``TRITON_INTERPRET=1``): small shapes and DeepSeek-V3's 512 + 64 on a few hundred
+  tokens, both recipes, pages 1 and 16, head groups with masked heads, splits, errors;
+* the stage-1 kernel compiles for ``sm_90`` (subprocess, no interpreter);
+* ``-m gpu``: full size on a GPU (not yet run on one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.decode_attention import attention_close, attention_tolerance
+from kernels.mla_decode_attention import mla_decode_attention_fp4
+from reference_impl.attention import mla_decode_attention
+from reference_impl.pool import MLATokenToKVPoolFP4
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
+
+
+def _case(recipe, dl, dr, heads, page, lens, gen, g=0.37, device="cpu"):
+    """A pool with random latents in whole pages of random order, queries, and the oracle's inputs."""
+    size = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    kw = {"kv_scales": [g]} if recipe == "nvfp4" else {}
+    pool = MLATokenToKVPoolFP4(size=size, page_size=page, layer_num=1, kv_lora_rank=dl, qk_rope_head_dim=dr,
+                               recipe=recipe, device=device, **kw)
+    mag = torch.exp2(torch.randint(-3, 4, (size, 1, (dl + dr) // 16, 1), generator=gen).float())
+    lat = (torch.randn(size, 1, (dl + dr) // 16, 16, generator=gen) * mag).reshape(size, 1, dl + dr)
+    pool.set_kv_buffer(0, torch.arange(page, size + page), (lat * (g * 6 if recipe == "nvfp4" else 1)).to(device))
+    pages = torch.randperm(size // page, generator=gen) + 1
+    idx, p = [], 0
+    for n in lens:
+        k = math.ceil(n / page)
+        idx.append((pages[p:p + k, None] * page + torch.arange(page)).reshape(-1)[:n])
+        p += k
+    indptr = torch.zeros(len(lens) + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(torch.tensor(lens), 0)
+    qn = torch.randn(len(lens), heads, dl, generator=gen)
+    qr = torch.randn(len(lens), heads, dr, generator=gen)
+    return pool, qn, qr, indptr, torch.cat(idx)
+
+
+def _check(pool, qn, qr, indptr, idx, sm_scale, out, gpu=False):
+    cpu = pool if pool.device.type == "cpu" else None
+    ref = mla_decode_attention(qn.float().cpu(), qr.float().cpu(), cpu, 0, indptr.cpu(), idx.cpu(), sm_scale=sm_scale)
+    kv = cpu.gather_kv(0, idx.cpu(), dtype=torch.float64)[:, 0]
+    dl = pool.kv_lora_rank
+    tol = attention_tolerance(torch.cat([qn, qr], -1).float().cpu(), kv, kv[:, :dl], sm_scale,
+                              int((indptr[1:] - indptr[:-1]).max()), gpu=gpu)
+    ok, err, rel = attention_close(out.cpu(), ref, tol, gpu=gpu)
+    assert ok, f"max abs {err} (bound {tol}), relative rms {rel}"
+
+
+@pytest.mark.parametrize("recipe", ["fp4_mx_block16", "nvfp4"])
+@pytest.mark.parametrize("dl,dr,heads,page", [(64, 32, 16, 1), (128, 32, 20, 16), (512, 64, 16, 16)],
+                         ids=["64+32-page1", "128+32-20heads", "deepseek-512+64"])
+def test_matches_oracle(recipe, dl, dr, heads, page):
+    gen = torch.Generator().manual_seed(dl + heads)
+    lens = [1, 37, 100] if dl < 512 else [1, 70]
+    pool, qn, qr, indptr, idx = _case(recipe, dl, dr, heads, page, lens, gen)
+    out = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=1 / math.sqrt(192), num_kv_splits=3,
+                                   page_size=page)
+    assert out.shape == (len(lens), heads, dl) and out.dtype == torch.float32
+    _check(pool, qn, qr, indptr, idx, 1 / math.sqrt(192), out)
+
+
+def test_splits_and_bf16_output():
+    gen = torch.Generator().manual_seed(5)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 16, [33, 90], gen)
+    outs = [mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=s, page_size=16)
+            for s in (1, 2, 7)]
+    assert all((o - outs[0]).abs().max() < 1e-5 for o in outs)
+    half = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=1, page_size=16,
+                                    out_dtype=torch.bfloat16)
+    # within one bf16 step (the interpreter truncates where the GPU rounds to nearest)
+    assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), outs[0], rtol=2**-7, atol=0)
+
+
+def test_global_scale_folds_into_scores_and_output():
+    """nvfp4: the same bytes under a global scale twice as large give scores x2 (softmax scale /2
+    undoes it) and outputs x2."""
+    gen = torch.Generator().manual_seed(9)
+    pool, qn, qr, indptr, idx = _case("nvfp4", 64, 32, 16, 1, [40], gen, g=0.5)
+    base = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.2)
+    pool.kv_scales[0] = 1.0
+    twice = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1)
+    assert torch.equal(twice, base * 2)
+
+
+def test_one_token_requests_return_the_latent_rows_exactly():
+    gen = torch.Generator().manual_seed(2)
+    pool, qn, qr, _, idx = _case("nvfp4", 64, 32, 16, 1, [1, 1, 1], gen)
+    out = mla_decode_attention_fp4(qn, qr, pool, 0, torch.arange(4), idx, sm_scale=0.3)
+    c = pool.gather_kv(0, idx, dtype=torch.float32)[:, :, :64]
+    assert torch.equal(out, c.expand(-1, 16, -1))
+
+
+def test_bad_inputs():
+    gen = torch.Generator().manual_seed(4)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 1, [3, 4], gen)
+    cases = {
+        "pool type": (TypeError, lambda: mla_decode_attention_fp4(qn, qr, object(), 0, indptr, idx, sm_scale=1.0)),
+        "layer": (IndexError, lambda: mla_decode_attention_fp4(qn, qr, pool, 5, indptr, idx, sm_scale=1.0)),
+        "q_nope width": (ValueError, lambda: mla_decode_attention_fp4(qn[..., :32], qr, pool, 0, indptr, idx, sm_scale=1.0)),
+        "q_rope heads": (ValueError, lambda: mla_decode_attention_fp4(qn, qr[:, :8], pool, 0, indptr, idx, sm_scale=1.0)),
+        "q_rope tokens": (ValueError, lambda: mla_decode_attention_fp4(qn, qr[:1], pool, 0, indptr, idx, sm_scale=1.0)),
+        "float64": (ValueError, lambda: mla_decode_attention_fp4(qn.double(), qr.double(), pool, 0, indptr, idx,
+                                                                 sm_scale=1.0)),
+        "slot": (IndexError, lambda: mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx + 1000, sm_scale=1.0)),
+        "empty request": (ValueError, lambda: mla_decode_attention_fp4(qn, qr, pool, 0, torch.tensor([0, 0, 7]), idx,
+                                                                       sm_scale=1.0)),
+        "splits": (ValueError, lambda: mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=1.0,
+                                                                num_kv_splits=0)),
+        "out dtype": (ValueError, lambda: mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=1.0,
+                                                                   out_dtype=torch.float16)),
+    }
+    for name, (exc, call) in cases.items():
+        before = {k: v.clone() for k, v in pool.layer_tensors(0).items()}
+        with pytest.raises(exc):
+            call()
+        assert all(torch.equal(before[k], v) for k, v in pool.layer_tensors(0).items()), name
+    odd = MLATokenToKVPoolFP4(size=16, page_size=1, layer_num=1, kv_lora_rank=96, qk_rope_head_dim=32)
+    with pytest.raises(ValueError, match="kv_lora_rank must be one of"):
+        mla_decode_attention_fp4(torch.randn(1, 16, 96), torch.randn(1, 16, 32), odd, 0, torch.tensor([0, 1]),
+                                 torch.tensor([1]), sm_scale=1.0)
+
+
+def test_stage1_compiles_for_sm90():
+    """DeepSeek-V3's 512 + 64 and both recipes: the stage-1 kernel compiles for sm_90 with tensor-core dots."""
+    code = textwrap.dedent("""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("c", "scripts/compile_sm90.py")
+        c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
+        import triton
+        from kernels._triton.mla_decode_attention import mla_decode_stage1
+        from kernels._triton.decode_attention import FMT_IDS
+        types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
+                     kv_ptr="*u8", kvs_ptr="*u8", d_stride="i32", s_stride="i32", g_ptr="*fp32",
+                     kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32", mid_lse="*fp32", sm_scale="fp32", HQ="i32")
+        for fmt in ("fp4_mx_block16", "nvfp4"):
+            consts = dict(DL=512, DR=64, BLOCK_H=16, BLOCK_N=32, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False)
+            k = triton.compile(c._src(mla_decode_stage1, types, consts, {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr",
+                               "mid_o", "mid_lse", "kv_indptr", "kv_indices"}), target=c.TARGET,
+                               options={"num_warps": 4, "num_stages": 2})
+            sass = c._cuobjdump(k.asm["cubin"], "-sass")
+            print(fmt, c.resources(k.asm["cubin"]), "HMMA" in sass)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.endswith("True") for line in lines), proc.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("recipe", ["fp4_mx_block16", "nvfp4"])
+def test_gpu_full_size(recipe):
+    gen = torch.Generator().manual_seed(11)
+    pool, qn, qr, indptr, idx = _case(recipe, 512, 64, 16, 16, [1, 4097, 16384], gen)
+    gpu = MLATokenToKVPoolFP4(size=pool.size, page_size=16, layer_num=1, kv_lora_rank=512, qk_rope_head_dim=64,
+                              recipe=recipe, device="cuda",
+                              **({"kv_scales": [float(pool.kv_scales[0])]} if recipe == "nvfp4" else {}))
+    for name, t in pool.layer_tensors(0).items():
+        gpu.layer_tensors(0)[name].copy_(t)
+    out = mla_decode_attention_fp4(qn.cuda().bfloat16(), qr.cuda().bfloat16(), gpu, 0, indptr.cuda(), idx.cuda(),
+                                   sm_scale=1 / math.sqrt(192), num_kv_splits=16, page_size=16)
+    _check(pool, qn.bfloat16().float(), qr.bfloat16().float(), indptr, idx, 1 / math.sqrt(192), out, gpu=True)
