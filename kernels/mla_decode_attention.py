@@ -122,7 +122,7 @@ def mla_decode_attention_fp4(
 
     batch, heads, _ = q_nope.shape
     out = torch.empty(batch, heads, dl, dtype=out_dtype, device=q_nope.device)
-    if batch == 0:
+    if heads == 0:
         return out
     g = _mha._scale_tensor(None if pool.kv_scales is None else pool.kv_scales[i : i + 1], "kv_scales", q_nope.device)
     interp = _mha._interpreting()

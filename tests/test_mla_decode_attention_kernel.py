@@ -86,6 +86,14 @@ def test_splits_and_bf16_output():
     assert half.dtype == torch.bfloat16 and torch.allclose(half.float(), outs[0], rtol=2**-7, atol=0)
 
 
+def test_no_heads_or_no_requests():
+    gen = torch.Generator().manual_seed(6)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 1, [3], gen)
+    assert mla_decode_attention_fp4(qn[:, :0], qr[:, :0], pool, 0, indptr, idx, sm_scale=1.0).shape == (1, 0, 64)
+    with pytest.raises(ValueError, match="B \\+ 1 >= 2"):   # as the MHA kernel and the oracle: at least one request
+        mla_decode_attention_fp4(qn[:0], qr[:0], pool, 0, torch.tensor([0]), idx[:0], sm_scale=1.0)
+
+
 def test_global_scale_folds_into_scores_and_output():
     """nvfp4: the same bytes under a global scale twice as large give scores x2 (softmax scale /2
     undoes it) and outputs x2."""
