@@ -500,7 +500,8 @@ def device_for(smoke: bool) -> str | None:
 def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
     """What every result JSON of these scripts starts with: device, versions, date, the command
     that reproduces it (without ``--out``) and whether it was a ``--smoke`` run."""
-    return {"device": torch.cuda.get_device_name() if gpu else "CPU, Triton interpreter", "versions": versions(),
+    cpu = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
+    return {"device": torch.cuda.get_device_name() if gpu else cpu, "versions": versions(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "command": f"python scripts/{script}" + "".join(f" {a}" for a in _without_out(argv or sys.argv[1:])),
             "smoke": cfg.smoke}
@@ -515,6 +516,7 @@ def saver(res: dict, out: str, t0: float):
     def save(stage: str) -> None:
         res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(TIMING)
         path.write_text(json.dumps(res, indent=1) + "\n")
+        log(f"  ({stage} done at {res['elapsed_s']:.0f} s; saved {path})")
 
     return save
 
@@ -539,32 +541,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sweep", action="store_true", help="skip the context x batch sweep")
     args = ap.parse_args(argv)
     cfg = Cfg(args.smoke)
-    gpu = torch.cuda.is_available() and not args.smoke
-    if not gpu and os.environ.get("TRITON_INTERPRET") != "1":
-        log("no GPU: run with --smoke and TRITON_INTERPRET=1")
+    dev = device_for(args.smoke)
+    if dev is None:
         return 2
-    dev = "cuda" if gpu else "cpu"
+    gpu = dev == "cuda"
     gen = torch.Generator().manual_seed(0)
-    t_start = time.time()
-    device = torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
-    sms = torch.cuda.get_device_properties(0).multi_processor_count if gpu else 4
-    log(f"device: {device}; versions: {versions()}")
-    result = {"device": device, "versions": versions(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python scripts/bench_decode_attention.py" + "".join(f" {a}" for a in _without_out(argv or sys.argv[1:])),
-              "smoke": cfg.smoke,
+    result = {**run_record("bench_decode_attention.py", argv, cfg, gpu),
               "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
                         "context": cfg.CTX, "pool_tokens": cfg.POOL}}
-
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    def dump(stage: str) -> None:
-        """Write what is measured so far (a run cut short by a time limit keeps its data)."""
-        result["completed_stage"] = stage
-        result["elapsed_s"] = time.time() - t_start
-        result["timing"] = dict(TIMING)
-        out_path.write_text(json.dumps(result, indent=1) + "\n")
-        log(f"  ({stage} done at {result['elapsed_s']:.0f} s; saved {out_path})")
+    log(f"device: {result['device']}; versions: {result['versions']}")
+    dump = saver(result, args.out, time.time())
 
     log("[1/7] copy bandwidth")
     result["copy"] = copy_bandwidth(cfg, dev)

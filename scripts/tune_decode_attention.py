@@ -16,8 +16,6 @@ Usage (GPU; about 5-8 minutes, saving after each format)::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -54,18 +52,11 @@ def main(argv=None) -> int:
     cfg = bda.Cfg(False)
     gen = torch.Generator().manual_seed(0)
     t0 = time.time()
-    res = {"device": torch.cuda.get_device_name(), "versions": bda.versions(),
-           "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "python scripts/tune_decode_attention.py" + "".join(f" {a}" for a in bda._without_out(argv or sys.argv[1:])),
+    res = {**bda.run_record("tune_decode_attention.py", argv, cfg, True),
            "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
                      "context": cfg.CTX, "num_kv_splits": SPLITS},
            "copy": bda.copy_bandwidth(cfg, "cuda"), "checks": [], "rows": []}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def save():
-        res["elapsed_s"] = time.time() - t0
-        out.write_text(json.dumps(res, indent=1) + "\n")
+    save = bda.saver(res, args.out, t0)
 
     caches = bda.build_caches(cfg, "cuda", 1)
     indptr, idx = bda.paged_indices(cfg, cfg.B, cfg.CTX, gen, "cuda")
@@ -74,7 +65,7 @@ def main(argv=None) -> int:
     res["checks"] = bda.check_correctness(cfg, caches, q, indptr, idx, True,
                                           [f for f in formats if f.endswith("cvt_f16")])
     bad = {c["format"] for c in res["checks"] if not c["ok"]}
-    save()
+    save("checks")
     copy_bw = res["copy"]["bytes_per_s"]
     for fmt in formats:
         if fmt in bad:
@@ -101,13 +92,13 @@ def main(argv=None) -> int:
                     bda.log(f"  {fmt:26s} {str(pipe):36s} bn {bn:3d} w {w}: "
                             + (f"{row['ms'] * 1e3:7.1f} us ({row['frac_of_copy']:.0%} of copy)"
                                if "ms" in row else row["error"]))
-        save()
+        save(f"format {fmt}")
     best = {}
     for r in res["rows"]:
         if "ms" in r and (r["format"] not in best or r["ms"] < best[r["format"]]["ms"]):
             best[r["format"]] = r
     res["best"] = best
-    save()
+    save("done")
     for f, r in best.items():
         bda.log(f"best {f:26s} {r['ms'] * 1e3:7.1f} us  {r}")
     return 0
