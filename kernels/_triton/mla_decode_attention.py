@@ -63,7 +63,8 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
     split = tl.program_id(2)
     SPLITS = tl.num_programs(2)
     start, lo, hi = split_range(kv_indptr, b, split, SPLITS, BLOCK_N)
-    # rows and scale rows are whole multiples of their lengths (the launcher checks): vector loads
+    # the pool's rows are contiguous, so the strides are multiples of the row lengths; saying so
+    # ((x // n) * n == x) lets the compiler vectorise the row loads, as in the MHA kernel
     d_stride = (d_stride // ((DL + DR) // 2)) * ((DL + DR) // 2)
     s_stride = (s_stride // ((DL + DR) // 16)) * ((DL + DR) // 16)
 
