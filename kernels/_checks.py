@@ -1,6 +1,6 @@
 """Argument checks shared by the Triton launchers and their PyTorch twins, so both raise the same errors.
 
-The quantize/dequantize checks are :mod:`reference_impl.checks` and the recipes' own; the pool
+The quantize/dequantize checks are :mod:`nvfp4_kvcache.checks` and the recipes' own; the pool
 functions (``gather_dequantize``, ``store_kv``) add the buffer-layout checks here.
 """
 
@@ -10,16 +10,16 @@ import os
 
 import torch
 
-from reference_impl.checks import check_float_input, check_same_device, check_uint8
-from reference_impl.pool import PADDING_SLOT
-from reference_impl.recipes import Recipe
-from reference_impl.recipes.nvfp4 import check_global_scale_tensor
+from nvfp4_kvcache.checks import check_float_input, check_same_device, check_uint8
+from nvfp4_kvcache.pool import PADDING_SLOT
+from nvfp4_kvcache.recipes import Recipe
+from nvfp4_kvcache.recipes.nvfp4 import check_global_scale_tensor
 
 __all__ = ["check_dequantize_parts", "check_pool_layer", "check_loc", "check_store_args", "check_scale_tensor"]
 
 
 def check_dequantize_parts(recipe: Recipe, packed, scales, global_scale, dtype):
-    """The checks of :meth:`reference_impl.recipes.Recipe.dequantize_parts`, in its order and words."""
+    """The checks of :meth:`nvfp4_kvcache.recipes.Recipe.dequantize_parts`, in its order and words."""
     recipe.check_dequantize_args(packed, scales, dtype)
     return check_scale_tensor(recipe, global_scale, packed.device)
 

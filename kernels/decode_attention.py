@@ -9,16 +9,16 @@ function                               reads
                                        (FP8 with per-tensor K/V scales): the baselines
 =====================================  ==============================================================
 
-Both have the public shapes of :func:`reference_impl.attention.decode_attention` (``q`` ``[B, Hq,
+Both have the public shapes of :func:`nvfp4_kvcache.attention.decode_attention` (``q`` ``[B, Hq,
 D]``, ``kv_indptr`` ``[B + 1]``, ``kv_indices`` ``[kv_indptr[-1]]`` slots, output ``[B, Hq, D]``)
 and raise its errors for bad arguments; the output is ``float32`` (or ``bfloat16``) instead of the
 oracle's ``float64``. Tensors live on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1``.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MHATokenToKVPoolFP4
-    >>> from reference_impl.attention import decode_attention
-    >>> from kernels.decode_attention import decode_attention_fp4
+    >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.attention import decode_attention
+    >>> from nvfp4_kvcache_triton.decode_attention import decode_attention_fp4
     >>> pool = MHATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, head_num=2, head_dim=64,
     ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[2.0])
     >>> pool.set_kv_buffer(0, torch.arange(16, 36), torch.randn(20, 2, 64), torch.randn(20, 2, 64))
@@ -44,11 +44,11 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from kernels import _checks
-from kernels._triton import decode_attention as _k
-from reference_impl.attention import _check_indptr, _check_q
-from reference_impl.pool import MHATokenToKVPoolFP4
-from reference_impl.pool._checks import resolve_layer_id
+from nvfp4_kvcache_triton import _checks
+from nvfp4_kvcache_triton._triton import decode_attention as _k
+from nvfp4_kvcache.attention import _check_indptr, _check_q
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+from nvfp4_kvcache.pool._checks import resolve_layer_id
 
 __all__ = ["FP4KVLayer", "decode_attention_fp4", "decode_attention_dense", "fp4_layer", "TUNING",
            "DEFAULT_SPLITS", "DECODES", "attention_tolerance"]
@@ -102,7 +102,7 @@ def fp4_layer(pool: MHATokenToKVPoolFP4, layer: object) -> FP4KVLayer:
     """The raw buffers of one layer of a reference pool (views, no copy).
 
     Examples:
-        >>> from reference_impl.pool import MHATokenToKVPoolFP4
+        >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
         >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=2, head_num=2, head_dim=32)
         >>> fl = fp4_layer(pool, 1)
         >>> tuple(fl.k.shape), tuple(fl.k_scale.shape), fl.recipe, fl.k_global
@@ -318,7 +318,7 @@ def decode_attention_fp4(
     Args:
         q: ``float32``/``bfloat16``/``float16 [B, Hq, D]``, ``Hq`` a multiple of the pool's KV heads,
             ``D`` in :data:`HEAD_DIMS`.
-        pool_or_buffers: an :class:`~reference_impl.pool.MHATokenToKVPoolFP4` (then ``layer`` picks
+        pool_or_buffers: an :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4` (then ``layer`` picks
             the layer) or an :class:`FP4KVLayer` (then ``layer`` must be ``None``).
         layer: global layer id (or an object with ``.layer_id``), or ``None`` for raw buffers.
         kv_indptr: ``int32``/``int64 [B + 1]``; request ``b`` reads slots
@@ -346,7 +346,7 @@ def decode_attention_fp4(
         ``out_dtype [B, Hq, D]``.
 
     Raises:
-        TypeError, ValueError, IndexError: as :func:`reference_impl.attention.decode_attention`
+        TypeError, ValueError, IndexError: as :func:`nvfp4_kvcache.attention.decode_attention`
             (bad shapes, dtypes, devices, layer, empty requests, slots out of range).
     """
     if isinstance(pool_or_buffers, MHATokenToKVPoolFP4):

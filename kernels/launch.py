@@ -1,13 +1,13 @@
-"""Launchers of the Triton FP4 kernels (``kernels.launch``): same signatures, shapes and errors as their PyTorch twins.
+"""Launchers of the Triton FP4 kernels (``nvfp4_kvcache_triton.launch``): same signatures, shapes and errors as their PyTorch twins.
 
 =========================  ====================================================  =======================
 function                   what                                                  twin
 =========================  ====================================================  =======================
-:func:`quantize`           ``x[..., N]`` -> :class:`FP4Quantized`                 ``reference_impl.quantize``
-:func:`dequantize`         :class:`FP4Quantized` -> ``dtype[..., N]``             ``reference_impl.dequantize``
+:func:`quantize`           ``x[..., N]`` -> :class:`FP4Quantized`                 ``nvfp4_kvcache.quantize``
+:func:`dequantize`         :class:`FP4Quantized` -> ``dtype[..., N]``             ``nvfp4_kvcache.dequantize``
 :func:`dequantize_parts`   loose ``packed`` + ``scales`` -> values                ``Recipe.dequantize_parts``
-:func:`gather_dequantize`  slots ``loc`` of a pool layer -> ``[n, H, D]``         :mod:`kernels.reference`
-:func:`store_kv`           quantize K and V and scatter them into a pool layer   :mod:`kernels.reference`
+:func:`gather_dequantize`  slots ``loc`` of a pool layer -> ``[n, H, D]``         :mod:`nvfp4_kvcache_triton.reference`
+:func:`store_kv`           quantize K and V and scatter them into a pool layer   :mod:`nvfp4_kvcache_triton.reference`
 =========================  ====================================================  =======================
 
 Tensors must be on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1`` set before Triton is
@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 import triton
 
-from kernels import _checks
-from kernels._triton import fp4
-from kernels._triton.constants import RECIPE_IDS
-from reference_impl.checks import check_float_input
-from reference_impl.recipes import FP4Quantized, Recipe, get_recipe
+from nvfp4_kvcache_triton import _checks
+from nvfp4_kvcache_triton._triton import fp4
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS
+from nvfp4_kvcache.checks import check_float_input
+from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 
 __all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING"]
 
@@ -138,7 +138,7 @@ def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, lo
 
 
 def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
-    """Quantize ``x[..., N]`` with a recipe: bit for bit :func:`reference_impl.quantize`.
+    """Quantize ``x[..., N]`` with a recipe: bit for bit :func:`nvfp4_kvcache.quantize`.
 
     Args:
         x: ``float32``, ``bfloat16`` or ``float16``, ``N`` a multiple of the recipe's block size;
@@ -151,7 +151,7 @@ def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = No
         :class:`FP4Quantized`: ``packed`` ``uint8 [..., N // 2]``, ``scales`` ``uint8 [..., N // B]``.
 
     Raises:
-        TypeError, ValueError: as :func:`reference_impl.quantize`; also for a tensor on a device
+        TypeError, ValueError: as :func:`nvfp4_kvcache.quantize`; also for a tensor on a device
             the kernels cannot reach.
     """
     r = get_recipe(recipe)
@@ -198,7 +198,7 @@ def dequantize_parts(
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Decode an :class:`FP4Quantized` with the recipe that made it (as :func:`reference_impl.dequantize`)."""
+    """Decode an :class:`FP4Quantized` with the recipe that made it (as :func:`nvfp4_kvcache.dequantize`)."""
     return dequantize_parts(q.packed, q.scales, q.recipe, q.global_scale, dtype)
 
 

@@ -1,21 +1,21 @@
 """MLA decode attention (absorbed form) that reads an FP4 latent pool directly.
 
 DeepSeek-style MLA caches one latent row per token: ``c_kv`` (kv_lora_rank, 512) and ``k_pe``
-(qk_rope_head_dim, 64), which :class:`~reference_impl.pool.MLATokenToKVPoolFP4` stores as packed
+(qk_rope_head_dim, 64), which :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` stores as packed
 E2M1 bytes plus block scales, the two parts quantized separately. In the absorbed form the query's
 NoPE part has already been multiplied by ``W_UK``, so every query head scores against the latent
 row itself and the output stays in latent space (``W_UV`` is applied after).
 :func:`mla_decode_attention_fp4` runs that split-KV paged decode over the FP4 bytes in place, with
-the building blocks of :mod:`kernels.decode_attention` (its stage 2 merges the splits).
+the building blocks of :mod:`nvfp4_kvcache_triton.decode_attention` (its stage 2 merges the splits).
 
-Status: correct against the float64 oracle (``reference_impl.attention.mla_decode_attention``)
+Status: correct against the float64 oracle (``nvfp4_kvcache.attention.mla_decode_attention``)
 under Triton's interpreter in CI, and compiled for ``sm_90`` without a GPU; not yet run or timed on
 a GPU. It decodes with the pure-Triton ``placement`` decoder only.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MLATokenToKVPoolFP4
-    >>> from reference_impl.attention import mla_decode_attention
+    >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.attention import mla_decode_attention
     >>> pool = MLATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, kv_lora_rank=64, qk_rope_head_dim=32)
     >>> pool.set_kv_buffer(0, torch.arange(16, 36), torch.randn(20, 1, 96))
     >>> q_nope, q_rope = torch.randn(2, 16, 64), torch.randn(2, 16, 32)   # 2 requests, 16 heads
@@ -33,12 +33,12 @@ import math
 import torch
 import triton
 
-from kernels import decode_attention as _mha
-from kernels._triton import decode_attention as _k
-from kernels._triton.mla_decode_attention import mla_decode_stage1
-from reference_impl.attention import _check_q
-from reference_impl.pool import MLATokenToKVPoolFP4
-from reference_impl.pool._checks import resolve_layer_id
+from nvfp4_kvcache_triton import decode_attention as _mha
+from nvfp4_kvcache_triton._triton import decode_attention as _k
+from nvfp4_kvcache_triton._triton.mla_decode_attention import mla_decode_stage1
+from nvfp4_kvcache.attention import _check_q
+from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
+from nvfp4_kvcache.pool._checks import resolve_layer_id
 
 __all__ = ["mla_decode_attention_fp4", "MLA_DIMS", "MLA_BLOCK_H"]
 
@@ -70,9 +70,9 @@ def mla_decode_attention_fp4(
     Args:
         q_nope: ``float32``/``bfloat16``/``float16 [B, H, kv_lora_rank]``, already absorbed (times ``W_UK``).
         q_rope: ``[B, H, qk_rope_head_dim]``, same dtype and device.
-        pool: an :class:`~reference_impl.pool.MLATokenToKVPoolFP4` (either recipe).
+        pool: an :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` (either recipe).
         layer: global layer id (or an object with ``.layer_id``).
-        kv_indptr: ``int32``/``int64 [B + 1]``, as :func:`kernels.decode_attention.decode_attention_fp4`.
+        kv_indptr: ``int32``/``int64 [B + 1]``, as :func:`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`.
         kv_indices: ``int32``/``int64`` slots.
         sm_scale: required, as the oracle's (models define it from the unabsorbed head dim).
         num_kv_splits: KV splits per request.
@@ -87,7 +87,7 @@ def mla_decode_attention_fp4(
         ``out_dtype [B, H, kv_lora_rank]`` in latent space.
 
     Raises:
-        TypeError, ValueError, IndexError: as :func:`reference_impl.attention.mla_decode_attention`
+        TypeError, ValueError, IndexError: as :func:`nvfp4_kvcache.attention.mla_decode_attention`
             (shapes, dtypes, devices, layer, empty requests, slots out of range), and for part widths
             outside :data:`MLA_DIMS`.
     """

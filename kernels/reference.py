@@ -1,4 +1,4 @@
-"""PyTorch twins of :mod:`kernels`: the same signatures and errors, computed by :mod:`reference_impl`.
+"""PyTorch twins of :mod:`nvfp4_kvcache_triton`: the same signatures and errors, computed by :mod:`nvfp4_kvcache`.
 
 ``quantize``/``dequantize``/``dequantize_parts`` are the oracle itself; ``gather_dequantize`` and
 ``store_kv`` compose it with plain indexing (``buffer[loc] = ...``), which is what a reference
@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import torch
 
-from kernels import _checks
-from reference_impl import dequantize as _dequantize
-from reference_impl import quantize as _quantize
-from reference_impl.recipes import FP4Quantized, Recipe, get_recipe
+from nvfp4_kvcache_triton import _checks
+from nvfp4_kvcache import dequantize as _dequantize
+from nvfp4_kvcache import quantize as _quantize
+from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 
 __all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv"]
 
 
 def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
-    """:func:`reference_impl.quantize`."""
+    """:func:`nvfp4_kvcache.quantize`."""
     return _quantize(x, recipe, global_scale=global_scale)
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """:func:`reference_impl.dequantize`."""
+    """:func:`nvfp4_kvcache.dequantize`."""
     return _dequantize(q, dtype)
 
 
@@ -33,7 +33,7 @@ def dequantize_parts(packed, scales, recipe, global_scale=None, dtype=torch.floa
 
 
 def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torch.float32, *, check_slots=True) -> torch.Tensor:
-    """Twin of :func:`kernels.gather_dequantize`: ``dequantize_parts(packed[loc], scales[loc])``."""
+    """Twin of :func:`nvfp4_kvcache_triton.gather_dequantize`: ``dequantize_parts(packed[loc], scales[loc])``."""
     r = get_recipe(recipe)
     h, d = _checks.check_pool_layer(r, packed, scales, "pool")
     _checks.check_loc(loc, None, packed.device)
@@ -46,7 +46,7 @@ def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torc
 
 def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_scale=None, v_global_scale=None,
              *, check_slots=True):
-    """Twin of :func:`kernels.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
+    """Twin of :func:`nvfp4_kvcache_triton.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
     r = get_recipe(recipe)
     gk, gv = _checks.check_store_call(r, k, v, loc, k_data, v_data, k_scales, v_scales,
                                       k_global_scale, v_global_scale, check_slots)

@@ -2,15 +2,15 @@
 
 The package is organised the way the data flows:
 
-* :mod:`reference_impl.formats`: E2M1, E4M3 and E8M0, each defined once;
-* :mod:`reference_impl.rounding`: the named rounding modes;
-* :mod:`reference_impl.packing`: two codes per byte, even element in the low nibble;
-* :mod:`reference_impl.recipes`: ``fp4_mx_block16``, ``nvfp4``, ``mxfp4``;
-* :mod:`reference_impl.sglang`: drop-in replacements for SGLang's quantizer classes.
+* :mod:`nvfp4_kvcache.formats`: E2M1, E4M3 and E8M0, each defined once;
+* :mod:`nvfp4_kvcache.rounding`: the named rounding modes;
+* :mod:`nvfp4_kvcache.packing`: two codes per byte, even element in the low nibble;
+* :mod:`nvfp4_kvcache.recipes`: ``fp4_mx_block16``, ``nvfp4``, ``mxfp4``;
+* :mod:`nvfp4_kvcache.sglang`: drop-in replacements for SGLang's quantizer classes.
 
 Examples:
     >>> import torch
-    >>> import reference_impl as ri
+    >>> import nvfp4_kvcache as ri
     >>> x = torch.randn(4, 8, 128, dtype=torch.bfloat16)
     >>> q = ri.quantize(x, "fp4_mx_block16")
     >>> q.packed.shape, q.scales.shape
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.recipes import (
+from nvfp4_kvcache.recipes import (
     FP4Quantized,
     Recipe,
     RECIPES,
@@ -42,14 +42,14 @@ def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = No
         x: ``float32``, ``bfloat16`` or ``float16`` tensor on any device.
         recipe: ``"fp4_mx_block16"``, ``"nvfp4"`` or ``"mxfp4"`` (or a :class:`Recipe`).
         global_scale: ``nvfp4`` only: the ``float32`` decode multiplier
-            (see :func:`~reference_impl.recipes.nvfp4_global_scale`).
+            (see :func:`~nvfp4_kvcache.recipes.nvfp4_global_scale`).
 
     Returns:
-        :class:`~reference_impl.recipes.FP4Quantized`.
+        :class:`~nvfp4_kvcache.recipes.FP4Quantized`.
     """
     return get_recipe(recipe).quantize(x, global_scale)
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Decode a :class:`~reference_impl.recipes.FP4Quantized` with the recipe that made it."""
+    """Decode a :class:`~nvfp4_kvcache.recipes.FP4Quantized` with the recipe that made it."""
     return get_recipe(q.recipe).dequantize(q, dtype)

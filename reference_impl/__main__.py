@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m reference_impl verify --recipe nvfp4 --input x.npy --packed p.npy --scales s.npy \\
+    python -m nvfp4_kvcache verify --recipe nvfp4 --input x.npy --packed p.npy --scales s.npy \\
         --global-scale 0.0123 [--input-dtype bfloat16]
-    python -m reference_impl vectors write DIR [--recipe R ...] [--dtype D ...]
-    python -m reference_impl vectors check DIR
+    python -m nvfp4_kvcache vectors write DIR [--recipe R ...] [--dtype D ...]
+    python -m nvfp4_kvcache vectors check DIR
 
 ``verify`` exits 0 when the candidate's bytes equal the oracle's, 1 with a mismatch report when
 they do not, and 2 on unreadable or malformed files. Inputs are ``.npy`` files: ``x`` as
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reference_impl.oracle import compare_with_oracle
-from reference_impl.recipes import RECIPES
-from reference_impl.vectors import DTYPES, check_vectors, load_array, write_vectors
+from nvfp4_kvcache.oracle import compare_with_oracle
+from nvfp4_kvcache.recipes import RECIPES
+from nvfp4_kvcache.vectors import DTYPES, check_vectors, load_array, write_vectors
 
 
 class InputError(Exception):
@@ -67,7 +67,7 @@ def _vectors(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reference_impl", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m nvfp4_kvcache", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="check a candidate's packed and scale bytes against the oracle")
     v.add_argument("--recipe", required=True, choices=sorted(RECIPES))

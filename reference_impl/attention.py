@@ -16,13 +16,13 @@ multi-query attention with one 576-wide "head" (``[q_nope @ W_UK ; q_rope]`` aga
 result is in latent space (multiply by ``W_UV`` afterwards).
 
 Everything is computed in ``float64`` from the pool's exact dequantized values
-(:meth:`~reference_impl.pool.MHATokenToKVPoolFP4.gather_kv`), so a kernel's error against this
+(:meth:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4.gather_kv`), so a kernel's error against this
 oracle is the kernel's own arithmetic, not the cache's.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MHATokenToKVPoolFP4
-    >>> from reference_impl.attention import decode_attention
+    >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.attention import decode_attention
     >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, head_num=2, head_dim=16)
     >>> pool.set_kv_buffer(0, torch.arange(1, 6), torch.randn(5, 2, 16), torch.randn(5, 2, 16))
     >>> q = torch.randn(2, 4, 16)                      # 2 requests, 4 query heads (GQA 2:1)
@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
 
 __all__ = [
     "ragged_attention",
@@ -216,7 +216,7 @@ def decode_attention(
 
     Args:
         q: ``[B, Hq, head_dim]`` float (``Hq`` a multiple of the pool's ``head_num``).
-        pool: an :class:`~reference_impl.pool.MHATokenToKVPoolFP4`.
+        pool: an :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4`.
         layer: global layer id.
         kv_indptr: ``int [B + 1]``; kv_indices: ``int [kv_indptr[-1]]`` pool slots.
         sm_scale: default ``1 / sqrt(head_dim)``.
@@ -229,7 +229,7 @@ def decode_attention(
 
     Examples:
         >>> import torch
-        >>> from reference_impl.pool import MHATokenToKVPoolFP4
+        >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
         >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.zeros(2, 1, 16),
         ...                    torch.tensor([1.0, 3.0]).reshape(2, 1, 1).expand(2, 1, 16))
@@ -267,7 +267,7 @@ def extend_attention(
 
     Examples:
         >>> import torch
-        >>> from reference_impl.pool import MHATokenToKVPoolFP4
+        >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
         >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.zeros(3, 1, 16),
         ...                    torch.tensor([1.0, 2.0, 6.0]).reshape(3, 1, 1).expand(3, 1, 16))
@@ -307,7 +307,7 @@ def mla_decode_attention(
     Args:
         q_nope: ``[B, H, kv_lora_rank]``: the NoPE query already multiplied by ``W_UK``.
         q_rope: ``[B, H, qk_rope_head_dim]``.
-        pool: an :class:`~reference_impl.pool.MLATokenToKVPoolFP4`.
+        pool: an :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4`.
         layer: global layer id.
         kv_indptr: as :func:`decode_attention`.
         kv_indices: as :func:`decode_attention`.
@@ -321,7 +321,7 @@ def mla_decode_attention(
 
     Examples:
         >>> import torch
-        >>> from reference_impl.pool import MLATokenToKVPoolFP4
+        >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
         >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.randn(2, 1, 48))
         >>> out = mla_decode_attention(torch.randn(1, 8, 32), torch.randn(1, 8, 16), pool, 0,
@@ -349,7 +349,7 @@ def mla_extend_attention(
 
     Examples:
         >>> import torch
-        >>> from reference_impl.pool import MLATokenToKVPoolFP4
+        >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
         >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.randn(3, 1, 48))
         >>> mla_extend_attention(torch.randn(2, 4, 32), torch.randn(2, 4, 16), pool, 0, torch.tensor([0, 2]),

@@ -20,10 +20,10 @@ weights plus KV cache (activations, CUDA graphs and workspaces take the rest).
 
 Command line::
 
-    python -m reference_impl.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
+    python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
 
 Examples:
-    >>> from reference_impl.capacity import kv_bytes_per_token_per_layer, tokens_that_fit
+    >>> from nvfp4_kvcache.capacity import kv_bytes_per_token_per_layer, tokens_that_fit
     >>> kv_bytes_per_token_per_layer("DeepSeek-V3", "fp4_mx_block16")
     324.0
     >>> kv_bytes_per_token_per_layer("Llama-3.1-8B", "bf16"), kv_bytes_per_token_per_layer("Llama-3.1-8B", "nvfp4")
@@ -39,7 +39,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from reference_impl.model_configs import MODELS, ModelConfig, param_groups
+from nvfp4_kvcache.model_configs import MODELS, ModelConfig, param_groups
 
 __all__ = [
     "KV_DTYPES",
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         | Llama-3.1-8B | 2 | H200 | nvfp4 | 576 | 8.0 | 6,449,096 |
         0
     """
-    parser = argparse.ArgumentParser(prog="python -m reference_impl.capacity", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m nvfp4_kvcache.capacity", description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", choices=sorted(MODELS), help="repeatable; default all")
     parser.add_argument("--gpu", action="append", choices=list(GPUS), help="repeatable; default all")
     parser.add_argument("--kv-dtype", action="append", choices=list(KV_DTYPES), help="repeatable; default all")

@@ -9,7 +9,7 @@ Each :class:`Case` is one block: ``values`` lists the non-zero positions (every 
 is ``+0.0``), ``codes`` the expected non-zero nibbles (every other code is 0).
 
 Examples:
-    >>> from reference_impl.cases import CASES, case_input
+    >>> from nvfp4_kvcache.cases import CASES, case_input
     >>> case = CASES["fp4_mx_block16/ties_away"]
     >>> case.scale_byte, case.codes[1]
     (127, 1)
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from reference_impl.recipes import get_recipe
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["Case", "CASES", "case_input", "case_codes"]
 

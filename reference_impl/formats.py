@@ -16,7 +16,7 @@ subnormal) is *derived* here from the bit layout by formula and checked in the t
 hand-written table. Kernels import these constants instead of retyping ``6.0`` or ``448.0``.
 
 Examples:
-    >>> from reference_impl.formats import E2M1, E4M3, E8M0
+    >>> from nvfp4_kvcache.formats import E2M1, E4M3, E8M0
     >>> E2M1.max_finite, E4M3.max_finite
     (6.0, 448.0)
     >>> E2M1.magnitudes
@@ -35,7 +35,7 @@ from functools import cached_property
 
 import torch
 
-from reference_impl.rounding import Rounding, round_to_table
+from nvfp4_kvcache.rounding import Rounding, round_to_table
 
 __all__ = [
     "MiniFloat",
@@ -166,7 +166,7 @@ class PowerOfTwoScale:
 
     This is OCP MX's E8M0 (``bias=127``, byte ``0xFF`` is NaN). SGLang's block-16 recipe stores
     the same kind of byte but decodes it with ``exp2(b - 127)``, so ``0xFF`` decodes to ``+inf``
-    there instead of NaN: see :mod:`reference_impl.recipes.fp4_mx_block16`.
+    there instead of NaN: see :mod:`nvfp4_kvcache.recipes.fp4_mx_block16`.
     """
 
     name: str

@@ -7,7 +7,7 @@ not be fetched from here) and what is derived rather than read. Parameter counts
 from the configuration by :func:`param_groups` and checked in tests against the published totals.
 
 Examples:
-    >>> from reference_impl.model_configs import MODELS, param_groups
+    >>> from nvfp4_kvcache.model_configs import MODELS, param_groups
     >>> MODELS["DeepSeek-V3"].attention
     'mla'
     >>> round(sum(p for p, _ in param_groups(MODELS["Llama-3.1-8B"])) / 1e9, 2)

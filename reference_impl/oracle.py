@@ -11,8 +11,8 @@ The [Cookbook](../cookbook.md) shows it on real candidates.
 
 Examples:
     >>> import torch
-    >>> from reference_impl import quantize
-    >>> from reference_impl.oracle import assert_matches_oracle, compare_with_oracle
+    >>> from nvfp4_kvcache import quantize
+    >>> from nvfp4_kvcache.oracle import assert_matches_oracle, compare_with_oracle
     >>> x = torch.randn(4, 64)
     >>> q = quantize(x, "mxfp4")
     >>> assert_matches_oracle("mxfp4", x, q.packed, q.scales)      # passes silently
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from reference_impl.checks import check_uint8
-from reference_impl.formats import E2M1
-from reference_impl.packing import unpack_nibbles
-from reference_impl.recipes import Recipe, get_recipe
+from nvfp4_kvcache.checks import check_uint8
+from nvfp4_kvcache.formats import E2M1
+from nvfp4_kvcache.packing import unpack_nibbles
+from nvfp4_kvcache.recipes import Recipe, get_recipe
 
 __all__ = ["OracleMismatch", "MismatchReport", "compare_with_oracle", "assert_matches_oracle"]
 

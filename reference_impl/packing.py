@@ -13,7 +13,7 @@ PyTorch's ``torch.float4_e2m1fn_x2`` (tested in ``tests/test_packing.py``).
 
 Examples:
     >>> import torch
-    >>> from reference_impl.packing import pack_nibbles, unpack_nibbles
+    >>> from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
     >>> codes = torch.tensor([0x1, 0x2, 0xF, 0x8], dtype=torch.uint8)
     >>> [hex(b) for b in pack_nibbles(codes).tolist()]
     ['0x21', '0x8f']

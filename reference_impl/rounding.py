@@ -14,7 +14,7 @@ two:
 
 Examples:
     >>> import torch
-    >>> from reference_impl.rounding import Rounding, round_to_table
+    >>> from nvfp4_kvcache.rounding import Rounding, round_to_table
     >>> table = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
     >>> x = torch.tensor([0.25, 2.5, 5.0, 5.1, 99.0], dtype=torch.float64)
     >>> round_to_table(x, table, Rounding.NEAREST_EVEN).tolist()

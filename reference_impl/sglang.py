@@ -6,14 +6,14 @@ Same names, shapes, dtypes and bytes as ``python/sglang/srt/layers/quantization/
 * :class:`FP4MXBlock16KVQuantizeUtil` (alias :data:`KVFP4QuantizeUtil`, the name PRs #10078 and
   #12612 gave it, and :data:`BlockFP4KVQuantizeUtil`, its name after PR #21954): the
   ``fp4_mx_block16`` recipe. Upstream runs it under ``torch.compile``; this class reproduces the
-  compiled results (see :mod:`reference_impl.recipes.fp4_mx_block16` for where eager differs).
+  compiled results (see :mod:`nvfp4_kvcache.recipes.fp4_mx_block16` for where eager differs).
 * :class:`NVFP4KVQuantizeUtil`: the ``nvfp4`` recipe with upstream's call signature. Upstream
   calls FlashInfer CUDA kernels (SM100+, or ``fp4_quantize`` on SM90); this class is the exact
   arithmetic those kernels approximate.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.sglang import KVFP4QuantizeUtil
+    >>> from nvfp4_kvcache.sglang import KVFP4QuantizeUtil
     >>> k = torch.randn(5, 8, 64, dtype=torch.bfloat16)           # [tokens, kv heads, head_dim]
     >>> packed, scales = KVFP4QuantizeUtil.batched_quantize(k)
     >>> packed.shape, packed.dtype, scales.shape, scales.dtype
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.checks import check_uint8
-from reference_impl.recipes import FP4_MX_BLOCK16, NVFP4
+from nvfp4_kvcache.checks import check_uint8
+from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, NVFP4
 
 __all__ = [
     "FP4MXBlock16KVQuantizeUtil",

@@ -6,7 +6,7 @@ imports from the rest of SGLang. That is how this project tests its oracle again
 upstream code, and how you can put upstream's quantizer next to your own kernel in a test.
 
 Examples:
-    >>> from reference_impl.upstream import SGLANG_VERSION, KVFP4_TENSOR
+    >>> from nvfp4_kvcache.upstream import SGLANG_VERSION, KVFP4_TENSOR
     >>> SGLANG_VERSION, KVFP4_TENSOR
     ('0.5.23', 'sglang/srt/layers/quantization/kvfp4_tensor.py')
 """

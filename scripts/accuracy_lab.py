@@ -35,10 +35,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from reference_impl.accuracy.attention_error import MODES, context_sweep  # noqa: E402
-from reference_impl.accuracy.distributions import DISTRIBUTIONS, generate, outlier_channel_profile  # noqa: E402
-from reference_impl.accuracy.metrics import element_errors  # noqa: E402
-from reference_impl.accuracy.schemes import SCHEMES, bf16_round  # noqa: E402
+from nvfp4_kvcache.accuracy.attention_error import MODES, context_sweep  # noqa: E402
+from nvfp4_kvcache.accuracy.distributions import DISTRIBUTIONS, generate, outlier_channel_profile  # noqa: E402
+from nvfp4_kvcache.accuracy.metrics import element_errors  # noqa: E402
+from nvfp4_kvcache.accuracy.schemes import SCHEMES, bf16_round  # noqa: E402
 
 SCENARIOS = {
     "gaussian": {"k": "gaussian", "v": "gaussian"},
@@ -140,10 +140,10 @@ def run_attention(p: dict) -> dict:
 
 
 def run_model(p: dict) -> dict:
-    """all-MiniLM-L6-v2: calibrate, capture, measure (see :mod:`reference_impl.accuracy.real_activations`)."""
-    from reference_impl.accuracy.minilm import load_minilm
-    from reference_impl.accuracy.real_activations import attention_report, calibrate, capture_qkv, element_report, embedding_report
-    from reference_impl.accuracy.sentences import CALIBRATION, PAIRS
+    """all-MiniLM-L6-v2: calibrate, capture, measure (see :mod:`nvfp4_kvcache.accuracy.real_activations`)."""
+    from nvfp4_kvcache.accuracy.minilm import load_minilm
+    from nvfp4_kvcache.accuracy.real_activations import attention_report, calibrate, capture_qkv, element_report, embedding_report
+    from nvfp4_kvcache.accuracy.sentences import CALIBRATION, PAIRS
 
     pairs = PAIRS if p["pairs"] is None else PAIRS[: p["pairs"]]
     calibration = CALIBRATION if p["calibration"] is None else CALIBRATION[: p["calibration"]]

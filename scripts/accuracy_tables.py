@@ -56,7 +56,7 @@ def _s(name: str) -> str:
 def schemes() -> str:
     """The schemes the lab compares, read off the registry."""
     sys.path.insert(0, str(ROOT))
-    from reference_impl.accuracy.schemes import SCHEMES
+    from nvfp4_kvcache.accuracy.schemes import SCHEMES
 
     rows = [[_s(n), s.label, f"{s.bits_per_value:g}", s.block, "yes" if s.uses_amax else "no"]
             for n, s in SCHEMES.items()]

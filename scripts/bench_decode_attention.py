@@ -5,7 +5,7 @@ One self-checking run on one card:
 1. **copy bandwidth** of the card (``dst.copy_(src)``, 2 GiB, bytes read + written / median time):
    the ceiling every ``frac_of_copy`` is measured against;
 2. **correctness at full size** (headline shape, sampled requests) of every format against the
-   float64 oracle on the CPU, with :func:`kernels.decode_attention.attention_tolerance`; the run
+   float64 oracle on the CPU, with :func:`nvfp4_kvcache_triton.decode_attention.attention_tolerance`; the run
    stops (exit 1) if any check fails, before any timing;
 3. **headline** (batch 8, 64 q heads, 8 KV heads, head_dim 128, page 16, 32k context each):
    FP4 (``nvfp4``, ``fp4_mx_block16``), BF16 and FP8 through the *same* kernel design, each at its
@@ -52,10 +52,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from kernels import decode_attention as kda  # noqa: E402
-from reference_impl.attention import decode_attention as oracle_decode  # noqa: E402
-from reference_impl.attention import ragged_attention  # noqa: E402
-from reference_impl.pool import MHATokenToKVPoolFP4  # noqa: E402
+from nvfp4_kvcache_triton import decode_attention as kda  # noqa: E402
+from nvfp4_kvcache.attention import decode_attention as oracle_decode  # noqa: E402
+from nvfp4_kvcache.attention import ragged_attention  # noqa: E402
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4  # noqa: E402
 
 FP4 = ("nvfp4", "fp4_mx_block16")
 FORMATS = FP4 + ("bf16", "fp8")
@@ -178,14 +178,14 @@ def build_caches(cfg: Cfg, dev: str, seed: int) -> dict:
 
 
 def _store(pool: MHATokenToKVPoolFP4, recipe: str, loc, k, v) -> None:
-    """Quantize into the pool: ``kernels.store_kv`` (the quantize kernel, bit for bit the oracle and
+    """Quantize into the pool: ``nvfp4_kvcache_triton.store_kv`` (the quantize kernel, bit for bit the oracle and
     fast), else the oracle's ``set_kv_buffer``. The correctness check decodes whatever bytes landed."""
     try:
-        import kernels
+        import nvfp4_kvcache_triton
 
         t = pool.layer_tensors(0)
         g = (pool.k_scales[0:1], pool.v_scales[0:1]) if recipe == "nvfp4" else (None, None)
-        kernels.store_kv(k, v, loc, t["k"], t["v"], t["k_scale"], t["v_scale"], recipe, g[0], g[1])
+        nvfp4_kvcache_triton.store_kv(k, v, loc, t["k"], t["v"], t["k_scale"], t["v_scale"], recipe, g[0], g[1])
     except (ImportError, AttributeError, TypeError):
         pool.set_kv_buffer(0, loc, k, v)
 
@@ -271,7 +271,7 @@ def upstream_dequant_then_bf16(cfg: Cfg, caches: dict, q, indptr, idx, best_bf16
     """Dequantize the first ``pool`` rows of the layer to bf16 (whole-layer, as upstream's
     ``get_kv_buffer``), then our BF16 decode on it. Our Triton dequantize is a lower bound of
     upstream's cost; upstream's own ``batched_dequantize`` (fp4_mx_block16) is timed where it loads."""
-    import kernels
+    import nvfp4_kvcache_triton
 
     rows_out = []
     util = None
@@ -295,9 +295,9 @@ def upstream_dequant_then_bf16(cfg: Cfg, caches: dict, q, indptr, idx, best_bf16
             vb = torch.empty_like(kb)
 
             def deq():
-                kb.copy_(kernels.dequantize_parts(t["k"][:n], t["k_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[0],
+                kb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["k"][:n], t["k_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[0],
                                                   torch.bfloat16))
-                vb.copy_(kernels.dequantize_parts(t["v"][:n], t["v_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[1],
+                vb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["v"][:n], t["v_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[1],
                                                   torch.bfloat16))
 
             def attn():

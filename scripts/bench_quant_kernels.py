@@ -42,9 +42,9 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 
-import kernels  # noqa: E402
-from kernels import launch as kq  # noqa: E402
-from reference_impl.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
+import nvfp4_kvcache_triton  # noqa: E402
+from nvfp4_kvcache_triton import launch as kq  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
 
 H, D = 8, 128
 MAIN_TOKENS = 131072
@@ -95,19 +95,19 @@ class Case:
         self.vs = torch.empty_like(self.ks)
         self.g = (nvfp4_global_scale(self.k.float().abs().amax(), "amax/448").to(DEV)
                   if recipe == "nvfp4" else None)
-        self.q = kernels.quantize(self.k, recipe, global_scale=self.g)
-        kernels.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs, recipe, self.g, self.g)
+        self.q = nvfp4_kvcache_triton.quantize(self.k, recipe, global_scale=self.g)
+        nvfp4_kvcache_triton.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs, recipe, self.g, self.g)
 
     def ops(self):
         r, n = self.recipe, self.t * H * D
         fp4b = fp4_bytes(n, r)
         return {
-            "quantize": (lambda: kernels.quantize(self.k, r, global_scale=self.g), 2 * n + fp4b),
+            "quantize": (lambda: nvfp4_kvcache_triton.quantize(self.k, r, global_scale=self.g), 2 * n + fp4b),
             # check_slots=False: the slot check reads loc (a device sync), which CUDA-graph capture forbids
-            "store_kv": (lambda: kernels.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs,
+            "store_kv": (lambda: nvfp4_kvcache_triton.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs,
                                                   r, self.g, self.g, check_slots=False), 2 * (2 * n + fp4b) + 8 * self.t),
-            "dequantize": (lambda: kernels.dequantize(self.q, torch.bfloat16), fp4b + 2 * n),
-            "gather_dequantize": (lambda: kernels.gather_dequantize(self.kd, self.ks, self.loc, r, self.g,
+            "dequantize": (lambda: nvfp4_kvcache_triton.dequantize(self.q, torch.bfloat16), fp4b + 2 * n),
+            "gather_dequantize": (lambda: nvfp4_kvcache_triton.gather_dequantize(self.kd, self.ks, self.loc, r, self.g,
                                                                     torch.bfloat16, check_slots=False),
                                   fp4b + 2 * n + 8 * self.t),
         }
@@ -165,9 +165,9 @@ def upstream_rows(copy_gbps):
     if not SMOKE:
         torch.cuda.synchronize()
     log(f"upstream torch.compile warm-up: {time.time() - t0:.1f} s")
-    ours = kernels.quantize(x, "fp4_mx_block16")
+    ours = nvfp4_kvcache_triton.quantize(x, "fp4_mx_block16")
     same = bool(torch.equal(ours.packed, packed) and torch.equal(ours.scales.reshape(sf.shape), sf))
-    same_deq = bool(torch.equal(kernels.dequantize(ours, torch.bfloat16), deq))
+    same_deq = bool(torch.equal(nvfp4_kvcache_triton.dequantize(ours, torch.bfloat16), deq))
     rows = []
     for op, fn, b in (("quantize", lambda: util.batched_quantize(x), 2 * n + fp4_bytes(n, "fp4_mx_block16")),
                       ("dequantize", lambda: util.batched_dequantize(packed, sf, torch.bfloat16),
@@ -303,7 +303,7 @@ def render_svg(data: dict, path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs/data/perf/quant_kernels.json"))
-    ap.add_argument("--no-tune", action="store_true", help="keep kernels.launch.TUNING as it is")
+    ap.add_argument("--no-tune", action="store_true", help="keep nvfp4_kvcache_triton.launch.TUNING as it is")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1 (tests the script)")
     ap.add_argument("--render", action="store_true",
@@ -350,9 +350,9 @@ def main(argv=None) -> int:
     for recipe in RECIPE_NAMES:
         c = Case(recipe, MAIN_TOKENS, seed=2)
         # the measured kernels' bytes against the CPU oracle, on the first 2048 tokens of the input
-        import reference_impl as ri
+        import nvfp4_kvcache as ri
 
-        q = kernels.quantize(c.k[:2048], recipe, global_scale=c.g)
+        q = nvfp4_kvcache_triton.quantize(c.k[:2048], recipe, global_scale=c.g)
         r = ri.quantize(c.k[:2048].cpu(), recipe, global_scale=None if c.g is None else c.g.cpu())
         exact[recipe] = bool(torch.equal(q.packed.cpu(), r.packed) and torch.equal(q.scales.cpu(), r.scales))
         for op, (fn, b) in c.ops().items():

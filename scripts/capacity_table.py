@@ -1,4 +1,4 @@
-"""Generate the site's KV-capacity table from :mod:`reference_impl.capacity`.
+"""Generate the site's KV-capacity table from :mod:`nvfp4_kvcache.capacity`.
 
 Writes ``docs/data/capacity/capacity.md`` (the table the Pool chapter includes) and
 ``docs/data/capacity/capacity.csv`` (the same rows, machine-readable). ``--check`` exits 1 if the
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reference_impl.capacity import DEFAULT_MEM_FRACTION, GPUS, KV_DTYPES, capacity_rows  # noqa: E402
-from reference_impl.model_configs import MODELS  # noqa: E402
+from nvfp4_kvcache.capacity import DEFAULT_MEM_FRACTION, GPUS, KV_DTYPES, capacity_rows  # noqa: E402
+from nvfp4_kvcache.model_configs import MODELS  # noqa: E402
 
 OUT = ROOT / "docs" / "data" / "capacity"
 

@@ -1,4 +1,4 @@
-"""Compile every Triton kernel of ``kernels`` for sm_90 (H100/H200) on a machine with no GPU.
+"""Compile every Triton kernel of ``nvfp4_kvcache_triton`` for sm_90 (H100/H200) on a machine with no GPU.
 
 Triton ships its own ``ptxas``, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
 CPU-only CI box: an error that only the GPU compiler would raise (a shape ``tl.dot`` rejects, an
@@ -34,9 +34,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels._triton import fp4  # noqa: E402
-from kernels._triton.constants import RECIPE_IDS  # noqa: E402
-from reference_impl.recipes import RECIPES  # noqa: E402
+from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DIV16 = [["tt.divisibility", 16]]

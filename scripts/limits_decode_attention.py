@@ -44,9 +44,9 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from kernels import decode_attention as kda  # noqa: E402
-from kernels._triton import decode_attention as _k  # noqa: E402
-from kernels._triton.decode_attention import split_range, token_slots  # noqa: E402
+from nvfp4_kvcache_triton import decode_attention as kda  # noqa: E402
+from nvfp4_kvcache_triton._triton import decode_attention as _k  # noqa: E402
+from nvfp4_kvcache_triton._triton.decode_attention import split_range, token_slots  # noqa: E402
 from scripts import bench_decode_attention as bda  # noqa: E402
 
 
@@ -64,7 +64,7 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hst
     """Read the K/V words (int32) stage 1 reads and store their sum per program (int64; the loop
     adds in int32, wrapping: compare modulo ``2**32``).
 
-    Grid ``(batch, kv_heads, splits)`` and token steps as :func:`kernels._triton.decode_attention.decode_stage1`:
+    Grid ``(batch, kv_heads, splits)`` and token steps as :func:`nvfp4_kvcache_triton._triton.decode_attention.decode_stage1`:
     ``W`` words of K and of V data per token and head (``stride`` / ``hstride`` words between the
     rows of consecutive slots / heads), ``WS`` words of K and V scales (``0``: no scales; strides
     ``s_stride`` / ``s_hstride``). ``out[b, h, split]`` int64.
@@ -96,7 +96,7 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hst
 
 
 def layers(caches: dict, cfg) -> dict:
-    """Each format's K/V as the kernels take them: an :class:`~kernels.decode_attention.FP4KVLayer`
+    """Each format's K/V as the kernels take them: an :class:`~nvfp4_kvcache_triton.decode_attention.FP4KVLayer`
     for nvfp4, ``(k, v, k_scale, v_scale)`` for BF16/FP8 (SGLang's slot-major ``[slots, H, ...]``)."""
     return {"bf16": (*caches["bf16"], None, None), "fp8": (*caches["fp8"], *caches["fp8_scales"]),
             "nvfp4": kda.fp4_layer(caches["pools"]["nvfp4"], 0)}

@@ -38,7 +38,7 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
 
 import triton  # noqa: E402
 
-from kernels._triton import decode_attention as kd  # noqa: E402
+from nvfp4_kvcache_triton._triton import decode_attention as kd  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("compile_sm90", ROOT / "scripts" / "compile_sm90.py")
 _c = importlib.util.module_from_spec(_spec)

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from reference_impl.cases import CASES  # noqa: E402
-from reference_impl.formats import E2M1, E4M3, E8M0  # noqa: E402
-from reference_impl.recipes import RECIPES  # noqa: E402
+from nvfp4_kvcache.cases import CASES  # noqa: E402
+from nvfp4_kvcache.formats import E2M1, E4M3, E8M0  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from accuracy_tables import TABLES as _ACCURACY_TABLES  # noqa: E402

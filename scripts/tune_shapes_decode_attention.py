@@ -36,7 +36,7 @@ LAUNCHES = [(32, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (64, 4, 2), (128, 4,
 """(block_n, num_warps, num_stages), each tried at every split count of ``SPLITS``."""
 SPLITS = (16, 32, 64)
 DEFAULT_LAUNCH = {"num_kv_splits": 16}
-"""The reference launch: the kernel's default tile and warps (``kernels.decode_attention.TUNING``)."""
+"""The reference launch: the kernel's default tile and warps (``nvfp4_kvcache_triton.decode_attention.TUNING``)."""
 
 
 def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:

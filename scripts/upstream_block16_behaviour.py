@@ -3,7 +3,7 @@
 Runs the real ``FP4MXBlock16KVQuantizeUtil`` from the sglang wheel (see ``tests/_upstream.py``)
 compiled (as SGLang runs it) and eager, on the device given, and records:
 
-* byte mismatches of compiled upstream vs ``reference_impl`` on random fp32/bf16/fp16 inputs;
+* byte mismatches of compiled upstream vs ``nvfp4_kvcache`` on random fp32/bf16/fp16 inputs;
 * byte mismatches of eager upstream vs compiled upstream (how often eager bf16/fp16 picks another
   scale), with one worked example;
 * what upstream writes for blocks containing NaN, +inf and -inf (scale byte, codes, decoded value);
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from _upstream import SGLANG_VERSION, load_kvfp4_tensor  # noqa: E402
-from reference_impl.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
-from reference_impl.sglang import FP4MXBlock16KVQuantizeUtil as Oracle  # noqa: E402
+from nvfp4_kvcache.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
+from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil as Oracle  # noqa: E402
 
 
 def log(msg: str) -> None:

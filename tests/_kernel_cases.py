@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from reference_impl.formats import E2M1, E4M3
+from nvfp4_kvcache.formats import E2M1, E4M3
 
 __all__ = ["random_blocks", "special_blocks", "e4m3_sweep_blocks", "block16_boundary_amax", "equal_values"]
 

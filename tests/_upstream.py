@@ -1,4 +1,4 @@
-"""The tests' view of :mod:`reference_impl.upstream`: the same functions, cached under ``.cache/``.
+"""The tests' view of :mod:`nvfp4_kvcache.upstream`: the same functions, cached under ``.cache/``.
 
 Keeping the cache inside the checkout lets a GPU machine without network access reuse the
 extracted files (they travel with the working tree when named in the device tool's ``carry``).
@@ -9,8 +9,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from reference_impl import upstream as _up
-from reference_impl.upstream import KVFP4_TENSOR, SGLANG_VERSION  # noqa: F401
+from nvfp4_kvcache import upstream as _up
+from nvfp4_kvcache.upstream import KVFP4_TENSOR, SGLANG_VERSION  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"

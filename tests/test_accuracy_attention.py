@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from reference_impl.accuracy.attention_error import attention_errors, context_sweep, decode_attention_f64
-from reference_impl.accuracy.schemes import SCHEMES, bf16_round
-from reference_impl.attention import decode_attention, ragged_attention
-from reference_impl.pool import MHATokenToKVPoolFP4
+from nvfp4_kvcache.accuracy.attention_error import attention_errors, context_sweep, decode_attention_f64
+from nvfp4_kvcache.accuracy.schemes import SCHEMES, bf16_round
+from nvfp4_kvcache.attention import decode_attention, ragged_attention
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
 
 
 def _data(t=48, hkv=2, hq=4, d=32, m=3, seed=0):

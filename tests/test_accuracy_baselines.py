@@ -5,7 +5,7 @@ import torch
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from reference_impl.accuracy.baselines import fp8_e4m3_fake_quantize, int4_bits_per_value, int4_group_fake_quantize
+from nvfp4_kvcache.accuracy.baselines import fp8_e4m3_fake_quantize, int4_bits_per_value, int4_group_fake_quantize
 
 
 def test_fp8_hand_examples():

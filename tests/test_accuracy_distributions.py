@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from reference_impl.accuracy.distributions import DISTRIBUTIONS, generate, outlier_channel_profile, rope_rotate
+from nvfp4_kvcache.accuracy.distributions import DISTRIBUTIONS, generate, outlier_channel_profile, rope_rotate
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))

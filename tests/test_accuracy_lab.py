@@ -14,8 +14,8 @@ import pytest
 import accuracy_figures
 import accuracy_lab
 import accuracy_tables
-from reference_impl.accuracy.schemes import FP4_SCHEMES, SCHEMES
-from reference_impl.accuracy.distributions import DISTRIBUTIONS
+from nvfp4_kvcache.accuracy.schemes import FP4_SCHEMES, SCHEMES
+from nvfp4_kvcache.accuracy.distributions import DISTRIBUTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "data" / "accuracy"

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference_impl.accuracy.metrics import (
+from nvfp4_kvcache.accuracy.metrics import (
     element_errors,
     flush_to_zero_fraction,
     max_abs_error,

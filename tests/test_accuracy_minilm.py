@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from reference_impl.accuracy.minilm import load_minilm
-from reference_impl.accuracy.real_activations import calibrate, capture_qkv, kv_hook
+from nvfp4_kvcache.accuracy.minilm import load_minilm
+from nvfp4_kvcache.accuracy.real_activations import calibrate, capture_qkv, kv_hook
 
 
 @pytest.fixture(scope="module")

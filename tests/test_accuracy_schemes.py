@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from reference_impl.accuracy.schemes import FP4_SCHEMES, SCHEMES, bf16_round
-from reference_impl.accuracy.distributions import generate
-from reference_impl.accuracy.metrics import flush_to_zero_fraction, sqnr_db
-from reference_impl.pool import MHATokenToKVPoolFP4
-from reference_impl.recipes import get_recipe, nvfp4_global_scale
+from nvfp4_kvcache.accuracy.schemes import FP4_SCHEMES, SCHEMES, bf16_round
+from nvfp4_kvcache.accuracy.distributions import generate
+from nvfp4_kvcache.accuracy.metrics import flush_to_zero_fraction, sqnr_db
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+from nvfp4_kvcache.recipes import get_recipe, nvfp4_global_scale
 
 GRID = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 

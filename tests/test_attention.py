@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference_impl.attention import (
+from nvfp4_kvcache.attention import (
     decode_attention,
     extend_attention,
     kv_indices_from_req_to_token,
@@ -22,7 +22,7 @@ from reference_impl.attention import (
     mla_extend_attention,
     ragged_attention,
 )
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
 
 TOL = dict(rtol=1e-12, atol=1e-12)
 HQ, HKV, D = 8, 2, 64

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reference_impl import capacity as cap
-from reference_impl.model_configs import MODELS, param_groups
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4, mha_layout, mla_layout
+from nvfp4_kvcache import capacity as cap
+from nvfp4_kvcache.model_configs import MODELS, param_groups
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4, mha_layout, mla_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 

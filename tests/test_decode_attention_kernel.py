@@ -1,6 +1,6 @@
-"""The split-KV paged decode-attention kernel (:mod:`kernels.decode_attention`) against the float64 oracle.
+"""The split-KV paged decode-attention kernel (:mod:`nvfp4_kvcache_triton.decode_attention`) against the float64 oracle.
 
-* every case: ``|kernel - reference_impl.attention.decode_attention| <= tolerance(...)`` below;
+* every case: ``|kernel - nvfp4_kvcache.attention.decode_attention| <= tolerance(...)`` below;
 * the dequantized values themselves are exact: a probe kernel runs the stage-1 tile decoder on every
   code and scale byte, and length-1 requests (softmax weight exactly 1) return V rows bit for bit;
 * the BF16 and FP8 baselines (same kernel, other ``KV_FMT``) against float64 attention on their values;
@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._triton import decode_attention as kd
-from kernels.decode_attention import (
+from nvfp4_kvcache_triton._triton import decode_attention as kd
+from nvfp4_kvcache_triton.decode_attention import (
     FP4KVLayer,
     attention_close,
     attention_tolerance,
@@ -34,10 +34,10 @@ from kernels.decode_attention import (
     decode_attention_fp4,
     fp4_layer,
 )
-from reference_impl.attention import decode_attention, ragged_attention
-from reference_impl.formats import E2M1
-from reference_impl.pool import MHATokenToKVPoolFP4
-from reference_impl.recipes import get_recipe
+from nvfp4_kvcache.attention import decode_attention, ragged_attention
+from nvfp4_kvcache.formats import E2M1
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+from nvfp4_kvcache.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning"),  # the inter
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # numpy, inside the interpreter
 
 
-# The tolerance is kernels.decode_attention.attention_tolerance (its docstring says why).
+# The tolerance is nvfp4_kvcache_triton.decode_attention.attention_tolerance (its docstring says why).
 tolerance = attention_tolerance
 
 
@@ -402,7 +402,7 @@ def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
 def test_no_scale_is_one_cached_tensor():
     """A call without scales copies nothing to the device (so it can be captured in a CUDA graph):
     ``None`` resolves to one cached ``1.0`` per device; a float is a fresh tensor every time."""
-    from kernels.decode_attention import _scale_tensor
+    from nvfp4_kvcache_triton.decode_attention import _scale_tensor
 
     dev = torch.device(DEV)
     one = _scale_tensor(None, "k_scale", dev)
@@ -598,7 +598,7 @@ def test_shape_tuning_script_smoke(tmp_path):
 
 def test_measurement_decoder_is_not_public():
     """``no_decode`` (meaningless values, for the limits script) is refused by the public function."""
-    from kernels._triton.decode_attention import ABLATION_IDS, DECODE_IDS
+    from nvfp4_kvcache_triton._triton.decode_attention import ABLATION_IDS, DECODE_IDS
 
     assert not set(ABLATION_IDS) & set(DECODE_IDS)
     gen = torch.Generator().manual_seed(0)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from reference_impl.formats import E2M1, E4M3, E8M0, E2M1_MAX, E4M3_MAX, PowerOfTwoScale
-from reference_impl.rounding import Rounding
+from nvfp4_kvcache.formats import E2M1, E4M3, E8M0, E2M1_MAX, E4M3_MAX, PowerOfTwoScale
+from nvfp4_kvcache.rounding import Rounding
 
 # Hand-written, with bit strings: bit 3 = sign, bits 2..1 = exponent, bit 0 = mantissa.
 E2M1_HAND = {
@@ -93,7 +93,7 @@ def test_e2m1_nearest_even_and_packing_match_pytorchs_own_float4_helper():
     x = x[x.float().abs() <= 6]  # the helper clamps; compare the in-range part
     x = x[: x.numel() // 2 * 2]
     theirs = _bfloat16_to_float4_e2m1fn_x2(x).view(torch.uint8)
-    from reference_impl.packing import pack_nibbles
+    from nvfp4_kvcache.packing import pack_nibbles
     ours = pack_nibbles(E2M1.encode_magnitude(x.float().abs(), Rounding.NEAREST_EVEN) | (torch.signbit(x).to(torch.uint8) << 3))
     assert torch.equal(ours, theirs)
 

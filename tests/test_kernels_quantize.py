@@ -17,12 +17,12 @@ if not torch.cuda.is_available():  # before triton is imported anywhere
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-import kernels  # noqa: E402
-import kernels.reference  # noqa: E402
-import reference_impl as ri  # noqa: E402
-from kernels._triton import fp4  # noqa: E402
-from reference_impl.recipes import OUTPUT_DTYPES, RECIPES, nvfp4_global_scale  # noqa: E402
-from reference_impl.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
+import nvfp4_kvcache_triton  # noqa: E402
+import nvfp4_kvcache_triton.reference  # noqa: E402
+import nvfp4_kvcache as ri  # noqa: E402
+from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
+from nvfp4_kvcache.recipes import OUTPUT_DTYPES, RECIPES, nvfp4_global_scale  # noqa: E402
+from nvfp4_kvcache.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
 from tests._kernel_cases import (  # noqa: E402
     block16_boundary_amax,
     e4m3_sweep_blocks,
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarn
                                         "ignore:divide by zero:RuntimeWarning")
 RECIPE_NAMES = sorted(RECIPES)
 IN_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-IMPLS = {"triton": kernels, "torch": kernels.reference}
+IMPLS = {"triton": nvfp4_kvcache_triton, "torch": nvfp4_kvcache_triton.reference}
 
 DEVICES = [
     pytest.param("cpu", id="interp", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1")),
@@ -80,7 +80,7 @@ def test_quantize_random_bit_exact(recipe, dtype, device):
     for i, shape in enumerate(shapes):
         x = random_blocks(shape, dtype, seed=i, device=device)
         for convention in ("amax/(6*448)", "amax/448"):
-            _check_quantize(kernels, x, recipe, _g(recipe, x, convention))
+            _check_quantize(nvfp4_kvcache_triton, x, recipe, _g(recipe, x, convention))
             if recipe != "nvfp4" or device == "cuda":
                 break
 
@@ -90,13 +90,13 @@ def test_quantize_random_bit_exact(recipe, dtype, device):
 def test_quantize_non_contiguous_and_strided_input(recipe, device):
     x = random_blocks((6, 4, 128), torch.bfloat16, seed=7, device=device)
     for view in (x[:, 1:3], x.transpose(0, 1), x[::2]):
-        _check_quantize(kernels, view, recipe, _g(recipe, view))
+        _check_quantize(nvfp4_kvcache_triton, view, recipe, _g(recipe, view))
 
 
 @pytest.mark.parametrize("impl", IMPLS.values(), ids=IMPLS.keys())
 @pytest.mark.parametrize("recipe", RECIPE_NAMES)
 def test_twins_agree_on_random_data(recipe, impl):
-    if impl is kernels and not INTERPRET and not torch.cuda.is_available():
+    if impl is nvfp4_kvcache_triton and not INTERPRET and not torch.cuda.is_available():
         pytest.skip("no Triton backend")
     device = "cuda" if not INTERPRET else "cpu"
     x = random_blocks((5, 2, 64), torch.float16, seed=3, device=device)
@@ -113,14 +113,14 @@ def test_quantize_specials_bit_exact(recipe, dtype, device):
     x = special_blocks().to(dtype).to(device)
     gs = [None] if recipe != "nvfp4" else [torch.tensor(v, device=device) for v in (1.0, 2.0**-20, 3.0, 2.0**40)]
     for g in gs:
-        _check_quantize(kernels, x, recipe, g)
+        _check_quantize(nvfp4_kvcache_triton, x, recipe, g)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_nvfp4_every_e4m3_scale_and_tie(device):
     x = e4m3_sweep_blocks().to(device)
     for g in (1.0, 0.5, 1.0 / 3.0, 7.0):
-        _check_quantize(kernels, x, "nvfp4", torch.tensor(g, dtype=torch.float32, device=device))
+        _check_quantize(nvfp4_kvcache_triton, x, "nvfp4", torch.tensor(g, dtype=torch.float32, device=device))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -139,12 +139,12 @@ def test_all_16_codes_round_trip(recipe, device):
         codes[:, 0] = 6  # mxfp4: max 4 * 2**s keeps the shared exponent
     else:
         scale = torch.tensor([0x38] * 64, dtype=torch.uint8)  # E4M3 1.0
-    from reference_impl.packing import pack_nibbles
+    from nvfp4_kvcache.packing import pack_nibbles
 
     packed = pack_nibbles(codes)
     g = torch.tensor(1.0) if recipe == "nvfp4" else None
     x = r.dequantize_parts(packed, scale[:, None], g, torch.float32).to(device)
-    q, _ = _check_quantize(kernels, x, recipe, None if g is None else g.to(device))
+    q, _ = _check_quantize(nvfp4_kvcache_triton, x, recipe, None if g is None else g.to(device))
     nonzero = codes & 7 != 0  # -0 and +0 both quantize to the sign of the input's zero
     assert torch.equal(ri.packing.unpack_nibbles(q.packed.cpu())[nonzero], codes[nonzero])
 
@@ -188,7 +188,7 @@ def test_block16_scale_boundary_end_to_end(device):
     x[:, 0] = ratios * 6.0
     x[:, 1] = -ratios * 2.5
     x[:, 2] = ratios * 6.0 * (1 - 2.0**-20)
-    _check_quantize(kernels, x.to(device), "fp4_mx_block16")
+    _check_quantize(nvfp4_kvcache_triton, x.to(device), "fp4_mx_block16")
 
 
 # -- dequantize: every scale byte, every code, every output dtype ---------------------------------
@@ -204,7 +204,7 @@ def test_dequantize_all_scale_bytes_all_codes(recipe, device):
     for g in gs:
         for dtype in OUTPUT_DTYPES:
             want = r.dequantize_parts(packed, scales, g, dtype)
-            got = kernels.dequantize_parts(packed.to(device), scales.to(device), recipe,
+            got = nvfp4_kvcache_triton.dequantize_parts(packed.to(device), scales.to(device), recipe,
                                            None if g is None else torch.tensor(g, device=device), dtype)
             assert equal_values(got, want), (recipe, g, dtype)
 
@@ -216,10 +216,10 @@ def test_dequantize_random_round_trip(recipe, device):
     for i, shape in enumerate(shapes):
         x = random_blocks(shape, torch.bfloat16, seed=20 + i, device=device)
         g = _g(recipe, x)
-        q = kernels.quantize(x, recipe, global_scale=g)
+        q = nvfp4_kvcache_triton.quantize(x, recipe, global_scale=g)
         r = ri.quantize(x.cpu(), recipe, global_scale=None if g is None else g.cpu())
         for dtype in OUTPUT_DTYPES:
-            assert equal_values(kernels.dequantize(q, dtype), ri.dequantize(r, dtype)), (shape, dtype)
+            assert equal_values(nvfp4_kvcache_triton.dequantize(q, dtype), ri.dequantize(r, dtype)), (shape, dtype)
 
 
 # -- same errors as the oracle --------------------------------------------------------------------
@@ -269,4 +269,4 @@ def test_dequantize_errors_match_oracle():
 @pytest.mark.skipif(INTERPRET, reason="checks the error for CPU tensors without the interpreter")
 def test_cpu_tensor_without_interpreter_is_refused():
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
-        kernels.quantize(torch.randn(2, 32), "mxfp4")
+        nvfp4_kvcache_triton.quantize(torch.randn(2, 32), "mxfp4")

@@ -16,17 +16,17 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import kernels  # noqa: E402
-import kernels.reference  # noqa: E402
-import reference_impl as ri  # noqa: E402
-from reference_impl.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
+import nvfp4_kvcache_triton  # noqa: E402
+import nvfp4_kvcache_triton.reference  # noqa: E402
+import nvfp4_kvcache as ri  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
 from tests._kernel_cases import equal_values, random_blocks, special_blocks  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value encountered:RuntimeWarning",
                                         "ignore:divide by zero:RuntimeWarning")
-IMPLS = {"triton": kernels, "torch": kernels.reference}
+IMPLS = {"triton": nvfp4_kvcache_triton, "torch": nvfp4_kvcache_triton.reference}
 DEVICES = [
     pytest.param("cpu", id="interp", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1")),
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
@@ -100,7 +100,7 @@ def test_store_kv_specials(recipe, flat, device):
     vd, vs = make_layer(recipe, flat, m, 2, 64, device, seed=6)
     g = torch.tensor(0.75, device=device) if recipe == "nvfp4" else None
     want = expected_store(recipe, k, v, loc, kd, vd, ks, vs, g, g)
-    kernels.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
+    nvfp4_kvcache_triton.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
     for got, exp in zip((kd, ks, vd, vs), want):
         assert torch.equal(got.cpu(), exp)
 
@@ -137,9 +137,9 @@ def test_store_then_gather_round_trip(device):
         kd, ks = make_layer(recipe, flat, 36, 2, 32, device, seed=11)
         vd, vs = make_layer(recipe, flat, 36, 2, 32, device, seed=12)
         g = torch.tensor(0.02, device=device) if recipe == "nvfp4" else None
-        kernels.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
+        nvfp4_kvcache_triton.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
         for x, data, scales in ((k, kd, ks), (v, vd, vs)):
-            got = kernels.gather_dequantize(data, scales, loc, recipe, g, torch.bfloat16)
+            got = nvfp4_kvcache_triton.gather_dequantize(data, scales, loc, recipe, g, torch.bfloat16)
             want = ri.dequantize(ri.quantize(x.cpu(), recipe, global_scale=None if g is None else g.cpu()),
                                  torch.bfloat16)
             assert equal_values(got, want), recipe
@@ -165,17 +165,17 @@ def _bad_store_calls():
 @pytest.mark.parametrize("case", list(_bad_store_calls()), ids=lambda c: c["recipe"])
 def test_store_errors_are_the_same_for_both(case):
     with pytest.raises((TypeError, ValueError)) as want:
-        kernels.reference.store_kv(**case)
+        nvfp4_kvcache_triton.reference.store_kv(**case)
     with pytest.raises(want.type) as got:
-        kernels.store_kv(**case)
+        nvfp4_kvcache_triton.store_kv(**case)
     assert str(got.value) == str(want.value)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("recipe", ["fp4_mx_block16", "nvfp4", "mxfp4"])
 def test_store_kv_equals_reference_pool_set_kv_buffer(recipe, device):
-    """kernels.store_kv on a layer's buffers == reference_impl.pool's set_kv_buffer, byte for byte."""
-    pool_mod = pytest.importorskip("reference_impl.pool")
+    """nvfp4_kvcache_triton.store_kv on a layer's buffers == nvfp4_kvcache.pool's set_kv_buffer, byte for byte."""
+    pool_mod = pytest.importorskip("nvfp4_kvcache.pool")
     kw = dict(size=40, page_size=4, layer_num=2, head_num=2, head_dim=64, recipe=recipe)
     if recipe == "nvfp4":
         kw.update(k_scales=[0.02, 0.5], v_scales=[0.01, 0.25])
@@ -192,7 +192,7 @@ def test_store_kv_equals_reference_pool_set_kv_buffer(recipe, device):
     gk = g["k_scales"].reshape(-1)[layer].to(device) if g else None
     gv = g["v_scales"].reshape(-1)[layer].to(device) if g else None
     pool.set_kv_buffer(layer, loc, k, v)
-    kernels.store_kv(k.to(device), v.to(device), loc.to(device), bufs["k"], bufs["v"], bufs["k_scale"],
+    nvfp4_kvcache_triton.store_kv(k.to(device), v.to(device), loc.to(device), bufs["k"], bufs["v"], bufs["k_scale"],
                      bufs["v_scale"], recipe, gk, gv)
     for name, want in pool.layer_tensors(layer).items():
         assert torch.equal(bufs[name].cpu(), want), name

@@ -1,5 +1,5 @@
-"""MLA decode attention over an FP4 latent pool (``kernels.mla_decode_attention``) against the
-float64 oracle (``reference_impl.attention.mla_decode_attention``).
+"""MLA decode attention over an FP4 latent pool (``nvfp4_kvcache_triton.mla_decode_attention``) against the
+float64 oracle (``nvfp4_kvcache.attention.mla_decode_attention``).
 
 * default run (``TRITON_INTERPRET=1``): small shapes and DeepSeek-V3's 512 + 64 on a few hundred
   tokens, both recipes, pages 1 and 16, head groups with masked heads, splits, errors;
@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.decode_attention import attention_close, attention_tolerance
-from kernels.mla_decode_attention import mla_decode_attention_fp4
-from reference_impl.attention import mla_decode_attention
-from reference_impl.pool import MLATokenToKVPoolFP4
+from nvfp4_kvcache_triton.decode_attention import attention_close, attention_tolerance
+from nvfp4_kvcache_triton.mla_decode_attention import mla_decode_attention_fp4
+from nvfp4_kvcache.attention import mla_decode_attention
+from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"
@@ -151,8 +151,8 @@ def test_stage1_compiles_for_sm90():
         spec = importlib.util.spec_from_file_location("c", "scripts/compile_sm90.py")
         c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
         import triton
-        from kernels._triton.mla_decode_attention import mla_decode_stage1
-        from kernels._triton.decode_attention import FMT_IDS
+        from nvfp4_kvcache_triton._triton.mla_decode_attention import mla_decode_stage1
+        from nvfp4_kvcache_triton._triton.decode_attention import FMT_IDS
         types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
                      kv_ptr="*u8", kvs_ptr="*u8", d_stride="i32", s_stride="i32", g_ptr="*fp32",
                      kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32", mid_lse="*fp32", sm_scale="fp32", HQ="i32")

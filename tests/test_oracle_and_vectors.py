@@ -1,5 +1,7 @@
 """The oracle check API, the golden vectors in tests/golden, and the command line."""
 
+import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -10,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import reference_impl as ri
-from reference_impl.oracle import OracleMismatch, assert_matches_oracle, compare_with_oracle
-from reference_impl.recipes import RECIPES
-from reference_impl.sglang import FP4MXBlock16KVQuantizeUtil
-from reference_impl.vectors import check_vectors, write_vectors
+import nvfp4_kvcache as ri
+from nvfp4_kvcache.oracle import OracleMismatch, assert_matches_oracle, compare_with_oracle
+from nvfp4_kvcache.recipes import RECIPES
+from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil
+from nvfp4_kvcache.vectors import ATTENTION_TOLERANCE, check_vectors, write_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -75,10 +77,43 @@ def test_golden_vectors_in_the_repository_check_out():
 
 
 def test_golden_vectors_regenerate_identically(tmp_path):
+    """Byte for byte, except float64 attention outputs (within ATTENTION_TOLERANCE: summation order)."""
     write_vectors(tmp_path)
+
+    def manifest(directory):  # attention outputs' hashes depend on the CPU, as their last bits do
+        m = json.loads((directory / "manifest.json").read_text())
+        for s in m["sets"]:
+            s["files"].get("output", {}).pop("sha256", None)
+        return m
+
+    assert manifest(tmp_path) == manifest(GOLDEN)
     for path in sorted(GOLDEN.iterdir()):
-        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+        if path.name.endswith(".decode_attention.output.npy"):
+            assert np.allclose(np.load(tmp_path / path.name), np.load(path), **ATTENTION_TOLERANCE), path.name
+        elif path.name != "manifest.json":
+            assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in GOLDEN.iterdir())
+
+
+def test_check_vectors_accepts_summation_order_and_flags_a_changed_attention_output(tmp_path):
+    write_vectors(tmp_path, recipes=["nvfp4"], dtypes=["bfloat16"])
+    manifest_path = tmp_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(s for s in manifest["sets"] if s["kind"] == "decode_attention")["files"]["output"]
+    path = tmp_path / entry["path"]
+    out = np.load(path)
+
+    def store(array):
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        path.write_bytes(buf.getvalue())
+        entry["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        manifest_path.write_text(json.dumps(manifest))
+
+    store(np.nextafter(out, np.inf))             # one ulp everywhere: another CPU's summation order
+    assert check_vectors(tmp_path) == []
+    store(out * (1 + 1e-9))                      # far below any FP4 step, far above rounding
+    assert check_vectors(tmp_path) == ["nvfp4.decode_attention: the oracle now gives a different output"]
 
 
 def test_manifest_describes_every_file():
@@ -142,7 +177,7 @@ def test_tampering_is_detected(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "reference_impl", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "nvfp4_kvcache", *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def test_cli_verify(tmp_path):

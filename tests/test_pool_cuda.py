@@ -9,8 +9,8 @@ import hashlib
 
 import torch
 
-from reference_impl.attention import decode_attention, mla_decode_attention
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
+from nvfp4_kvcache.attention import decode_attention, mla_decode_attention
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
 
 try:
     import pytest

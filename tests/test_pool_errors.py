@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from _pool_helpers import fill_random, pool_hash
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4
 
 H, D, L, R = 2, 32, 64, 16
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reference_impl.pool import MHATokenToKVPoolFP4
-from reference_impl.recipes import get_recipe
-from reference_impl.sglang import FP4MXBlock16KVQuantizeUtil, NVFP4KVQuantizeUtil
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
+from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil, NVFP4KVQuantizeUtil
 from _pool_helpers import fill_random, pool_hash
 
 RECIPES = ["fp4_mx_block16", "nvfp4"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from _pool_helpers import fill_random, pool_hash
-from reference_impl.pool import MLATokenToKVPoolFP4
-from reference_impl.recipes import get_recipe
-from reference_impl.sglang import FP4MXBlock16KVQuantizeUtil
+from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
+from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil
 
 RECIPES = ["fp4_mx_block16", "nvfp4"]
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from reference_impl.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4, mha_layout, mla_layout
+from nvfp4_kvcache.pool import MHATokenToKVPoolFP4, MLATokenToKVPoolFP4, mha_layout, mla_layout
 
 MEMORY_POOL = "sglang/srt/mem_cache/memory_pool.py"
 QUANT_METHOD = "sglang/srt/layers/quantization/fp4_kv_cache_quant_method.py"
@@ -202,8 +202,8 @@ def test_mla_writes_skip_the_padding_slot_in_source(upstream):
 @pytest.mark.parametrize("model", ["Llama-3.1-8B", "Qwen3-32B", "gpt-oss-120b"])
 @pytest.mark.parametrize("tp", [1, 4])
 def test_capacity_per_token_bytes_equal_upstream_cell_size(upstream, model, tp):
-    from reference_impl.capacity import kv_bytes_per_token, kv_heads_per_rank
-    from reference_impl.model_configs import MODELS
+    from nvfp4_kvcache.capacity import kv_bytes_per_token, kv_heads_per_rank
+    from nvfp4_kvcache.model_configs import MODELS
 
     qm, m = upstream.quant_method, MODELS[model]
     heads = kv_heads_per_rank(model, tp)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-import reference_impl as ri
-from reference_impl.cases import CASES, case_codes, case_input
-from reference_impl.formats import E2M1, E4M3
-from reference_impl.packing import pack_nibbles, unpack_nibbles
-from reference_impl.recipes import FP4_MX_BLOCK16, MXFP4, NVFP4, RECIPES, get_recipe, nvfp4_global_scale
+import nvfp4_kvcache as ri
+from nvfp4_kvcache.cases import CASES, case_codes, case_input
+from nvfp4_kvcache.formats import E2M1, E4M3
+from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
+from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, NVFP4, RECIPES, get_recipe, nvfp4_global_scale
 
 ALL = sorted(RECIPES)
 

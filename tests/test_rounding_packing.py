@@ -4,9 +4,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from reference_impl.formats import E2M1
-from reference_impl.packing import pack_nibbles, unpack_nibbles
-from reference_impl.rounding import Rounding, round_to_table
+from nvfp4_kvcache.formats import E2M1
+from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
+from nvfp4_kvcache.rounding import Rounding, round_to_table
 
 TIES = [0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0]
 # RNE: the neighbour with even code (mantissa 0); away: the larger one.

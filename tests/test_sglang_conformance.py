@@ -1,7 +1,7 @@
 """The drop-ins against the real upstream code, loaded from the SGLang 0.5.23 wheel.
 
 Upstream's ``FP4MXBlock16KVQuantizeUtil`` runs here compiled, as SGLang runs it (Inductor on the
-CPU), and must produce the same bytes as :mod:`reference_impl.sglang`. Upstream's NVFP4 quantizer
+CPU), and must produce the same bytes as :mod:`nvfp4_kvcache.sglang`. Upstream's NVFP4 quantizer
 calls FlashInfer CUDA kernels and cannot run here; its pure-PyTorch dequantize fallback can, and is
 compared. What differs by device (non-finite blocks) is pinned as measured here and documented in
 the Format chapter with the CUDA measurements in ``docs/data/format/block16_cuda.json``.
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from _upstream import load_kvfp4_tensor, load_sglang_module, KVFP4_TENSOR
-from reference_impl.formats import E4M3
-from reference_impl.sglang import (
+from nvfp4_kvcache.formats import E4M3
+from nvfp4_kvcache.sglang import (
     BlockFP4KVQuantizeUtil,
     FP4MXBlock16KVQuantizeUtil as Oracle,
     KVFP4QuantizeUtil,
@@ -73,7 +73,7 @@ def test_dequantize_every_code_under_every_scale_byte(upstream, dtype):
 
 
 def test_named_cases_equal_upstream(upstream):
-    from reference_impl.cases import CASES as NAMED, case_input
+    from nvfp4_kvcache.cases import CASES as NAMED, case_input
 
     for case in NAMED.values():
         if case.recipe != "fp4_mx_block16" or case.name.endswith(("nan_block", "inf_block")):

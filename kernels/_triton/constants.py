@@ -1,4 +1,4 @@
-"""Every number the kernels use, derived from :mod:`reference_impl` and wrapped as ``tl.constexpr``.
+"""Every number the kernels use, derived from :mod:`nvfp4_kvcache` and wrapped as ``tl.constexpr``.
 
 Nothing numeric is retyped here: the E2M1 midpoints come from ``E2M1.magnitudes``, the E4M3 field
 widths from ``E4M3``, the recipe rules (floor, bias, special bytes) from the recipe modules. The
@@ -12,16 +12,16 @@ import struct
 
 import triton.language as tl
 
-from reference_impl.formats import E2M1, E2M1_MAX, E2M1_SIGN_BIT, E4M3, E4M3_MAX, E8M0
-from reference_impl.recipes.fp4_mx_block16 import (
+from nvfp4_kvcache.formats import E2M1, E2M1_MAX, E2M1_SIGN_BIT, E4M3, E4M3_MAX, E8M0
+from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     BLOCK16_SCALE,
     INF_BLOCK_SCALE_BYTE,
     NAN_BLOCK_SCALE_BYTE,
     SCALE_BIAS,
     SCALE_FLOOR,
 )
-from reference_impl.recipes.mxfp4 import E2M1_EMAX
-from reference_impl.recipes.nvfp4 import E4M3_NAN_BYTE
+from nvfp4_kvcache.recipes.mxfp4 import E2M1_EMAX
+from nvfp4_kvcache.recipes.nvfp4 import E4M3_NAN_BYTE
 
 
 def f32(x: float) -> float:

@@ -1,5 +1,5 @@
 """Triton bodies of the split-KV paged decode attention (no argument checks here; see
-:mod:`kernels.decode_attention`).
+:mod:`nvfp4_kvcache_triton.decode_attention`).
 
 Stage 1 (:func:`decode_stage1`), grid ``(batch, kv_heads, splits)``: one program takes **all**
 ``G = Hq / Hkv`` query heads of one KV head (``BLOCK_H = max(16, G)`` rows, the rest masked) over
@@ -49,8 +49,8 @@ import math
 import triton
 import triton.language as tl
 
-from kernels._triton.fp4 import e4m3_decode, pow2_byte_decode
-from reference_impl.formats import E2M1
+from nvfp4_kvcache_triton._triton.fp4 import e4m3_decode, pow2_byte_decode
+from nvfp4_kvcache.formats import E2M1
 
 # -- KV formats (constexpr switch) -----------------------------------------------------------
 FMT_IDS: dict[str, int] = {"bf16": 0, "fp8_e4m3": 1, "nvfp4": 2, "fp4_mx_block16": 3}
@@ -80,7 +80,7 @@ DEC_PRMT = tl.constexpr(DECODE_IDS["prmt"])           # lookup -> fp32 even/odd 
 DEC_PRMT_BF16 = tl.constexpr(DECODE_IDS["prmt_bf16"])  # lookup -> natural-order bf16 tile, bf16 scale (GPU only)
 DEC_CVT_F16 = tl.constexpr(DECODE_IDS["cvt_f16"])     # E2M1 -> E4M3 bits -> cvt f16x2, fp16 MMAs (nvfp4)
 ABLATION_IDS: dict[str, int] = {"no_decode": 4}
-"""Measurement-only decoders, not offered by :func:`kernels.decode_attention.decode_attention_fp4`
+"""Measurement-only decoders, not offered by :func:`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`
 (their values are meaningless): ``"no_decode"`` is ``cvt_f16`` with the E2M1 work cut out of its
 inline PTX (:data:`BYTES_AS_F16_ASM`: the same bytes in, the same four fp16x2 words out, one
 ``prmt`` each instead of 7 bit operations and 4 ``cvt``; the same scale ``cvt``, scale multiply

@@ -1,6 +1,6 @@
 """Triton bodies of the FP4 quantize, store and dequantize kernels (no argument checks here).
 
-Every rule is the oracle's (:mod:`reference_impl.recipes`), restated with integer and float32
+Every rule is the oracle's (:mod:`nvfp4_kvcache.recipes`), restated with integer and float32
 arithmetic that gives the same bits on a GPU and under ``TRITON_INTERPRET=1``:
 
 * no float -> fp8 casts (the interpreter rounds them wrongly): E4M3 scales and E2M1 codes are
@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._triton.constants import (
+from nvfp4_kvcache_triton._triton.constants import (
     B16_BIAS,
     B16_FLOOR,
     B16_INF_BYTE,

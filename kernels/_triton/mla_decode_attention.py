@@ -1,5 +1,5 @@
 """Triton stage 1 of MLA decode attention over an FP4 latent pool (absorbed form); no argument
-checks here (see :mod:`kernels.mla_decode_attention`).
+checks here (see :mod:`nvfp4_kvcache_triton.mla_decode_attention`).
 
 One latent row per token holds the NoPE part ``c_kv`` (``DL`` = kv_lora_rank elements) and the
 RoPE part ``k_pe`` (``DR`` elements), quantized separately (no block spans the boundary). In the
@@ -9,9 +9,9 @@ tile once and uses it twice, as K and as V.
 
 Grid ``(batch, cdiv(Hq, BLOCK_H), splits)``: a program takes ``BLOCK_H`` query heads (the rest of
 the last group masked) over one split of the request's tokens. It shares with the MHA kernel
-(:mod:`kernels._triton.decode_attention`) the split ranges, the slot lookup, the FP4 row loads and
+(:mod:`nvfp4_kvcache_triton._triton.decode_attention`) the split ranges, the slot lookup, the FP4 row loads and
 decoders (even/odd tiles, Q and the output permuted), the online softmax and the output format of
-``mid_o``/``mid_lse``; stage 2 is the MHA kernel's :func:`~kernels._triton.decode_attention.decode_stage2`
+``mid_o``/``mid_lse``; stage 2 is the MHA kernel's :func:`~nvfp4_kvcache_triton._triton.decode_attention.decode_stage2`
 with ``D = DL``.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels._triton.decode_attention import (
+from nvfp4_kvcache_triton._triton.decode_attention import (
     DEC_PLACEMENT,
     LOG2E,
     _dot,

@@ -2,29 +2,29 @@
 
 One job per module:
 
-* :mod:`~reference_impl.accuracy.metrics`: element-level error (SQNR, relative L2, max error,
+* :mod:`~nvfp4_kvcache.accuracy.metrics`: element-level error (SQNR, relative L2, max error,
   flushed-to-zero fraction; per block and per channel);
-* :mod:`~reference_impl.accuracy.distributions`: seeded K/V-shaped test data chosen to break
+* :mod:`~nvfp4_kvcache.accuracy.distributions`: seeded K/V-shaped test data chosen to break
   things (heavy tails, outlier channels, RoPE-rotated keys, tiny blocks, one huge value);
-* :mod:`~reference_impl.accuracy.baselines`: the non-FP4 comparison points (FP8 E4M3 per tensor,
+* :mod:`~nvfp4_kvcache.accuracy.baselines`: the non-FP4 comparison points (FP8 E4M3 per tensor,
   INT4 asymmetric per token group);
-* :mod:`~reference_impl.accuracy.schemes`: every KV-cache scheme the lab compares, as one
+* :mod:`~nvfp4_kvcache.accuracy.schemes`: every KV-cache scheme the lab compares, as one
   "fake-quantize" function each (quantize, then dequantize to ``float32``);
-* :mod:`~reference_impl.accuracy.attention_error`: decode-attention output error and softmax KL
+* :mod:`~nvfp4_kvcache.accuracy.attention_error`: decode-attention output error and softmax KL
   against BF16 K/V, as the context grows;
-* :mod:`~reference_impl.accuracy.minilm`: a real pretrained transformer (all-MiniLM-L6-v2, from a
+* :mod:`~nvfp4_kvcache.accuracy.minilm`: a real pretrained transformer (all-MiniLM-L6-v2, from a
   pip package) in plain PyTorch, with a hook on every layer's K and V.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.accuracy import SCHEMES, sqnr_db
+    >>> from nvfp4_kvcache.accuracy import SCHEMES, sqnr_db
     >>> x = torch.randn(4, 2, 64, generator=torch.Generator().manual_seed(0))
     >>> xq = SCHEMES["nvfp4/amax448"].fake_quantize(x, x.abs().amax())
     >>> 15 < sqnr_db(x, xq) < 25        # about 4 bits of signal
     True
 """
 
-from reference_impl.accuracy.metrics import (
+from nvfp4_kvcache.accuracy.metrics import (
     element_errors,
     flush_to_zero_fraction,
     max_abs_error,
@@ -33,7 +33,7 @@ from reference_impl.accuracy.metrics import (
     relative_l2,
     sqnr_db,
 )
-from reference_impl.accuracy.schemes import SCHEMES, Scheme, bf16_round
+from nvfp4_kvcache.accuracy.schemes import SCHEMES, Scheme, bf16_round
 
 __all__ = [
     "SCHEMES",

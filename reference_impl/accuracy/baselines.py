@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.formats import E4M3_MAX
+from nvfp4_kvcache.formats import E4M3_MAX
 
 __all__ = ["fp8_e4m3_fake_quantize", "int4_group_fake_quantize", "int4_bits_per_value", "INT4_LEVELS"]
 

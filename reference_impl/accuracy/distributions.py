@@ -20,7 +20,7 @@ name                   what it stresses
 =====================  =========================================================================
 
 Examples:
-    >>> from reference_impl.accuracy.distributions import generate, DISTRIBUTIONS
+    >>> from nvfp4_kvcache.accuracy.distributions import generate, DISTRIBUTIONS
     >>> x = generate("gaussian", tokens=8, heads=2, head_dim=64, seed=0)
     >>> tuple(x.shape), str(x.dtype)
     ((8, 2, 64), 'torch.float32')

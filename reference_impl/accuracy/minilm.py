@@ -17,7 +17,7 @@ It is an encoder: it attends bidirectionally and keeps no cache. Its K and V are
 thing a trained attention layer produces, which is what a KV cache would hold.
 
 Examples:
-    >>> from reference_impl.accuracy.minilm import load_minilm
+    >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
     >>> model = load_minilm()
     >>> model.tokenizer.tokenize("Hello, world!")
     ['hello', ',', 'world', '!']

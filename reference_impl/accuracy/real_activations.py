@@ -1,23 +1,23 @@
 """The real-activation lab: all-MiniLM-L6-v2's own K and V, and what quantizing them does.
 
-Three measurements per scheme (:data:`~reference_impl.accuracy.schemes.SCHEMES`), all against
+Three measurements per scheme (:data:`~nvfp4_kvcache.accuracy.schemes.SCHEMES`), all against
 the model run with BF16-rounded K/V (what an unquantized BF16 cache would hold):
 
 1. **element errors** of every layer's real K and V (captured on the evaluation sentences),
    quantized with per-layer scales calibrated on *other* sentences
-   (:data:`~reference_impl.accuracy.sentences.CALIBRATION`), so values above the calibrated
+   (:data:`~nvfp4_kvcache.accuracy.sentences.CALIBRATION`), so values above the calibrated
    ``amax`` can occur as they would in serving;
 2. **attention errors** per layer: that layer's real queries attend over its quantized K and/or
    V (one layer at a time, float64, per sentence), as in
-   :mod:`~reference_impl.accuracy.attention_error`;
+   :mod:`~nvfp4_kvcache.accuracy.attention_error`;
 3. **end-to-end drift**: the whole model runs with every layer's K and/or V fake-quantized; the
    sentence embeddings are compared with the reference ones (cosine similarity) and used for
    retrieval (does each query still rank its own document first, and the same document as
    the reference model?).
 
 Examples:
-    >>> from reference_impl.accuracy.real_activations import calibrate, kv_hook
-    >>> from reference_impl.accuracy.minilm import load_minilm
+    >>> from nvfp4_kvcache.accuracy.real_activations import calibrate, kv_hook
+    >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
     >>> model = load_minilm()
     >>> amax = calibrate(model, ["A short calibration sentence."])
     >>> len(amax), sorted(amax[0])
@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.accuracy.attention_error import MODES, attention_errors
-from reference_impl.accuracy.metrics import element_errors
-from reference_impl.accuracy.minilm import KVHook, MiniLM
-from reference_impl.accuracy.schemes import SCHEMES, bf16_round
+from nvfp4_kvcache.accuracy.attention_error import MODES, attention_errors
+from nvfp4_kvcache.accuracy.metrics import element_errors
+from nvfp4_kvcache.accuracy.minilm import KVHook, MiniLM
+from nvfp4_kvcache.accuracy.schemes import SCHEMES, bf16_round
 
 __all__ = ["calibrate", "kv_hook", "capture_qkv", "element_report", "attention_report", "embedding_report"]
 
@@ -51,7 +51,7 @@ def calibrate(model: MiniLM, sentences: list[str]) -> list[dict[str, float]]:
         one ``{"k": float, "v": float}`` per layer.
 
     Examples:
-        >>> from reference_impl.accuracy.minilm import load_minilm
+        >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
         >>> amax = calibrate(load_minilm(), ["Calibrate on this."])
         >>> all(a["k"] > 0 and a["v"] > 0 for a in amax)
         True
@@ -61,7 +61,7 @@ def calibrate(model: MiniLM, sentences: list[str]) -> list[dict[str, float]]:
 
 
 def kv_hook(scheme: str, amax: list[dict[str, float]], mode: str = "KV") -> KVHook:
-    """A :data:`~reference_impl.accuracy.minilm.KVHook` that rounds K/V to BF16 and reads ``mode`` through ``scheme``.
+    """A :data:`~nvfp4_kvcache.accuracy.minilm.KVHook` that rounds K/V to BF16 and reads ``mode`` through ``scheme``.
 
     Args:
         scheme: a key of :data:`SCHEMES`, or ``"bf16"`` for the reference (BF16 rounding only).
@@ -102,7 +102,7 @@ def capture_qkv(model: MiniLM, sentences: list[str]) -> tuple[list[tuple[torch.T
         the sentences' real tokens concatenated in order; ``lengths[j]`` = tokens of sentence ``j``.
 
     Examples:
-        >>> from reference_impl.accuracy.minilm import load_minilm
+        >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
         >>> qkv, lengths = capture_qkv(load_minilm(), ["Two words.", "Three more words."])
         >>> lengths, tuple(qkv[5][0].shape)        # [CLS] two words . [SEP]
         ([5, 6], (11, 12, 32))
@@ -212,7 +212,7 @@ def embedding_report(model: MiniLM, pairs: list[tuple[str, str]], amax: list[dic
         change of any query-document similarity). ``reference`` has ``recall_at_1`` only.
 
     Examples:
-        >>> from reference_impl.accuracy.minilm import load_minilm
+        >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
         >>> m = load_minilm()
         >>> pairs = [("Where is Paris?", "Paris is in France."), ("What do cats eat?", "Cats eat fish.")]
         >>> r = embedding_report(m, pairs, calibrate(m, ["Some text."]), ["fp8_e4m3/calibrated"], ("KV",))

@@ -22,7 +22,7 @@ per-tensor ``float32`` scales.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.accuracy.schemes import SCHEMES
+    >>> from nvfp4_kvcache.accuracy.schemes import SCHEMES
     >>> list(SCHEMES)[:3]
     ['fp8_e4m3/scale1', 'fp8_e4m3/calibrated', 'int4_g32']
     >>> x = torch.tensor([[0.5, -1.0, 2.0, 6.0] * 8])     # on the E2M1 grid with scale 1
@@ -37,9 +37,9 @@ from typing import Callable
 
 import torch
 
-from reference_impl.accuracy.baselines import fp8_e4m3_fake_quantize, int4_bits_per_value, int4_group_fake_quantize
-from reference_impl.formats import E4M3_MAX
-from reference_impl.recipes import get_recipe, nvfp4_global_scale
+from nvfp4_kvcache.accuracy.baselines import fp8_e4m3_fake_quantize, int4_bits_per_value, int4_group_fake_quantize
+from nvfp4_kvcache.formats import E4M3_MAX
+from nvfp4_kvcache.recipes import get_recipe, nvfp4_global_scale
 
 __all__ = ["Scheme", "SCHEMES", "FP4_SCHEMES", "bf16_round"]
 

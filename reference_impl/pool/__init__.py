@@ -2,21 +2,21 @@
 
 * :class:`MHATokenToKVPoolFP4`: per layer, packed K and V plus separate scale buffers, by slot;
 * :class:`MLATokenToKVPoolFP4`: DeepSeek-style latent (NoPE + RoPE, quantized separately);
-* :mod:`reference_impl.pool.layout`: their shapes and byte counts, without allocating.
+* :mod:`nvfp4_kvcache.pool.layout`: their shapes and byte counts, without allocating.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MHATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
     >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, head_num=1, head_dim=16,
     ...                            recipe="nvfp4", device="cpu", k_scales=[0.5], v_scales=[0.25])
     >>> pool.rows, pool.nbytes    # 9 rows x (8 + 8 data + 1 + 1 scale bytes)
     (9, 162)
 """
 
-from reference_impl.pool.base import PADDING_SLOT, FP4TokenToKVPoolBase
-from reference_impl.pool.layout import POOL_RECIPES, MHALayout, MLALayout, mha_layout, mla_layout
-from reference_impl.pool.mha import MHATokenToKVPoolFP4
-from reference_impl.pool.mla import MLATokenToKVPoolFP4
+from nvfp4_kvcache.pool.base import PADDING_SLOT, FP4TokenToKVPoolBase
+from nvfp4_kvcache.pool.layout import POOL_RECIPES, MHALayout, MLALayout, mha_layout, mla_layout
+from nvfp4_kvcache.pool.mha import MHATokenToKVPoolFP4
+from nvfp4_kvcache.pool.mla import MLATokenToKVPoolFP4
 
 __all__ = [
     "MHATokenToKVPoolFP4",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from reference_impl.checks import FLOAT_INPUT_DTYPES
+from nvfp4_kvcache.checks import FLOAT_INPUT_DTYPES
 
 __all__ = ["check_device", "check_loc", "check_kv_tensor", "global_scales", "resolve_layer_id"]
 

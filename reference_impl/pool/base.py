@@ -12,9 +12,9 @@ import hashlib
 
 import torch
 
-from reference_impl.pool._checks import check_device, check_loc, resolve_layer_id
-from reference_impl.pool.layout import _pool_recipe, check_pool_geometry, pool_rows
-from reference_impl.recipes import Recipe
+from nvfp4_kvcache.pool._checks import check_device, check_loc, resolve_layer_id
+from nvfp4_kvcache.pool.layout import _pool_recipe, check_pool_geometry, pool_rows
+from nvfp4_kvcache.recipes import Recipe
 
 __all__ = ["FP4TokenToKVPoolBase", "PADDING_SLOT"]
 
@@ -23,8 +23,8 @@ PADDING_SLOT = 0
 
 
 class FP4TokenToKVPoolBase(abc.ABC):
-    """Common part of :class:`~reference_impl.pool.MHATokenToKVPoolFP4` and
-    :class:`~reference_impl.pool.MLATokenToKVPoolFP4` (not used directly)."""
+    """Common part of :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4` and
+    :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` (not used directly)."""
 
     def __init__(
         self,
@@ -86,7 +86,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
             >>> before = pool.state_digest()
             >>> try:
@@ -120,7 +120,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
             >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 3.0), torch.ones(1, 1, 16))
             >>> pool.move_kv_cache(torch.tensor([4]), torch.tensor([1]))
@@ -145,7 +145,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=2, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> copy = pool.get_cpu_copy(torch.tensor([1, 2]))
             >>> len(copy), {name: tuple(t.shape) for name, t in copy[0].items()}
@@ -166,7 +166,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
             >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 5.0), torch.ones(1, 1, 16))
             >>> saved = pool.get_cpu_copy(torch.tensor([1]))

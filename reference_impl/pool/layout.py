@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reference_impl.recipes import get_recipe
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["POOL_RECIPES", "MHALayout", "MLALayout", "mha_layout", "mla_layout", "pool_rows", "check_pool_geometry"]
 

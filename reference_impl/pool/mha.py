@@ -16,7 +16,7 @@ buffer (per layer)  ``fp4_mx_block16``             ``nvfp4``
 ==================  =============================  =============================================
 
 NVFP4 global-scale convention: ``k_scales[l]`` / ``v_scales[l]`` are the *decode* multipliers
-``g`` of :mod:`reference_impl.recipes.nvfp4` (``x ~= e2m1 * block_scale * g``), default 1.0 as
+``g`` of :mod:`nvfp4_kvcache.recipes.nvfp4` (``x ~= e2m1 * block_scale * g``), default 1.0 as
 upstream's ``NVFP4KVCacheMethod`` when a checkpoint has none. A checkpoint calibrated as
 ``amax / (6 * 448)`` and one calibrated as ``amax / 448`` both load as-is: the pool never rescales
 (upstream multiplies non-default scales by 6 on SM100; do that before constructing the pool if
@@ -24,7 +24,7 @@ you model that path).
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MHATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
     >>> pool = MHATokenToKVPoolFP4(size=16, page_size=4, layer_num=2, head_num=2, head_dim=32,
     ...                            recipe="fp4_mx_block16", device="cpu")
     >>> pool.k_buffer[0].shape, pool.k_scale_buffer[0].shape
@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.pool._checks import check_kv_tensor, global_scales
-from reference_impl.pool.base import FP4TokenToKVPoolBase
-from reference_impl.pool.layout import MHALayout, mha_layout
-from reference_impl.recipes import OUTPUT_DTYPES
+from nvfp4_kvcache.pool._checks import check_kv_tensor, global_scales
+from nvfp4_kvcache.pool.base import FP4TokenToKVPoolBase
+from nvfp4_kvcache.pool.layout import MHALayout, mha_layout
+from nvfp4_kvcache.recipes import OUTPUT_DTYPES
 
 __all__ = ["MHATokenToKVPoolFP4"]
 
@@ -106,7 +106,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> sorted(pool.layer_tensors(0))
@@ -139,7 +139,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> k = torch.tensor([1.0, -3.0] * 8).expand(2, 2, 16)
@@ -185,7 +185,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> full = pool.get_key_buffer(0)
@@ -199,7 +199,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> pool.get_value_buffer(0, dtype=torch.float32).shape
@@ -212,7 +212,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> [t.shape for t in pool.get_kv_buffer(0)]
@@ -233,7 +233,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> pool.set_kv_buffer(0, torch.tensor([6]), torch.full((1, 2, 16), 2.0), torch.full((1, 2, 16), -1.0))
@@ -253,7 +253,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MHATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
             >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
             ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
             >>> k, v, ks, vs = pool.get_raw_kv_buffer(0)

@@ -18,7 +18,7 @@ project's extension (same shapes, E4M3 scale bytes, one decode global scale per 
 
 Examples:
     >>> import torch
-    >>> from reference_impl.pool import MLATokenToKVPoolFP4
+    >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
     >>> pool = MLATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, kv_lora_rank=512,
     ...                            qk_rope_head_dim=64, recipe="fp4_mx_block16", device="cpu")
     >>> pool.kv_buffer[0].shape, pool.kv_scale_buffer[0].shape
@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.pool._checks import check_kv_tensor, global_scales
-from reference_impl.pool.base import FP4TokenToKVPoolBase
-from reference_impl.pool.layout import MLALayout, mla_layout
-from reference_impl.recipes import OUTPUT_DTYPES
+from nvfp4_kvcache.pool._checks import check_kv_tensor, global_scales
+from nvfp4_kvcache.pool.base import FP4TokenToKVPoolBase
+from nvfp4_kvcache.pool.layout import MLALayout, mla_layout
+from nvfp4_kvcache.recipes import OUTPUT_DTYPES
 
 __all__ = ["MLATokenToKVPoolFP4"]
 
@@ -90,7 +90,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> sorted(pool.layer_tensors(0))
             ['kv', 'kv_scale']
@@ -122,7 +122,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> pool.set_mla_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 32), 12.0), torch.full((1, 1, 16), 0.5))
             >>> pool.kv_scale_buffer[0][1].tolist()     # NoPE blocks 2**1, RoPE block 2**-3 (bias 127)
@@ -155,7 +155,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> pool.set_kv_buffer(0, torch.tensor([2]), torch.ones(1, 1, 48))
             >>> pool.gather_kv(0, torch.tensor([2]))[0, 0, ::16].tolist()
@@ -185,7 +185,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> pool.get_key_buffer(0).shape
             torch.Size([5, 1, 48])
@@ -200,7 +200,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> pool.get_value_buffer(0).shape
             torch.Size([5, 1, 32])
@@ -212,7 +212,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> [t.shape[-1] for t in pool.get_kv_buffer(0)]
             [48, 32]
@@ -225,7 +225,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> pool.gather_kv(0, torch.tensor([1, 1, 3]), dtype=torch.float64).shape
             torch.Size([3, 1, 48])
@@ -238,7 +238,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
         Examples:
             >>> import torch
-            >>> from reference_impl.pool import MLATokenToKVPoolFP4
+            >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
             >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
             >>> [(t.dtype, tuple(t.shape)) for t in pool.get_raw_kv_buffer(0)]
             [(torch.uint8, (5, 1, 24)), (torch.uint8, (5, 3))]

@@ -9,7 +9,7 @@ name                block size  scale                element rounding        glo
 ==================  ==========  ===================  ======================  ===============
 
 Examples:
-    >>> from reference_impl.recipes import get_recipe, RECIPES
+    >>> from nvfp4_kvcache.recipes import get_recipe, RECIPES
     >>> sorted(RECIPES)
     ['fp4_mx_block16', 'mxfp4', 'nvfp4']
     >>> get_recipe("mxfp4").block_size
@@ -18,10 +18,10 @@ Examples:
 
 from __future__ import annotations
 
-from reference_impl.recipes.base import OUTPUT_DTYPES, FP4Quantized, Recipe
-from reference_impl.recipes.fp4_mx_block16 import FP4_MX_BLOCK16, FP4MXBlock16
-from reference_impl.recipes.mxfp4 import MXFP4, MXFP4Recipe
-from reference_impl.recipes.nvfp4 import GLOBAL_SCALE_CONVENTIONS, NVFP4, NVFP4Recipe, nvfp4_global_scale
+from nvfp4_kvcache.recipes.base import OUTPUT_DTYPES, FP4Quantized, Recipe
+from nvfp4_kvcache.recipes.fp4_mx_block16 import FP4_MX_BLOCK16, FP4MXBlock16
+from nvfp4_kvcache.recipes.mxfp4 import MXFP4, MXFP4Recipe
+from nvfp4_kvcache.recipes.nvfp4 import GLOBAL_SCALE_CONVENTIONS, NVFP4, NVFP4Recipe, nvfp4_global_scale
 
 __all__ = [
     "FP4Quantized",

@@ -2,7 +2,7 @@
 
 A recipe turns a tensor ``x[..., N]`` into
 
-* ``packed``: ``uint8 [..., N // 2]``, two E2M1 codes per byte (see :mod:`reference_impl.packing`);
+* ``packed``: ``uint8 [..., N // 2]``, two E2M1 codes per byte (see :mod:`nvfp4_kvcache.packing`);
 * ``scales``: ``uint8 [..., N // block_size]``, one scale byte per block of ``block_size``
   consecutive elements of the last dimension (E8M0-style bytes, or the bits of an E4M3 value);
 * for NVFP4 only, a ``float32`` global scale supplied by the caller.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from reference_impl.checks import check_float_input, check_same_device, check_uint8
-from reference_impl.packing import pack_nibbles, unpack_nibbles
+from nvfp4_kvcache.checks import check_float_input, check_same_device, check_uint8
+from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
 
 __all__ = ["FP4Quantized", "Recipe", "OUTPUT_DTYPES"]
 

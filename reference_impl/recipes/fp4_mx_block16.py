@@ -37,7 +37,7 @@ about 0.6% of random blocks; the oracle follows the compiled production path.
 
 Examples:
     >>> import torch
-    >>> from reference_impl.recipes import FP4_MX_BLOCK16
+    >>> from nvfp4_kvcache.recipes import FP4_MX_BLOCK16
     >>> x = torch.tensor([[97.0] + [0.0] * 15])
     >>> q = FP4_MX_BLOCK16.quantize(x)
     >>> q.scales.tolist()          # 97/6 = 16.17 rounds up to 2**5: byte 127 + 5
@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import torch
 
-from reference_impl.formats import E2M1, E2M1_MAX, PowerOfTwoScale
-from reference_impl.recipes.base import Recipe
-from reference_impl.rounding import Rounding
+from nvfp4_kvcache.formats import E2M1, E2M1_MAX, PowerOfTwoScale
+from nvfp4_kvcache.recipes.base import Recipe
+from nvfp4_kvcache.rounding import Rounding
 
 __all__ = ["FP4MXBlock16", "FP4_MX_BLOCK16", "BLOCK16_SCALE", "SCALE_FLOOR", "SCALE_BIAS"]
 

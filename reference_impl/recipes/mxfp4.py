@@ -21,7 +21,7 @@ to zero, which the spec does not ask for).
 
 Examples:
     >>> import torch
-    >>> from reference_impl.recipes import MXFP4
+    >>> from nvfp4_kvcache.recipes import MXFP4
     >>> x = torch.zeros(32); x[0] = 7.0; x[1] = 0.3
     >>> q = MXFP4.quantize(x)
     >>> q.scales.tolist()                    # floor(log2 7) - 2 = 0 -> byte 127
@@ -36,9 +36,9 @@ import math
 
 import torch
 
-from reference_impl.formats import E2M1, E8M0
-from reference_impl.recipes.base import Recipe
-from reference_impl.rounding import Rounding
+from nvfp4_kvcache.formats import E2M1, E8M0
+from nvfp4_kvcache.recipes.base import Recipe
+from nvfp4_kvcache.rounding import Rounding
 
 __all__ = ["MXFP4Recipe", "MXFP4", "E2M1_EMAX", "floor_log2", "pow2_f64"]
 

@@ -37,7 +37,7 @@ Global-scale conventions (never implicit here; :func:`nvfp4_global_scale` takes 
 
 Examples:
     >>> import torch
-    >>> from reference_impl.recipes import NVFP4, nvfp4_global_scale
+    >>> from nvfp4_kvcache.recipes import NVFP4, nvfp4_global_scale
     >>> x = torch.linspace(-3.0, 3.0, 16)
     >>> g = nvfp4_global_scale(x.abs().amax(), "amax/(6*448)")
     >>> q = NVFP4.quantize(x, g)
@@ -54,9 +54,9 @@ import math
 
 import torch
 
-from reference_impl.formats import E2M1, E2M1_MAX, E4M3, E4M3_MAX
-from reference_impl.recipes.base import Recipe
-from reference_impl.rounding import Rounding
+from nvfp4_kvcache.formats import E2M1, E2M1_MAX, E4M3, E4M3_MAX
+from nvfp4_kvcache.recipes.base import Recipe
+from nvfp4_kvcache.rounding import Rounding
 
 __all__ = ["NVFP4Recipe", "NVFP4", "check_global_scale_tensor", "GLOBAL_SCALE_CONVENTIONS", "nvfp4_global_scale", "E4M3_NAN_BYTE"]
 
