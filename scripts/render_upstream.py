@@ -210,7 +210,7 @@ def _anchor_row(row: dict) -> str:
 
 def _backend_label(row: dict) -> str:
     name = f"`{row['backend']}`" if " " not in row["backend"] else row["backend"]
-    return f"{name} ({row['attention']})"
+    return f"{name} · {row['attention']}"
 
 
 def _evidence(row_or_item: dict, lock: dict, src: Sources) -> str:
@@ -248,7 +248,7 @@ def _matrix(rows: list[dict], src: Sources, lock: dict, with_status: bool = Fals
             " + ".join(row["phases"]),
             f"{READ_LABELS[row['read']['value']]} {src.cites(row['read']['refs'])}",
         ]
-        cells += [f"{ARCH_VALUE_LABELS[row['arch'][a]['value']]} {src.cites(row['arch'][a]['refs'])}"
+        cells += [f"{ARCH_ICONS[row['arch'][a]['value']]} {src.cites(row['arch'][a]['refs'])}"
                   for a in ARCH_COLUMNS]
         if with_status:
             cells.append(STATUS_LABELS[row["status"]])
@@ -259,6 +259,9 @@ def _matrix(rows: list[dict], src: Sources, lock: dict, with_status: bool = Fals
                      f'`{row["recipe"]}`: {unverified}{text}*Evidence:* {_evidence(row, lock, src)}.')
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
+
+# In the per-engine tables the GPU cells show the icon alone (the legend above says which is which).
+ARCH_ICONS = {k: v.split(" ", 1)[0] + '{ title="' + k + '" }' for k, v in ARCH_VALUE_LABELS.items()}
 
 READ_RANK = {"native_fp4": 0, "dequant_fp8_workspace": 1, "dequant_bf16": 2}
 READ_SHORT = {"native_fp4": "native", "dequant_fp8_workspace": "FP8 workspace", "dequant_bf16": "BF16 copy"}
@@ -509,7 +512,7 @@ def render_history(data: dict) -> str:
     template = _prose_in_template(_template("history"), src)
     undated = sum(1 for e in entries if e["state"] == "merged" and not _merged_text(e, src))
     blocks = {
-        "undated": (f"{undated} merged threads have no verified merge date; their Merged cell is empty."
+        "undated": (f"{undated} merged threads, whose repositories' histories were not read, show no merge date."
                     if undated else "Every merged thread has a verified merge date or bound."),
         "timeline_table": _timeline_table(entries, src),
         "entries": _entries(entries, src),
