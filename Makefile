@@ -1,6 +1,9 @@
 # Two entry points, both self-installing and idempotent:
 #   make serve   set up, then serve the documentation on http://127.0.0.1:8000
 #   make test    set up, then run every check (strict site build, all tests, doc-block audit)
+#   make evidence  ask the package index for each engine's latest release and re-read every
+#                claim of the backend matrix from the released wheels (network; fails on drift);
+#                `make evidence UPDATE=1` records the new releases and evidence instead
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +13,7 @@ ASSETS := docs/assets/vendor/mermaid/mermaid.min.js
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: serve test setup browser clean
+.PHONY: serve test setup browser clean evidence
 
 setup: $(STAMP) $(ASSETS) browser
 
@@ -47,6 +50,11 @@ test: setup
 	$(BIN)/mkdocs build --strict --site-dir build/site
 	DOC_BLOCKS_REPORT=build/doc-blocks.json $(BIN)/python -m pytest -n 2 --dist loadfile
 	$(BIN)/python scripts/audit_doc_blocks.py build/site build/doc-blocks.json
+
+evidence: $(STAMP)
+	$(BIN)/python scripts/upstream_freshness.py --online $(if $(UPDATE),--write)
+	$(BIN)/python scripts/upstream_evidence.py $(if $(UPDATE),--write,--check)
+	$(BIN)/python scripts/render_upstream.py $(if $(UPDATE),,--check)
 
 clean:
 	rm -rf $(VENV) build .cache docs/assets/vendor

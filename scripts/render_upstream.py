@@ -66,9 +66,12 @@ def load_yaml(path: Path):
         return yaml.load(handle, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
+DATA_FILES = ("sources", "history", "backends", "pitfalls", "landscape", "releases", "evidence")
+
+
 def load_data(data_dir: Path = DATA) -> dict:
-    """The four data files, keyed by name."""
-    return {name: load_yaml(data_dir / f"{name}.yaml") for name in ("sources", "history", "backends", "pitfalls")}
+    """The data files, keyed by name."""
+    return {name: load_yaml(data_dir / f"{name}.yaml") for name in DATA_FILES}
 
 
 # --------------------------------------------------------------------------------------- sources
@@ -76,12 +79,17 @@ def load_data(data_dir: Path = DATA) -> dict:
 class Sources:
     """Resolves reference ids to links and numbers them per page, in order of first use."""
 
-    def __init__(self, sources_file: dict):
+    def __init__(self, sources_file: dict, releases: dict):
         self.repos = sources_file["repos"]
-        self.release = sources_file["wheel_release"]
-        self.wheel_url = sources_file["wheel_url"]
+        self.wheel_packages = sources_file["wheel_packages"]
+        self.versions = {e["package"]: e["latest"] for e in releases["engines"].values()}
         self.by_id = {s["id"]: s for s in sources_file["sources"]}
         self.order: list[str] = []
+
+    def wheel(self, ref: str) -> tuple[str, str]:
+        """(package, version) of the released wheel a ``wheel:`` source reads."""
+        package = self.wheel_packages[ref.removeprefix("wheel:").split("/", 1)[0]]
+        return package, self.versions[package]
 
     def url(self, ref: str) -> str:
         src = self.by_id[ref]
@@ -90,7 +98,8 @@ class Sources:
             kind = "pull" if src["type"] == "pr" else "issues"
             return f"https://github.com/{self.repos[short]}/{kind}/{number}"
         if src["type"] == "file":
-            return self.wheel_url
+            package, version = self.wheel(ref)
+            return f"https://pypi.org/project/{package}/{version}/"
         short = ref.split(":", 1)[1].split("@", 1)[0]
         return f"https://github.com/{self.repos[short]}/blob/{src['commit']}/{src['path']}"
 
@@ -100,7 +109,8 @@ class Sources:
             short, number = ref.split("#")
             return f"{self.repos[short]}#{number}"
         if src["type"] == "file":
-            return f"{ref.removeprefix('wheel:')} ({self.release})"
+            package, version = self.wheel(ref)
+            return f"{ref.removeprefix('wheel:')} ({package} {version})"
         short = ref.split(":", 1)[1].split("@", 1)[0]
         return f"{self.repos[short]} `{src['commit'][:8]}` {src['path']}"
 
@@ -194,32 +204,64 @@ def _row_sort_key(row: dict) -> tuple:
             row["read"]["value"] == "not_supported", row["id"])
 
 
-def _matrix(rows: list[dict], src: Sources, with_status: bool = False) -> str:
-    head = ["System", "Backend", "Attn", "Phase", "Recipe", "Read"]
-    head += [ARCH_LABELS[a] for a in ARCH_COLUMNS]
+def _anchor_row(row: dict) -> str:
+    return f"r-{row['id']}"
+
+
+def _backend_label(row: dict) -> str:
+    name = f"`{row['backend']}`" if " " not in row["backend"] else row["backend"]
+    return f"{name} · {row['attention']}"
+
+
+def _evidence(row_or_item: dict, lock: dict, src: Sources) -> str:
+    """Evidence items as prose: file, line range, release and hash, or the thread, and what it shows."""
+    by_key = {(c["package"], c["path"], c["find"], c["lines"]): c for c in lock["claims"]}
+    parts = []
+    for e in row_or_item.get("evidence", []):
+        if "thread" in e:
+            parts.append(f"{e['says']} {src.cite(e['thread'])}")
+            continue
+        rec = by_key[(e["pkg"], e["path"], e["find"], e["lines"])]
+        span = f"line {rec['start']}" if rec["start"] == rec["end"] else f"lines {rec['start']}–{rec['end']}"
+        ref = "wheel:" + e["path"]
+        cite = src.cite(ref) if ref in src.by_id else ""
+        parts.append(f"{e['says']}: `{e['path'].rsplit('/', 1)[-1]}` {span} of {rec['package']} {rec['version']} "
+                     f"(SHA-256 `{rec['sha256'][:12]}`) {cite}".rstrip())
+    return "; ".join(parts)
+
+
+def _matrix(rows: list[dict], src: Sources, lock: dict, with_status: bool = False) -> str:
+    """A compact table (backend, phase, read, one column per GPU) and a list of notes under it.
+
+    The engine, recipe and attention type are the headings above the table, so a row needs only
+    eight columns; each backend links to its note, which gives the evidence.
+    """
+    head = ["Backend", "Phase", "Read"] + [ARCH_LABELS[a] for a in ARCH_COLUMNS]
     if with_status:
         head.append("Status")
-    head += ["Row sources", "Notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
     for row in sorted(rows, key=_row_sort_key):
         flag = "" if row["verified"] else " *(unverified)*"
         cells = [
-            row["system"],
-            f"`{row['backend']}`" if " " not in row["backend"] else row["backend"],
-            row["attention"],
+            f"[{_backend_label(row)}](#{_anchor_row(row)}) {src.cites(row['refs'])}{flag}",
             " + ".join(row["phases"]),
-            f"`{row['recipe']}`",
             f"{READ_LABELS[row['read']['value']]} {src.cites(row['read']['refs'])}",
         ]
-        cells += [f"{ARCH_VALUE_LABELS[row['arch'][a]['value']]} {src.cites(row['arch'][a]['refs'])}"
+        cells += [f"{ARCH_ICONS[row['arch'][a]['value']]} {src.cites(row['arch'][a]['refs'])}"
                   for a in ARCH_COLUMNS]
         if with_status:
             cells.append(STATUS_LABELS[row["status"]])
-        cells.append(src.cites(row["refs"]))
-        cells.append(f"[{row['id']}](#row-{row['id']}){flag}" if row["notes"].strip() else flag.strip())
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        text = src.prose(row["notes"]) + " " if row["notes"].strip() else ""
+        unverified = "**Unverified.** " if not row["verified"] else ""
+        notes.append(f'- <a id="{_anchor_row(row)}"></a>**{_backend_label(row)}**, {" + ".join(row["phases"])}, '
+                     f'`{row["recipe"]}`: {unverified}{text}*Evidence:* {_evidence(row, lock, src)}.')
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
+
+# In the per-engine tables the GPU cells show the icon alone (the legend above says which is which).
+ARCH_ICONS = {k: v.split(" ", 1)[0] + '{ title="' + k + '" }' for k, v in ARCH_VALUE_LABELS.items()}
 
 READ_RANK = {"native_fp4": 0, "dequant_fp8_workspace": 1, "dequant_bf16": 2}
 READ_SHORT = {"native_fp4": "native", "dequant_fp8_workspace": "FP8 workspace", "dequant_bf16": "BF16 copy"}
@@ -271,17 +313,6 @@ def _quick_grid(rows: list[dict], src: Sources) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row_notes(rows: list[dict], src: Sources) -> str:
-    lines = []
-    for row in sorted(rows, key=_row_sort_key):
-        if not row["notes"].strip():
-            continue
-        flag = " **Unverified.**" if not row["verified"] else ""
-        lines.append(f'- <a id="row-{row["id"]}"></a>**{row["id"]}** ({row["system"]}, '
-                     f'`{row["backend"]}`, {row["recipe"]}):{flag} {src.prose(row["notes"])}')
-    return "\n".join(lines) + "\n"
-
-
 def _config_blocks(cfg: dict, release: str, src: Sources) -> dict[str, str]:
     wheel = lambda p: src.cite("wheel:" + p)  # noqa: E731
     choices = ", ".join(f"`{c}`" for c in cfg["kv_cache_dtype_choices"])
@@ -324,28 +355,65 @@ def _config_blocks(cfg: dict, release: str, src: Sources) -> dict[str, str]:
     }
 
 
+ENGINE_SECTIONS = ("vLLM", "TensorRT-LLM", "FlashInfer")
+LANDSCAPE_STATUS = {"shipped": "in the release", "merged": "merged", "open": "open", "closed": "closed",
+                    "absent": "not offered", "unknown": "not established"}
+
+
+def _freshness(rows: list[dict], releases: dict) -> str:
+    """Per engine: the release its rows were verified against, and when; unreadable releases said so."""
+    lines = ["| Engine | Package | Verified against | On | Latest on the index |", "|---|---|---|---|---|"]
+    for name in ["SGLang", *ENGINE_SECTIONS]:
+        engine = releases["engines"][name]
+        mine = [r for r in rows if r["system"] == name]
+        versions = sorted({r["checked"]["version"] for r in mine})
+        dates = sorted({r["checked"]["date"] for r in mine})
+        verified = ", ".join(versions) if engine["readable"] else f"threads only ({engine['package']} {versions[0]} not read)"
+        lines.append(f"| {name} | `{engine['package']}` | {verified} | {dates[-1]} | {engine['latest']} |")
+    unreadable = [f"{name}: {e['why']}" for name, e in releases["engines"].items() if not e["readable"]]
+    note = ("\n" + "".join(f"\n*{u}.*" for u in unreadable)) if unreadable else ""
+    return "\n".join(lines) + note + f"\n\nLatest releases as seen on the package index on {releases['checked']}.\n"
+
+
+def _landscape(landscape: dict, src: Sources, lock: dict) -> str:
+    out = []
+    for section in landscape["sections"]:
+        out.append(f'### <a id="{section["id"]}"></a>{section["title"]}\n')
+        out.append(src.prose(section["intro"]) + "\n")
+        for item in section["items"]:
+            evidence = f" *Evidence:* {_evidence(item, lock, src)}." if item.get("evidence") else ""
+            out.append(f"- **{item['engine']}** ({LANDSCAPE_STATUS[item['status']]}): {src.prose(item['text'])} "
+                       f"{src.cites(item['refs'])}{evidence}")
+        out.append("")
+    return "\n".join(out)
+
+
 def render_backends(data: dict) -> str:
-    src = Sources(data["sources"])
+    src = Sources(data["sources"], data["releases"])
     b = data["backends"]
     rows = b["rows"]
+    lock = data["evidence"]
     template = _prose_in_template(_template("backends"), src)
     sglang = [r for r in rows if r["system"] == "SGLang"]
     leftover = [r for r in sglang if r["status"] == "shipped" and r["recipe"] not in ("nvfp4", "fp4_mx_block16")]
     if leftover:
         raise ValueError(f"shipped SGLang rows of another recipe need a table: {[r['id'] for r in leftover]}")
-    peers = [r for r in rows if r["system"] != "SGLang" and r["status"] == "shipped"]
+    shipped = [r for r in rows if r["status"] == "shipped"]
     proposed = [r for r in rows if r["status"] != "shipped"]
     blocks = {
         "release": b["sglang_release"],
+        "freshness": _freshness(rows, data["releases"]),
         "quick_grid": _quick_grid(rows, src),
-        "matrix_sglang_nvfp4": _matrix([r for r in sglang if r["recipe"] == "nvfp4" and r["status"] == "shipped"], src),
-        "matrix_sglang_mx": _matrix([r for r in sglang if r["recipe"] == "fp4_mx_block16" and r["status"] == "shipped"], src),
-        "matrix_peers": _matrix(peers, src),
-        "matrix_proposed": _matrix(proposed, src, with_status=True),
-        "row_notes": _row_notes(rows, src),
+        "matrix_sglang_nvfp4": _matrix([r for r in sglang if r["recipe"] == "nvfp4" and r["status"] == "shipped"], src, lock),
+        "matrix_sglang_mx": _matrix([r for r in sglang if r["recipe"] == "fp4_mx_block16" and r["status"] == "shipped"], src, lock),
+        "matrix_proposed": _matrix(proposed, src, lock, with_status=True),
+        "landscape": _landscape(data["landscape"], src, lock),
         "counts": (f"{len(rows)} rows: {sum(r['verified'] for r in rows)} verified, "
                    f"{sum(not r['verified'] for r in rows)} marked unverified.\n"),
     }
+    for name in ENGINE_SECTIONS:
+        key = "matrix_" + name.lower().replace("-", "")
+        blocks[key] = _matrix([r for r in shipped if r["system"] == name], src, lock)
     blocks.update(_config_blocks(b["sglang_config"], b["sglang_release"], src))
     body = _fill(template, blocks)
     return BANNER.format(name="backends") + body.rstrip("\n") + "\n\n" + src.listing()
@@ -375,14 +443,16 @@ def _anchor(ref: str) -> str:
 
 
 def _merged_text(entry: dict, src: Sources) -> str:
+    """The merge date with its commit, a bound from a later thread, or nothing (said once per page)."""
     if entry["state"] != "merged":
         return "—"
     if entry["merged"]:
-        return entry["merged"]
+        mf = entry.get("merged_from")
+        return entry["merged"] + (f" (commit `{mf['commit']}`)" if mf else "")
     mb = entry["merged_before"]
     if mb:
         return f"before {mb['date']} {src.cite(mb['ref'])}"
-    return "date not verified"
+    return ""
 
 
 def _timeline_table(entries: list[dict], src: Sources) -> str:
@@ -414,14 +484,13 @@ def _entries(entries: list[dict], src: Sources) -> str:
         facts = [
             f"- **Thread:** {src.link(e['ref'])}",
             f"- **Author:** {authors}",
-            f"- **Opened:** {_opened_text(e)}; **state:** {e['state']}; "
-            f"**merged:** {_merged_text(e, src)}",
+            f"- **Opened:** {_opened_text(e)}; **state:** {e['state']}"
+            + (f"; **merged:** {_merged_text(e, src)}" if _merged_text(e, src) not in ("", "—") else ""),
             f"- **Recipe:** `{e['recipe']}`",
         ]
         mb = e["merged_before"]
         if mb and e["state"] == "merged" and not e["merged"]:
-            facts.append(f"- **Merge date:** not shown in the thread copy we read; "
-                         f"{src.prose(mb['note'])} {src.cite(mb['ref'])}.")
+            facts.append(f"- **Merge bound:** {src.prose(mb['note'])} {src.cite(mb['ref'])}.")
         out.append("\n".join(facts) + "\n")
         out.append(f"**What changed.** {src.prose(e['summary'])} {src.cite(e['ref'])}\n")
         if e["review_points"]:
@@ -438,10 +507,13 @@ def _entries(entries: list[dict], src: Sources) -> str:
 
 
 def render_history(data: dict) -> str:
-    src = Sources(data["sources"])
+    src = Sources(data["sources"], data["releases"])
     entries = data["history"]["entries"]
     template = _prose_in_template(_template("history"), src)
+    undated = sum(1 for e in entries if e["state"] == "merged" and not _merged_text(e, src))
     blocks = {
+        "undated": (f"{undated} merged threads, whose repositories' histories were not read, show no merge date."
+                    if undated else "Every merged thread has a verified merge date or bound."),
         "timeline_table": _timeline_table(entries, src),
         "entries": _entries(entries, src),
         "counts": (f"{len(entries)} entries: {sum(e['verified'] for e in entries)} verified, "
@@ -454,7 +526,7 @@ def render_history(data: dict) -> str:
 # --------------------------------------------------------------------------------------- pitfalls
 
 def render_pitfalls(data: dict) -> str:
-    src = Sources(data["sources"])
+    src = Sources(data["sources"], data["releases"])
     pitfalls = data["pitfalls"]["pitfalls"]
     template = _prose_in_template(_template("pitfalls"), src)
     summary = ["| Pitfall | Sources | History |", "|---|---|---|"]

@@ -34,7 +34,8 @@ _spec = importlib.util.spec_from_file_location("render_upstream", ROOT / "script
 render = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(render)
 
-FILES = {"sources": "sources_file", "history": "history_file", "backends": "backends_file", "pitfalls": "pitfalls_file"}
+FILES = {"sources": "sources_file", "history": "history_file", "backends": "backends_file", "pitfalls": "pitfalls_file",
+         "landscape": "landscape_file", "releases": "releases_file"}
 PROJECT_OF_REPO = {"sglang": "SGLang", "vllm": "vLLM", "trtllm": "TensorRT-LLM", "flashinfer": "FlashInfer",
                    "modelopt": "ModelOpt"}
 TODAY = "2026-11-25"  # the date this record was last checked; no upstream date may lie after it
@@ -80,8 +81,9 @@ def source_problems(sources_file: dict) -> list[str]:
                 problems.append(f"{sid}: thread listed twice")
             threads.add(thread)
         elif s["type"] == "file":
-            if not sid.startswith("wheel:sglang/") or not sid.endswith(".py"):
-                problems.append(f"{sid}: wheel file id must be wheel:sglang/....py")
+            top = sid.removeprefix("wheel:").split("/", 1)[0]
+            if not sid.startswith("wheel:") or top not in sources_file["wheel_packages"]:
+                problems.append(f"{sid}: wheel file id must be wheel:<package folder>/<path>")
         elif s["type"] == "file_at_commit":
             m = re.fullmatch(r"file:([a-z-]+)@([0-9a-f]{8}):(.+)", sid)
             if not m or m.group(1) not in repos or not s["commit"].startswith(m.group(2)) or m.group(3) != s["path"]:
@@ -91,7 +93,7 @@ def source_problems(sources_file: dict) -> list[str]:
 
 def url_problems(data: dict) -> list[str]:
     """Every rendered link of a thread is https://github.com/OWNER/REPO/(pull|issues)/N."""
-    src = render.Sources(data["sources"])
+    src = render.Sources(data["sources"], data["releases"])
     problems = []
     for s in data["sources"]["sources"]:
         url = src.url(s["id"])
@@ -130,6 +132,15 @@ def all_refs(data: dict) -> list[tuple[str, str]]:
         for cell in row["arch"].values():
             out.extend((w, r) for r in cell["refs"])
         prose(w, row["notes"])
+    for row in data["backends"]["rows"]:
+        out.extend((f"backends {row['id']}", e["thread"]) for e in row["evidence"] if "thread" in e)
+    for section in data["landscape"]["sections"]:
+        prose(f"landscape {section['id']}", section["intro"])
+        for item in section["items"]:
+            w = f"landscape {item['id']}"
+            out.extend((w, r) for r in item["refs"])
+            out.extend((w, e["thread"]) for e in item.get("evidence", []) if "thread" in e)
+            prose(w, item["text"])
     for r in data["backends"]["sglang_config"]["rejected"]:
         out.append(("backends rejected", r["ref"]))
     for p in data["pitfalls"]["pitfalls"]:
@@ -146,7 +157,7 @@ def reference_problems(data: dict) -> list[str]:
     known = {s["id"] for s in data["sources"]["sources"]}
     used = {ref for _, ref in all_refs(data)}
     # the renderer also cites wheel files for the facts of sglang_config; those count as used
-    src = render.Sources(data["sources"])
+    src = render.Sources(data["sources"], data["releases"])
     try:
         pages = "".join(render.render_all(data).values())
     except (KeyError, ValueError) as err:
@@ -279,8 +290,9 @@ def test_pages_flag_unverified_items(data):
     pages = render.render_all(data)
     for row in data["backends"]["rows"]:
         if not row["verified"]:
-            assert f"**{row['id']}** ({row['system']}" in pages["backends"]
-            assert "**Unverified.**" in pages["backends"]
+            anchor = f'<a id="r-{row["id"]}"></a>'
+            note = pages["backends"].split(anchor, 1)[1].split("\n", 1)[0]
+            assert "**Unverified.**" in note, row["id"]
     for p in data["pitfalls"]["pitfalls"]:
         if not p["verified"]:
             assert f'[{p["title"]}](#{p["id"]}) *(unverified)*' in pages["pitfalls"]
@@ -367,8 +379,9 @@ def cfg(data) -> dict:
 def test_wheel_files_cited_exist(data):
     names = set(zipfile.ZipFile(sglang_wheel()).namelist())
     for s in data["sources"]["sources"]:
-        if s["type"] == "file":
+        if s["type"] == "file" and s["id"].startswith("wheel:sglang/"):
             assert s["id"].removeprefix("wheel:") in names, s["id"]
+    # files of the other wheels are checked by tests/test_upstream_evidence.py (recorded evidence)
 
 
 def _choices(relpath: str, field: str) -> list[str] | None:
@@ -512,24 +525,32 @@ def test_wheel_sm100_multiplies_checkpoint_kv_scales_by_six():
     assert "amax/(6*448)" in text and "amax/448" in text
 
 
-def test_wheel_hicache_refused_only_for_sm100_native_nvfp4():
-    """Pitfall host-offload-scales: the only HiCache/LMCache refusal is tied to SM100 native NVFP4."""
+def test_wheel_host_offload_refuses_every_fp4_layout():
+    """Pitfall host-offload-scales: the host pools refuse FP4 caches of either recipe, and the
+    SM100 native NVFP4 route is refused up front with HiCache, LMCache and PD disaggregation."""
     source = sglang_source("sglang/srt/arg_groups/kv_cache_hook.py")
     func = _function(ast.parse(source), "handle_kv4_compatibility")
     text = re.sub(r"\s+", "", ast.get_source_segment(source, func))
     assert "ifuses_sm100_trtllm_nvfp4and(cfg.enable_hierarchical_cacheorcfg.enable_lmcache):" in text
-    assert text.count("enable_hierarchical_cache") == 1
+    assert "ifuses_sm100_trtllm_nvfp4andcfg.disaggregation_mode!=\"null\":" in text
+    mha_host = _squashed("sglang/srt/mem_cache/pool_host/mha.py")
+    assert "if(info.scalesisnotNoneandinfo.scales.layout!=KVScaleLayout.MXFP8_INTERLEAVED):raiseValueError(" in mha_host
+    # the FP4 MHA pool (MHATokenToKVPool with scale buffers) reports the per-token layout
+    pool = sglang_source("sglang/srt/mem_cache/memory_pool.py")
+    tree = ast.parse(pool)
+    base = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MHATokenToKVPool")
+    scales = next(n for n in base.body if isinstance(n, ast.FunctionDef) and n.name == "_mha_scale_buffers")
+    assert "layout=KVScaleLayout.TOKEN" in re.sub(r"\s+", "", ast.get_source_segment(pool, scales))
+    fp4 = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MHATokenToKVPoolFP4")
+    assert "_mha_scale_buffers" not in {n.name for n in fp4.body if isinstance(n, ast.FunctionDef)}
+    mla_host = _squashed("sglang/srt/mem_cache/pool_host/mla.py")
+    assert "ifinfo.scalesisnotNone:" in mla_host and "doesnotsupport{role}FP4KV" in mla_host
 
 
 def test_wheel_mla_fp4_pool_chosen_by_storage_dtype():
     """Pitfall nvfp4-mla-pool: the MLA FP4 pool is picked by torch dtype, not by recipe name."""
     text = _squashed("sglang/srt/mem_cache/kv_cache_configurator.py")
     assert "ifis_float4_e2m1fn_x2(self.kv_cache_dtype):token_to_kv_pool=self._build_mla_fp4_kv_pool(" in text
-
-
-def test_wheel_host_pool_has_no_fp4_scale_buffers():
-    text = sglang_source("sglang/srt/mem_cache/memory_pool_host.py")
-    assert "scale_buffer" not in text and "float4_e2m1fn_x2" not in text
 
 
 def test_matrix_agrees_with_wheel(data, cfg):
