@@ -1,16 +1,16 @@
 """MLA decode attention (absorbed form) that reads an FP4 latent pool directly.
 
-DeepSeek-style MLA caches one latent row per token: ``c_kv`` (kv_lora_rank, 512) and ``k_pe``
-(qk_rope_head_dim, 64), which :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` stores as packed
+DeepSeek-style MLA caches one latent row per token: `c_kv` (kv_lora_rank, 512) and `k_pe`
+(qk_rope_head_dim, 64), which [`MLATokenToKVPoolFP4`][nvfp4_kvcache.pool.MLATokenToKVPoolFP4] stores as packed
 E2M1 bytes plus block scales, the two parts quantized separately. In the absorbed form the query's
-NoPE part has already been multiplied by ``W_UK``, so every query head scores against the latent
-row itself and the output stays in latent space (``W_UV`` is applied after).
-:func:`mla_decode_attention_fp4` runs that split-KV paged decode over the FP4 bytes in place, with
-the building blocks of :mod:`nvfp4_kvcache_triton.decode_attention` (its stage 2 merges the splits).
+NoPE part has already been multiplied by `W_UK`, so every query head scores against the latent
+row itself and the output stays in latent space (`W_UV` is applied after).
+[`mla_decode_attention_fp4`][nvfp4_kvcache_triton.mla_decode_attention.mla_decode_attention_fp4] runs that split-KV paged decode over the FP4 bytes in place, with
+the building blocks of [`nvfp4_kvcache_triton.decode_attention`][nvfp4_kvcache_triton.decode_attention] (its stage 2 merges the splits).
 
-Status: correct against the float64 oracle (``nvfp4_kvcache.attention.mla_decode_attention``)
-under Triton's interpreter in CI, and compiled for ``sm_90`` without a GPU; not yet run or timed on
-a GPU. It decodes with the pure-Triton ``placement`` decoder only.
+Status: correct against the float64 oracle (`nvfp4_kvcache.attention.mla_decode_attention`)
+under Triton's interpreter in CI, and compiled for `sm_90` without a GPU; not yet run or timed on
+a GPU. It decodes with the pure-Triton `placement` decoder only.
 
 Examples:
     >>> import torch
@@ -45,7 +45,7 @@ __all__ = ["mla_decode_attention_fp4", "MLA_DIMS", "MLA_BLOCK_H"]
 MLA_DIMS = (32, 64, 128, 256, 512)
 """Widths of the NoPE and RoPE parts the kernel handles (powers of two; DeepSeek-V3: 512 and 64)."""
 MLA_BLOCK_H = 16
-"""Query heads per stage-1 program (the smallest tensor-core ``M``); the last group is masked."""
+"""Query heads per stage-1 program (the smallest tensor-core `M`); the last group is masked."""
 
 
 def mla_decode_attention_fp4(
@@ -68,28 +68,28 @@ def mla_decode_attention_fp4(
     """Decode attention of one query token per request over an FP4 MLA latent pool, read in place.
 
     Args:
-        q_nope: ``float32``/``bfloat16``/``float16 [B, H, kv_lora_rank]``, already absorbed (times ``W_UK``).
-        q_rope: ``[B, H, qk_rope_head_dim]``, same dtype and device.
-        pool: an :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` (either recipe).
-        layer: global layer id (or an object with ``.layer_id``).
-        kv_indptr: ``int32``/``int64 [B + 1]``, as :func:`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`.
-        kv_indices: ``int32``/``int64`` slots.
+        q_nope: `float32`/`bfloat16`/`float16 [B, H, kv_lora_rank]`, already absorbed (times `W_UK`).
+        q_rope: `[B, H, qk_rope_head_dim]`, same dtype and device.
+        pool: an [`MLATokenToKVPoolFP4`][nvfp4_kvcache.pool.MLATokenToKVPoolFP4] (either recipe).
+        layer: global layer id (or an object with `.layer_id`).
+        kv_indptr: `int32`/`int64 [B + 1]`, as [`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4].
+        kv_indices: `int32`/`int64` slots.
         sm_scale: required, as the oracle's (models define it from the unabsorbed head dim).
         num_kv_splits: KV splits per request.
-        page_size: ``1`` (gather every slot) or SGLang's page size (the page-table shortcut).
-        out_dtype: ``float32`` (default) or ``bfloat16``.
+        page_size: `1` (gather every slot) or SGLang's page size (the page-table shortcut).
+        out_dtype: `float32` (default) or `bfloat16`.
         validate: check the index values on the host (synchronises a GPU).
         block_n: stage-1 tokens per step (default 32 on a GPU, 16 under the interpreter).
         num_warps: stage-1 warps per program (GPU).
         num_stages: stage-1 software-pipelining stages (GPU).
 
     Returns:
-        ``out_dtype [B, H, kv_lora_rank]`` in latent space.
+        `out_dtype [B, H, kv_lora_rank]` in latent space.
 
     Raises:
-        TypeError, ValueError, IndexError: as :func:`nvfp4_kvcache.attention.mla_decode_attention`
+        TypeError, ValueError, IndexError: as [`nvfp4_kvcache.attention.mla_decode_attention`][nvfp4_kvcache.attention.mla_decode_attention]
             (shapes, dtypes, devices, layer, empty requests, slots out of range), and for part widths
-            outside :data:`MLA_DIMS`.
+            outside [`MLA_DIMS`][nvfp4_kvcache_triton.mla_decode_attention.MLA_DIMS].
     """
     if not isinstance(pool, MLATokenToKVPoolFP4):
         raise TypeError(f"pool must be an MLATokenToKVPoolFP4, got {type(pool).__name__}")

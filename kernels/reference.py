@@ -1,8 +1,8 @@
-"""PyTorch twins of :mod:`nvfp4_kvcache_triton`: the same signatures and errors, computed by :mod:`nvfp4_kvcache`.
+"""PyTorch twins of [`nvfp4_kvcache_triton`][nvfp4_kvcache_triton]: the same signatures and errors, computed by [`nvfp4_kvcache`][nvfp4_kvcache].
 
-``quantize``/``dequantize``/``dequantize_parts`` are the oracle itself; ``gather_dequantize`` and
-``store_kv`` compose it with plain indexing (``buffer[loc] = ...``), which is what a reference
-pool's ``set_kv_buffer`` does.
+`quantize`/`dequantize`/`dequantize_parts` are the oracle itself; `gather_dequantize` and
+`store_kv` compose it with plain indexing (`buffer[loc] = ...`), which is what a reference
+pool's `set_kv_buffer` does.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ __all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "s
 
 
 def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
-    """:func:`nvfp4_kvcache.quantize`."""
+    """[`nvfp4_kvcache.quantize`][nvfp4_kvcache.quantize]."""
     return _quantize(x, recipe, global_scale=global_scale)
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """:func:`nvfp4_kvcache.dequantize`."""
+    """[`nvfp4_kvcache.dequantize`][nvfp4_kvcache.dequantize]."""
     return _dequantize(q, dtype)
 
 
 def dequantize_parts(packed, scales, recipe, global_scale=None, dtype=torch.float32) -> torch.Tensor:
-    """``get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)``."""
+    """`get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)`."""
     return get_recipe(recipe).dequantize_parts(packed, scales, global_scale, dtype)
 
 
 def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torch.float32, *, check_slots=True) -> torch.Tensor:
-    """Twin of :func:`nvfp4_kvcache_triton.gather_dequantize`: ``dequantize_parts(packed[loc], scales[loc])``."""
+    """Twin of [`nvfp4_kvcache_triton.gather_dequantize`][nvfp4_kvcache_triton.gather_dequantize]: `dequantize_parts(packed[loc], scales[loc])`."""
     r = get_recipe(recipe)
     h, d = _checks.check_pool_layer(r, packed, scales, "pool")
     _checks.check_loc(loc, None, packed.device)
@@ -46,7 +46,7 @@ def gather_dequantize(packed, scales, loc, recipe, global_scale=None, dtype=torc
 
 def store_kv(k, v, loc, k_data, v_data, k_scales, v_scales, recipe, k_global_scale=None, v_global_scale=None,
              *, check_slots=True):
-    """Twin of :func:`nvfp4_kvcache_triton.store_kv`: reference quantize, then ``buffer[loc] = ...``."""
+    """Twin of [`nvfp4_kvcache_triton.store_kv`][nvfp4_kvcache_triton.store_kv]: reference quantize, then `buffer[loc] = ...`."""
     r = get_recipe(recipe)
     gk, gv = _checks.check_store_call(r, k, v, loc, k_data, v_data, k_scales, v_scales,
                                       k_global_scale, v_global_scale, check_slots)

@@ -2,11 +2,11 @@
 
 The package is organised the way the data flows:
 
-* :mod:`nvfp4_kvcache.formats`: E2M1, E4M3 and E8M0, each defined once;
-* :mod:`nvfp4_kvcache.rounding`: the named rounding modes;
-* :mod:`nvfp4_kvcache.packing`: two codes per byte, even element in the low nibble;
-* :mod:`nvfp4_kvcache.recipes`: ``fp4_mx_block16``, ``nvfp4``, ``mxfp4``;
-* :mod:`nvfp4_kvcache.sglang`: drop-in replacements for SGLang's quantizer classes.
+* [`nvfp4_kvcache.formats`][nvfp4_kvcache.formats]: E2M1, E4M3 and E8M0, each defined once;
+* [`nvfp4_kvcache.rounding`][nvfp4_kvcache.rounding]: the named rounding modes;
+* [`nvfp4_kvcache.packing`][nvfp4_kvcache.packing]: two codes per byte, even element in the low nibble;
+* [`nvfp4_kvcache.recipes`][nvfp4_kvcache.recipes]: `fp4_mx_block16`, `nvfp4`, `mxfp4`;
+* [`nvfp4_kvcache.sglang`][nvfp4_kvcache.sglang]: drop-in replacements for SGLang's quantizer classes.
 
 Examples:
     >>> import torch
@@ -36,20 +36,20 @@ __version__ = "0.1.0"
 
 
 def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
-    """Quantize ``x[..., N]`` with a recipe (``N`` a multiple of its block size).
+    """Quantize `x[..., N]` with a recipe (`N` a multiple of its block size).
 
     Args:
-        x: ``float32``, ``bfloat16`` or ``float16`` tensor on any device.
-        recipe: ``"fp4_mx_block16"``, ``"nvfp4"`` or ``"mxfp4"`` (or a :class:`Recipe`).
-        global_scale: ``nvfp4`` only: the ``float32`` decode multiplier
-            (see :func:`~nvfp4_kvcache.recipes.nvfp4_global_scale`).
+        x: `float32`, `bfloat16` or `float16` tensor on any device.
+        recipe: `"fp4_mx_block16"`, `"nvfp4"` or `"mxfp4"` (or a [`Recipe`][nvfp4_kvcache.Recipe]).
+        global_scale: `nvfp4` only: the `float32` decode multiplier
+            (see [`nvfp4_global_scale`][nvfp4_kvcache.recipes.nvfp4_global_scale]).
 
     Returns:
-        :class:`~nvfp4_kvcache.recipes.FP4Quantized`.
+        [`FP4Quantized`][nvfp4_kvcache.recipes.FP4Quantized].
     """
     return get_recipe(recipe).quantize(x, global_scale)
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Decode a :class:`~nvfp4_kvcache.recipes.FP4Quantized` with the recipe that made it."""
+    """Decode a [`FP4Quantized`][nvfp4_kvcache.recipes.FP4Quantized] with the recipe that made it."""
     return get_recipe(q.recipe).dequantize(q, dtype)

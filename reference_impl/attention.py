@@ -1,22 +1,22 @@
-"""Reference attention over an FP4 pool, in ``float64`` on the dequantized cache: the kernels' oracle.
+"""Reference attention over an FP4 pool, in `float64` on the dequantized cache: the kernels' oracle.
 
 The cache is read the way SGLang's attention backends index it:
 
-* ``kv_indptr`` ``[B + 1]`` and ``kv_indices`` ``[kv_indptr[-1]]``: request ``b`` attends to pool
-  slots ``kv_indices[kv_indptr[b]:kv_indptr[b + 1]]``, in sequence order (FlashInfer/Triton
-  backends; :func:`kv_indices_from_req_to_token` builds them from ``req_to_token``);
-* ``qo_indptr`` ``[B + 1]`` (extend only): request ``b`` owns query rows
-  ``qo_indptr[b]:qo_indptr[b + 1]``, the **last** tokens of its sequence, whose K/V are already
+* `kv_indptr` `[B + 1]` and `kv_indices` `[kv_indptr[-1]]`: request `b` attends to pool
+  slots `kv_indices[kv_indptr[b]:kv_indptr[b + 1]]`, in sequence order (FlashInfer/Triton
+  backends; [`kv_indices_from_req_to_token`][nvfp4_kvcache.attention.kv_indices_from_req_to_token] builds them from `req_to_token`);
+* `qo_indptr` `[B + 1]` (extend only): request `b` owns query rows
+  `qo_indptr[b]:qo_indptr[b + 1]`, the **last** tokens of its sequence, whose K/V are already
   in the pool (SGLang writes the new tokens' K/V before it runs attention). The mask is causal:
-  query ``j`` of a request with ``m`` new and ``n`` total tokens sees keys ``0 .. n - m + j``.
+  query `j` of a request with `m` new and `n` total tokens sees keys `0 .. n - m + j`.
 
-GQA: query head ``h`` reads KV head ``h // (Hq // Hkv)``. MLA is computed in the absorbed form:
-multi-query attention with one 576-wide "head" (``[q_nope @ W_UK ; q_rope]`` against the
-``[latent ; rope]`` cache) whose values are the latent's first ``kv_lora_rank`` elements; the
-result is in latent space (multiply by ``W_UV`` afterwards).
+GQA: query head `h` reads KV head `h // (Hq // Hkv)`. MLA is computed in the absorbed form:
+multi-query attention with one 576-wide "head" (`[q_nope @ W_UK ; q_rope]` against the
+`[latent ; rope]` cache) whose values are the latent's first `kv_lora_rank` elements; the
+result is in latent space (multiply by `W_UV` afterwards).
 
-Everything is computed in ``float64`` from the pool's exact dequantized values
-(:meth:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4.gather_kv`), so a kernel's error against this
+Everything is computed in `float64` from the pool's exact dequantized values
+([`gather_kv`][nvfp4_kvcache.pool.MHATokenToKVPoolFP4.gather_kv]), so a kernel's error against this
 oracle is the kernel's own arithmetic, not the cache's.
 
 Examples:
@@ -93,22 +93,22 @@ def ragged_attention(
     sm_scale: float,
     causal: bool = True,
 ) -> torch.Tensor:
-    """Batched attention on ragged (concatenated) sequences, in ``float64``.
+    """Batched attention on ragged (concatenated) sequences, in `float64`.
 
     Args:
-        q: ``[Tq, Hq, Dk]`` float; request ``b`` owns rows ``qo_indptr[b]:qo_indptr[b+1]``.
-        k: ``[Tk, Hkv, Dk]`` float; request ``b`` owns rows ``kv_indptr[b]:kv_indptr[b+1]``.
-        v: ``[Tk, Hkv, Dv]`` float.
-        qo_indptr: ``int32``/``int64 [B + 1]``.
-        kv_indptr: ``int32``/``int64 [B + 1]``.
-        sm_scale: softmax scale applied to ``q . k``.
+        q: `[Tq, Hq, Dk]` float; request `b` owns rows `qo_indptr[b]:qo_indptr[b+1]`.
+        k: `[Tk, Hkv, Dk]` float; request `b` owns rows `kv_indptr[b]:kv_indptr[b+1]`.
+        v: `[Tk, Hkv, Dv]` float.
+        qo_indptr: `int32`/`int64 [B + 1]`.
+        kv_indptr: `int32`/`int64 [B + 1]`.
+        sm_scale: softmax scale applied to `q . k`.
         causal: the queries are the last tokens of each sequence (bottom-right aligned mask).
 
     Returns:
-        ``float64 [Tq, Hq, Dv]``.
+        `float64 [Tq, Hq, Dv]`.
 
     Raises:
-        TypeError, ValueError: shapes that do not match, ``Hq`` not a multiple of ``Hkv``, a
+        TypeError, ValueError: shapes that do not match, `Hq` not a multiple of `Hkv`, a
             request with more queries than keys, or an empty key sequence.
 
     Examples:
@@ -154,16 +154,16 @@ def ragged_attention(
 def kv_indices_from_req_to_token(
     req_to_token: torch.Tensor, req_pool_indices: torch.Tensor, seq_lens: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(kv_indptr, kv_indices)`` from SGLang's ``req_to_token`` table.
+    """`(kv_indptr, kv_indices)` from SGLang's `req_to_token` table.
 
     Args:
-        req_to_token: ``int32``/``int64 [max_reqs, max_context_len]``: row ``r`` maps a request's
+        req_to_token: `int32`/`int64 [max_reqs, max_context_len]`: row `r` maps a request's
             token positions to pool slots.
-        req_pool_indices: ``int [B]``: each request's row.
-        seq_lens: ``int [B]``: tokens per request (prefix plus new).
+        req_pool_indices: `int [B]`: each request's row.
+        seq_lens: `int [B]`: tokens per request (prefix plus new).
 
     Returns:
-        ``kv_indptr int64 [B + 1]`` and ``kv_indices int64 [sum(seq_lens)]``.
+        `kv_indptr int64 [B + 1]` and `kv_indices int64 [sum(seq_lens)]`.
 
     Raises:
         TypeError, ValueError, IndexError: bad ranks, lengths or rows.
@@ -215,14 +215,14 @@ def decode_attention(
     """Decode: one query token per request against its paged KV.
 
     Args:
-        q: ``[B, Hq, head_dim]`` float (``Hq`` a multiple of the pool's ``head_num``).
-        pool: an :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4`.
+        q: `[B, Hq, head_dim]` float (`Hq` a multiple of the pool's `head_num`).
+        pool: an [`MHATokenToKVPoolFP4`][nvfp4_kvcache.pool.MHATokenToKVPoolFP4].
         layer: global layer id.
-        kv_indptr: ``int [B + 1]``; kv_indices: ``int [kv_indptr[-1]]`` pool slots.
-        sm_scale: default ``1 / sqrt(head_dim)``.
+        kv_indptr: `int [B + 1]`; kv_indices: `int [kv_indptr[-1]]` pool slots.
+        sm_scale: default `1 / sqrt(head_dim)`.
 
     Returns:
-        ``float64 [B, Hq, head_dim]``.
+        `float64 [B, Hq, head_dim]`.
 
     Raises:
         TypeError, ValueError, IndexError: bad shapes, indices or layer.
@@ -253,14 +253,14 @@ def extend_attention(
     """Extend/prefill with a cached prefix: causal attention of the new tokens over prefix + new.
 
     Args:
-        q: ``[sum(new tokens), Hq, head_dim]``.
+        q: `[sum(new tokens), Hq, head_dim]`.
         pool: the pool, already holding the new tokens' K/V.
         layer: global layer id.
-        qo_indptr: ``int [B + 1]`` over ``q``; kv_indptr/kv_indices: each request's whole sequence.
-        sm_scale: default ``1 / sqrt(head_dim)``.
+        qo_indptr: `int [B + 1]` over `q`; kv_indptr/kv_indices: each request's whole sequence.
+        sm_scale: default `1 / sqrt(head_dim)`.
 
     Returns:
-        ``float64 [sum(new tokens), Hq, head_dim]``.
+        `float64 [sum(new tokens), Hq, head_dim]`.
 
     Raises:
         TypeError, ValueError, IndexError: bad shapes, indices or layer.
@@ -305,16 +305,16 @@ def mla_decode_attention(
     """MLA decode in the absorbed form.
 
     Args:
-        q_nope: ``[B, H, kv_lora_rank]``: the NoPE query already multiplied by ``W_UK``.
-        q_rope: ``[B, H, qk_rope_head_dim]``.
-        pool: an :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4`.
+        q_nope: `[B, H, kv_lora_rank]`: the NoPE query already multiplied by `W_UK`.
+        q_rope: `[B, H, qk_rope_head_dim]`.
+        pool: an [`MLATokenToKVPoolFP4`][nvfp4_kvcache.pool.MLATokenToKVPoolFP4].
         layer: global layer id.
-        kv_indptr: as :func:`decode_attention`.
-        kv_indices: as :func:`decode_attention`.
-        sm_scale: required (models define it from the *unabsorbed* head dim, e.g. ``1/sqrt(192)``).
+        kv_indptr: as [`decode_attention`][nvfp4_kvcache.attention.decode_attention].
+        kv_indices: as [`decode_attention`][nvfp4_kvcache.attention.decode_attention].
+        sm_scale: required (models define it from the *unabsorbed* head dim, e.g. `1/sqrt(192)`).
 
     Returns:
-        ``float64 [B, H, kv_lora_rank]`` in latent space.
+        `float64 [B, H, kv_lora_rank]` in latent space.
 
     Raises:
         TypeError, ValueError, IndexError: bad shapes, indices or layer.
@@ -344,8 +344,8 @@ def mla_extend_attention(
     *,
     sm_scale: float,
 ) -> torch.Tensor:
-    """MLA extend (causal, cached prefix) in the absorbed form; shapes as :func:`mla_decode_attention`
-    with ``sum(new tokens)`` rows and ``qo_indptr`` as :func:`extend_attention`.
+    """MLA extend (causal, cached prefix) in the absorbed form; shapes as [`mla_decode_attention`][nvfp4_kvcache.attention.mla_decode_attention]
+    with `sum(new tokens)` rows and `qo_indptr` as [`extend_attention`][nvfp4_kvcache.attention.extend_attention].
 
     Examples:
         >>> import torch

@@ -10,16 +10,16 @@ import torch
 __all__ = ["FLOAT_INPUT_DTYPES", "check_float_input", "check_uint8", "check_same_device"]
 
 FLOAT_INPUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
-"""Activation dtypes the quantizers accept. All three convert to ``float32`` exactly."""
+"""Activation dtypes the quantizers accept. All three convert to `float32` exactly."""
 
 
 def check_float_input(x: object, name: str, block_size: int, min_dim: int = 1) -> torch.Tensor:
     """Check a tensor to quantize: a tensor, a supported dtype, a last dim that splits into blocks.
 
     Raises:
-        TypeError: ``x`` is not a tensor.
+        TypeError: `x` is not a tensor.
         ValueError: wrong dtype, too few dimensions, or a last dimension that is not a positive
-            multiple of ``block_size``.
+            multiple of `block_size`.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -38,7 +38,7 @@ def check_float_input(x: object, name: str, block_size: int, min_dim: int = 1) -
 
 
 def check_uint8(t: object, name: str) -> torch.Tensor:
-    """Check that ``t`` is a ``uint8`` tensor (packed codes or scale bytes)."""
+    """Check that `t` is a `uint8` tensor (packed codes or scale bytes)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.uint8:

@@ -1,10 +1,10 @@
 """Published model configurations used by the capacity calculator, as data with their sources.
 
 Each entry gives the attention geometry that sizes a KV cache and what is needed to estimate
-weight bytes. ``source`` names the published configuration the values belong to; ``checked``
+weight bytes. `source` names the published configuration the values belong to; `checked`
 says which copy of it was actually read for this project (the official Hugging Face files could
 not be fetched from here) and what is derived rather than read. Parameter counts are *computed*
-from the configuration by :func:`param_groups` and checked in tests against the published totals.
+from the configuration by [`param_groups`][nvfp4_kvcache.model_configs.param_groups] and checked in tests against the published totals.
 
 Examples:
     >>> from nvfp4_kvcache.model_configs import MODELS, param_groups
@@ -27,14 +27,14 @@ class ModelConfig:
 
     Attributes:
         name: display name.
-        attention: ``"mha"`` (MHA/GQA) or ``"mla"``.
-        num_layers: layers that hold a KV cache (``num_hidden_layers``).
+        attention: `"mha"` (MHA/GQA) or `"mla"`.
+        num_layers: layers that hold a KV cache (`num_hidden_layers`).
         num_kv_heads, head_dim: MHA/GQA geometry (0 for MLA).
         kv_lora_rank, qk_rope_head_dim: MLA geometry (0 for MHA).
-        arch: ``"dense"`` (Llama/Qwen-style, parameters computed), ``"gpt-oss"`` (computed,
-            MoE experts in MXFP4) or ``"published"`` (``published_params`` used as is).
+        arch: `"dense"` (Llama/Qwen-style, parameters computed), `"gpt-oss"` (computed,
+            MoE experts in MXFP4) or `"published"` (`published_params` used as is).
         dims: further config values used to count parameters.
-        published_params: total parameters as published (for ``"published"``, and as a check).
+        published_params: total parameters as published (for `"published"`, and as a check).
         weight_bits: storage bits per parameter of the checkpoint (non-expert part for gpt-oss).
         source: the published configuration.
         checked: what was read to confirm the values, and what is derived.
@@ -132,16 +132,16 @@ MODELS: dict[str, ModelConfig] = {
 
 
 def param_groups(model: ModelConfig) -> list[tuple[float, float]]:
-    """``[(parameters, storage bits per parameter), ...]`` of a model's checkpoint.
+    """`[(parameters, storage bits per parameter), ...]` of a model's checkpoint.
 
-    ``dense``: attention (Q, K, V, O; no biases), gated MLP, RMSNorms (plus Q/K norms for Qwen3),
-    embeddings and head, all at ``weight_bits``. ``gpt-oss``: MoE expert weights at 4.25 bits
+    `dense`: attention (Q, K, V, O; no biases), gated MLP, RMSNorms (plus Q/K norms for Qwen3),
+    embeddings and head, all at `weight_bits`. `gpt-oss`: MoE expert weights at 4.25 bits
     (MXFP4: 4-bit elements plus one 8-bit scale per 32), everything else (attention with biases
-    and sinks, router, expert biases, norms, embeddings, head) at ``weight_bits``.
-    ``published``: ``published_params`` at ``weight_bits``.
+    and sinks, router, expert biases, norms, embeddings, head) at `weight_bits`.
+    `published`: `published_params` at `weight_bits`.
 
     Raises:
-        ValueError: unknown ``arch``.
+        ValueError: unknown `arch`.
     """
     d = model.dims
     if model.arch == "published":

@@ -1,15 +1,17 @@
 """Two 4-bit codes per byte: the nibble order every FP4 KV cache uses.
 
-Element ``2i`` (even) goes in the **low** nibble and element ``2i + 1`` (odd) in the **high**
-nibble::
+Element `2i` (even) goes in the **low** nibble and element `2i + 1` (odd) in the **high**
+nibble:
 
-    byte i of the packed row:   bit 7 6 5 4 | 3 2 1 0
-                                    code[2i+1] | code[2i]
+```text
+byte i of the packed row:   bit 7 6 5 4 | 3 2 1 0
+                                code[2i+1] | code[2i]
 
-    byte = (code[2i + 1] << 4) | code[2i]
+byte = (code[2i + 1] << 4) | code[2i]
+```
 
-This is the order of SGLang's ``batched_quantize``, of FlashInfer's NVFP4 kernels and of
-PyTorch's ``torch.float4_e2m1fn_x2`` (tested in ``tests/test_packing.py``).
+This is the order of SGLang's `batched_quantize`, of FlashInfer's NVFP4 kernels and of
+PyTorch's `torch.float4_e2m1fn_x2` (tested against PyTorch's own helper in `tests/test_formats.py`).
 
 Examples:
     >>> import torch
@@ -32,10 +34,10 @@ def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
     """Pack 4-bit codes pairwise along the last dimension.
 
     Args:
-        codes: ``uint8`` tensor ``[..., N]`` with every value in ``0..15`` and ``N`` even.
+        codes: `uint8` tensor `[..., N]` with every value in `0..15` and `N` even.
 
     Returns:
-        ``uint8`` tensor ``[..., N // 2]``, ``byte = code[2i+1] << 4 | code[2i]``.
+        `uint8` tensor `[..., N // 2]`, `byte = code[2i+1] << 4 | code[2i]`.
 
     Raises:
         ValueError: wrong dtype, odd last dimension, or a value above 15.
@@ -50,7 +52,7 @@ def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_nibbles`: ``uint8 [..., M]`` -> ``uint8 [..., 2M]`` codes."""
+    """Inverse of [`pack_nibbles`][nvfp4_kvcache.packing.pack_nibbles]: `uint8 [..., M]` -> `uint8 [..., 2M]` codes."""
     if packed.dtype != torch.uint8:
         raise ValueError(f"unpack_nibbles expects uint8, got {packed.dtype}")
     if packed.dim() == 0:

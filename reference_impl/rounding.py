@@ -3,14 +3,14 @@
 "Round to nearest" is not a rounding mode until it says what happens at a tie. The recipes use
 two:
 
-* :attr:`Rounding.NEAREST_EVEN`: IEEE 754 roundTiesToEven. At an exact midpoint between two
+* [`Rounding.NEAREST_EVEN`][nvfp4_kvcache.rounding.Rounding.NEAREST_EVEN]: IEEE 754 roundTiesToEven. At an exact midpoint between two
   representable values pick the one whose code is even (mantissa bit 0). This is what PTX
-  ``cvt.rn`` does and what NVFP4 and OCP MXFP4 elements use. Example for E2M1: ``0.25 -> 0``,
-  ``0.75 -> 1.0``, ``2.5 -> 2.0``, ``5.0 -> 4.0``.
-* :attr:`Rounding.NEAREST_AWAY`: roundTiesToAway. At an exact midpoint pick the value of
+  `cvt.rn` does and what NVFP4 and OCP MXFP4 elements use. Example for E2M1: `0.25 -> 0`,
+  `0.75 -> 1.0`, `2.5 -> 2.0`, `5.0 -> 4.0`.
+* [`Rounding.NEAREST_AWAY`][nvfp4_kvcache.rounding.Rounding.NEAREST_AWAY]: roundTiesToAway. At an exact midpoint pick the value of
   larger magnitude. SGLang's block-16 recipe gets this from counting thresholds
-  (``code = #{t : |x| >= t}`` over the seven midpoints): ``0.25 -> 0.5``, ``2.5 -> 3.0``,
-  ``5.0 -> 6.0``.
+  (`code = #{t : |x| >= t}` over the seven midpoints): `0.25 -> 0.5`, `2.5 -> 3.0`,
+  `5.0 -> 6.0`.
 
 Examples:
     >>> import torch
@@ -46,18 +46,18 @@ def round_to_table(x: torch.Tensor, table: torch.Tensor, rounding: Rounding) -> 
     """Index of the nearest entry of an ascending table, saturating at both ends.
 
     Args:
-        x: ``float64`` values, not NaN, any shape. Values below ``table[0]`` map to index 0,
-            values above ``table[-1]`` to the last index (saturation).
-        table: ``float64``, 1-D, strictly ascending. When the table holds the magnitudes of a
+        x: `float64` values, not NaN, any shape. Values below `table[0]` map to index 0,
+            values above `table[-1]` to the last index (saturation).
+        table: `float64`, 1-D, strictly ascending. When the table holds the magnitudes of a
             sign-magnitude format, the index *is* the magnitude code, so "even index" is
             "even code".
         rounding: Tie rule.
 
     Returns:
-        ``int64`` indices, same shape as ``x``.
+        `int64` indices, same shape as `x`.
 
     Raises:
-        ValueError: if ``x`` or ``table`` is not ``float64`` or ``x`` contains NaN.
+        ValueError: if `x` or `table` is not `float64` or `x` contains NaN.
     """
     if x.dtype != torch.float64 or table.dtype != torch.float64:
         raise ValueError(f"round_to_table works in float64, got {x.dtype} and {table.dtype}")

@@ -1,14 +1,14 @@
 """Drop-in replacements for SGLang's FP4 KV quantizer classes, on any device, without SGLang.
 
-Same names, shapes, dtypes and bytes as ``python/sglang/srt/layers/quantization/kvfp4_tensor.py``
+Same names, shapes, dtypes and bytes as `python/sglang/srt/layers/quantization/kvfp4_tensor.py`
 (SGLang release 0.5.23), so a test suite written against SGLang can run against the oracle:
 
-* :class:`FP4MXBlock16KVQuantizeUtil` (alias :data:`KVFP4QuantizeUtil`, the name PRs #10078 and
-  #12612 gave it, and :data:`BlockFP4KVQuantizeUtil`, its name after PR #21954): the
-  ``fp4_mx_block16`` recipe. Upstream runs it under ``torch.compile``; this class reproduces the
-  compiled results (see :mod:`nvfp4_kvcache.recipes.fp4_mx_block16` for where eager differs).
-* :class:`NVFP4KVQuantizeUtil`: the ``nvfp4`` recipe with upstream's call signature. Upstream
-  calls FlashInfer CUDA kernels (SM100+, or ``fp4_quantize`` on SM90); this class is the exact
+* [`FP4MXBlock16KVQuantizeUtil`][nvfp4_kvcache.sglang.FP4MXBlock16KVQuantizeUtil] (alias [`KVFP4QuantizeUtil`][nvfp4_kvcache.sglang.KVFP4QuantizeUtil], the name PRs #10078 and
+  #12612 gave it, and [`BlockFP4KVQuantizeUtil`][nvfp4_kvcache.sglang.BlockFP4KVQuantizeUtil], its name after PR #21954): the
+  `fp4_mx_block16` recipe. Upstream runs it under `torch.compile`; this class reproduces the
+  compiled results (see [`nvfp4_kvcache.recipes.fp4_mx_block16`][nvfp4_kvcache.recipes.fp4_mx_block16] for where eager differs).
+* [`NVFP4KVQuantizeUtil`][nvfp4_kvcache.sglang.NVFP4KVQuantizeUtil]: the `nvfp4` recipe with upstream's call signature. Upstream
+  calls FlashInfer CUDA kernels (SM100+, or `fp4_quantize` on SM90); this class is the exact
   arithmetic those kernels approximate.
 
 Examples:
@@ -45,22 +45,22 @@ def _check_rank3(t: object, name: str) -> None:
 
 
 class FP4MXBlock16KVQuantizeUtil:
-    """SGLang's block-16 quantizer: ``[B, M, N]`` -> ``(uint8 [B, M, N/2], uint8 [B, M*N/16])``.
+    """SGLang's block-16 quantizer: `[B, M, N]` -> `(uint8 [B, M, N/2], uint8 [B, M*N/16])`.
 
-    As upstream, blocks of 16 run along the flattened ``M*N`` axis of each batch row, so ``N``
-    need only be even with ``M*N % 16 == 0``; for every real head dim (``N % 16 == 0``) a block
+    As upstream, blocks of 16 run along the flattened `M*N` axis of each batch row, so `N`
+    need only be even with `M*N % 16 == 0`; for every real head dim (`N % 16 == 0`) a block
     stays inside one head.
     """
 
     @staticmethod
     def batched_quantize(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantize ``tensor [B, M, N]`` (fp32/bf16/fp16).
+        """Quantize `tensor [B, M, N]` (fp32/bf16/fp16).
 
         Returns:
-            ``packed`` ``uint8 [B, M, N/2]`` and ``scale_factors`` ``uint8 [B, M*N/16]``.
+            `packed` `uint8 [B, M, N/2]` and `scale_factors` `uint8 [B, M*N/16]`.
 
         Raises:
-            ValueError: rank is not 3, ``N`` is odd, ``M*N`` is not a multiple of 16, or a
+            ValueError: rank is not 3, `N` is odd, `M*N` is not a multiple of 16, or a
                 dtype other than fp32/bf16/fp16.
         """
         _check_rank3(tensor, "tensor")
@@ -76,7 +76,7 @@ class FP4MXBlock16KVQuantizeUtil:
         scale_factors: torch.Tensor,
         dtype: torch.dtype = torch.bfloat16,
     ) -> torch.Tensor:
-        """Dequantize ``(uint8 [B, M, N/2], uint8 [B, M*N/16])`` to ``dtype [B, M, N]``."""
+        """Dequantize `(uint8 [B, M, N/2], uint8 [B, M*N/16])` to `dtype [B, M, N]`."""
         _check_rank3(quant_tensor, "quant_tensor")
         check_uint8(quant_tensor, "quant_tensor")
         b, m, n_half = quant_tensor.shape
@@ -92,17 +92,17 @@ BlockFP4KVQuantizeUtil = FP4MXBlock16KVQuantizeUtil
 
 
 class NVFP4KVQuantizeUtil:
-    """NVFP4 with upstream's signature: ``[B, M, N]`` -> ``(uint8 [B, M, N/2], e4m3 [B, M, N/16], g)``."""
+    """NVFP4 with upstream's signature: `[B, M, N]` -> `(uint8 [B, M, N/2], e4m3 [B, M, N/16], g)`."""
 
     @staticmethod
     def quantize(
         tensor: torch.Tensor, global_scale: torch.Tensor | float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Quantize ``tensor [B, M, N]`` with decode global scale ``global_scale``.
+        """Quantize `tensor [B, M, N]` with decode global scale `global_scale`.
 
         Returns:
-            ``(fp4_data uint8 [B, M, N/2], block_scales float8_e4m3fn [B, M, N/16], global_scale)``;
-            the global scale comes back as a 1-element ``float32`` tensor, as upstream's does.
+            `(fp4_data uint8 [B, M, N/2], block_scales float8_e4m3fn [B, M, N/16], global_scale)`;
+            the global scale comes back as a 1-element `float32` tensor, as upstream's does.
         """
         _check_rank3(tensor, "tensor")
         q = NVFP4.quantize(tensor, global_scale)
@@ -115,7 +115,7 @@ class NVFP4KVQuantizeUtil:
         global_scale: torch.Tensor | float,
         dtype: torch.dtype = torch.bfloat16,
     ) -> torch.Tensor:
-        """Dequantize to ``dtype [B, M, N]``; ``block_scales`` may be ``float8_e4m3fn`` or its ``uint8`` bits."""
+        """Dequantize to `dtype [B, M, N]`; `block_scales` may be `float8_e4m3fn` or its `uint8` bits."""
         _check_rank3(quant_tensor, "quant_tensor")
         if not isinstance(block_scales, torch.Tensor):
             raise TypeError(f"block_scales must be a torch.Tensor, got {type(block_scales).__name__}")

@@ -1,6 +1,6 @@
 """Run single files of upstream SGLang from its released wheel, without installing or importing SGLang.
 
-The wheel is fetched once from the package registry with ``pip download`` into a cache folder,
+The wheel is fetched once from the package registry with `pip download` into a cache folder,
 and only the file you ask for is executed, with small stub modules standing in for the names it
 imports from the rest of SGLang. That is how this project tests its oracle against the real
 upstream code, and how you can put upstream's quantizer next to your own kernel in a test.
@@ -31,7 +31,7 @@ KVFP4_TENSOR = "sglang/srt/layers/quantization/kvfp4_tensor.py"
 
 
 def default_cache_dir() -> Path:
-    """``~/.cache/nvfp4-kvcache``: where wheels and extracted files are kept."""
+    """`~/.cache/nvfp4-kvcache`: where wheels and extracted files are kept."""
     return Path.home() / ".cache" / "nvfp4-kvcache"
 
 
@@ -40,7 +40,7 @@ def _dir(cache_dir: Path | None, version: str) -> Path:
 
 
 def sglang_wheel(version: str = SGLANG_VERSION, cache_dir: Path | None = None) -> Path:
-    """Path of the cached SGLang wheel, downloaded (``pip download --no-deps``) on first use."""
+    """Path of the cached SGLang wheel, downloaded (`pip download --no-deps`) on first use."""
     folder = _dir(cache_dir, version)
     wheels = sorted(folder.glob(f"sglang-{version}-*.whl"))
     if not wheels:
@@ -55,7 +55,7 @@ def sglang_wheel(version: str = SGLANG_VERSION, cache_dir: Path | None = None) -
 
 
 def sglang_source(relpath: str, version: str = SGLANG_VERSION, cache_dir: Path | None = None) -> str:
-    """Text of one file of the wheel, e.g. ``sglang/srt/mem_cache/memory_pool.py``."""
+    """Text of one file of the wheel, e.g. `sglang/srt/mem_cache/memory_pool.py`."""
     with zipfile.ZipFile(sglang_wheel(version, cache_dir)) as wheel:
         return wheel.read(relpath).decode("utf-8")
 
@@ -70,10 +70,10 @@ def load_sglang_module(
 
     Args:
         relpath: path inside the wheel.
-        stubs: module name -> attributes, placed in ``sys.modules`` only while the file runs its
-            imports (e.g. ``{"sglang.srt.runtime_context": {"get_platform": ...}}``).
+        stubs: module name -> attributes, placed in `sys.modules` only while the file runs its
+            imports (e.g. `{"sglang.srt.runtime_context": {"get_platform": ...}}`).
         version: SGLang release.
-        cache_dir: cache folder (default :func:`default_cache_dir`). Once a file is extracted
+        cache_dir: cache folder (default [`default_cache_dir`][nvfp4_kvcache.upstream.default_cache_dir]). Once a file is extracted
             there, the wheel is no longer needed (useful on machines without network access).
     """
     target = _dir(cache_dir, version) / "src" / relpath
@@ -103,13 +103,13 @@ def load_sglang_module(
 def load_kvfp4_tensor(
     version: str = SGLANG_VERSION, cache_dir: Path | None = None, sm: int | None = None
 ) -> types.ModuleType:
-    """Upstream ``kvfp4_tensor.py``, with its ``get_platform`` import stubbed.
+    """Upstream `kvfp4_tensor.py`, with its `get_platform` import stubbed.
 
     Args:
         version: SGLang release.
         cache_dir: cache folder.
-        sm: the GPU architecture the stub reports (90, 100, 120), or ``None`` for none. With
-            ``sm=90``, ``NVFP4KVQuantizeUtil.dequantize`` takes its pure-PyTorch branch.
+        sm: the GPU architecture the stub reports (90, 100, 120), or `None` for none. With
+            `sm=90`, `NVFP4KVQuantizeUtil.dequantize` takes its pure-PyTorch branch.
     """
 
     class _Platform:

@@ -1,25 +1,25 @@
-"""Golden test vectors: the oracle's answers written as plain ``.npy`` files plus a JSON manifest.
+"""Golden test vectors: the oracle's answers written as plain `.npy` files plus a JSON manifest.
 
 The format is language-neutral on purpose, so C++, CUDA or Rust test suites can read it with any
 NumPy-format reader:
 
-* every array is one ``.npy`` file (NumPy format version 1.0, little-endian, C order);
-* inputs are stored as ``float32`` holding exactly the values of the original dtype (bf16 and
+* every array is one `.npy` file (NumPy format version 1.0, little-endian, C order);
+* inputs are stored as `float32` holding exactly the values of the original dtype (bf16 and
   fp16 convert to fp32 exactly); the manifest records the original dtype;
-* ``packed`` and ``scales`` are ``uint8`` (E4M3 scales as their bit patterns), ``dequantized``
-  is ``float32`` (the oracle's value before any cast);
-* ``manifest.json`` lists every set: recipe, kind, input dtype, seed, global scale(s), pool
-  geometry where there is one, and per file its role (``input`` or ``output``), path, dtype,
+* `packed` and `scales` are `uint8` (E4M3 scales as their bit patterns), `dequantized`
+  is `float32` (the oracle's value before any cast);
+* `manifest.json` lists every set: recipe, kind, input dtype, seed, global scale(s), pool
+  geometry where there is one, and per file its role (`input` or `output`), path, dtype,
   shape and SHA-256.
 
 Three kinds of set:
 
-* ``quantize``: ``input [..., N]`` -> ``packed``, ``scales``, ``dequantized``;
-* ``pool_store``: an MHA pool (geometry in the manifest) after ``set_kv_buffer(0, loc, k, v)``:
-  inputs ``k``, ``v`` ``[n, heads, head_dim]`` and ``loc`` (``int64 [n]``); outputs the whole
-  layer's ``k_data``, ``v_data``, ``k_scales``, ``v_scales`` buffers;
-* ``decode_attention``: that pool, then ``q [B, Hq, head_dim]``, ``kv_indptr``, ``kv_indices``
-  (``int64``) -> ``output`` (``float64 [B, Hq, head_dim]``), the float64 attention over the
+* `quantize`: `input [..., N]` -> `packed`, `scales`, `dequantized`;
+* `pool_store`: an MHA pool (geometry in the manifest) after `set_kv_buffer(0, loc, k, v)`:
+  inputs `k`, `v` `[n, heads, head_dim]` and `loc` (`int64 [n]`); outputs the whole
+  layer's `k_data`, `v_data`, `k_scales`, `v_scales` buffers;
+* `decode_attention`: that pool, then `q [B, Hq, head_dim]`, `kv_indptr`, `kv_indices`
+  (`int64`) -> `output` (`float64 [B, Hq, head_dim]`), the float64 attention over the
   dequantized cache. Its last bits depend on the CPU's summation order (vectorized BLAS and
   reductions differ between processors by an ulp or two), so [`check_vectors`][nvfp4_kvcache.vectors.check_vectors]
   compares it within [`ATTENTION_TOLERANCE`][nvfp4_kvcache.vectors.ATTENTION_TOLERANCE]; every
@@ -62,7 +62,7 @@ FORMAT_VERSION = 1
 """Bumped whenever the layout of the files or the manifest changes."""
 
 ATTENTION_TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
-"""How far a regenerated ``decode_attention`` output may move from the stored one.
+"""How far a regenerated `decode_attention` output may move from the stored one.
 
 Both are float64 attention over the same dequantized values; only the order of float64 sums
 differs between machines (seen: 1 ulp, 4.4e-16, on a third of the elements between two x86
@@ -72,7 +72,7 @@ that a wrong code or scale byte would move the output by.
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE = (4, 4, 128)
-"""``[tokens, heads, head_dim]`` of the random sets: small enough for the repository."""
+"""`[tokens, heads, head_dim]` of the random sets: small enough for the repository."""
 
 POOL = {"size": 32, "page_size": 4, "layer_num": 1, "head_num": 2, "head_dim": 64}
 """Geometry of the pool sets (one layer, 36 rows including the padding page)."""
@@ -85,7 +85,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def load_array(path: Path) -> np.ndarray:
-    """Read one ``.npy`` file (no pickles)."""
+    """Read one `.npy` file (no pickles)."""
     return np.load(path, allow_pickle=False)
 
 
@@ -196,7 +196,7 @@ def _build(recipes, dtypes):
 
 
 def write_vectors(directory: Path | str, recipes=None, dtypes=None) -> dict:
-    """Write the vector sets and ``manifest.json`` into ``directory``; return the manifest."""
+    """Write the vector sets and `manifest.json` into `directory`; return the manifest."""
     directory = Path(directory)
     recipes = list(recipes or sorted(RECIPES))
     dtypes = list(dtypes or DTYPES)

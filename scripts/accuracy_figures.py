@@ -1,9 +1,11 @@
-"""Figures of the Accuracy chapter, drawn from ``docs/data/accuracy/*.json`` into ``docs/assets/accuracy/``.
+"""Figures of the Accuracy chapter, drawn from `docs/data/accuracy/*.json` into `docs/assets/accuracy/`.
 
-usage::
+usage:
 
-    python scripts/accuracy_figures.py                 # from the committed full run
-    python scripts/accuracy_figures.py --data build/accuracy-quick --out build/accuracy-quick/figures
+```bash
+python scripts/accuracy_figures.py                 # from the committed full run
+python scripts/accuracy_figures.py --data build/accuracy-quick --out build/accuracy-quick/figures
+```
 
 The SVGs are deterministic for a given input (fixed hash salt, no date in the metadata).
 """

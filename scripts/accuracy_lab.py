@@ -1,20 +1,22 @@
 """The accuracy lab: every measurement behind the Accuracy chapter, written as JSON.
 
-usage::
+usage:
 
-    python scripts/accuracy_lab.py            # the full run (a few minutes on 2 CPU cores)
-    python scripts/accuracy_lab.py --quick    # the CI-sized run (seconds), into build/accuracy-quick
+```bash
+python scripts/accuracy_lab.py            # the full run (a few minutes on 2 CPU cores)
+python scripts/accuracy_lab.py --quick    # the CI-sized run (seconds), into build/accuracy-quick
+```
 
-Writes three files into ``--out`` (default ``docs/data/accuracy``; ``build/accuracy-quick``
-with ``--quick``):
+Writes three files into `--out` (default `docs/data/accuracy`; `build/accuracy-quick`
+with `--quick`):
 
-* ``elements.json``: element-level errors of every scheme on every stress distribution;
-* ``attention.json``: decode-attention output error and softmax KL vs BF16 K/V, by context length,
+* `elements.json`: element-level errors of every scheme on every stress distribution;
+* `attention.json`: decode-attention output error and softmax KL vs BF16 K/V, by context length,
   K, V, and both quantized;
-* ``model.json``: all-MiniLM-L6-v2's real K/V: per-layer element and attention errors, and the
+* `model.json`: all-MiniLM-L6-v2's real K/V: per-layer element and attention errors, and the
   drift of its sentence embeddings with quantized K/V.
 
-Each file carries ``meta``: the command, date, machine, versions, parameters and run time.
+Each file carries `meta`: the command, date, machine, versions, parameters and run time.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def meta(command: str, params: dict, elapsed: float, quick: bool) -> dict:
 
 
 def run_elements(p: dict) -> dict:
-    """Every scheme on every distribution: :func:`element_errors`, scales calibrated on the tensor itself."""
+    """Every scheme on every distribution: [`element_errors`][nvfp4_kvcache.accuracy.metrics.element_errors], scales calibrated on the tensor itself."""
     out = {}
     for dist in DISTRIBUTIONS:
         x = bf16_round(generate(dist, p["tokens"], p["heads"], p["head_dim"], seed=p["seed"]))
@@ -108,10 +110,10 @@ def run_elements(p: dict) -> dict:
 
 
 def attention_inputs(p: dict, scenario: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q ``[queries, Hq, D]``, k, v ``[T, Hkv, D]``), BF16-rounded.
+    """(q `[queries, Hq, D]`, k, v `[T, Hkv, D]`), BF16-rounded.
 
-    The queries are isotropic Gaussian, scaled so that the logits ``q . k / sqrt(D)`` vary from
-    token to token with standard deviation ``logit_std`` (a moderately peaked softmax).
+    The queries are isotropic Gaussian, scaled so that the logits `q . k / sqrt(D)` vary from
+    token to token with standard deviation `logit_std` (a moderately peaked softmax).
     """
     t = max(p["lengths"])
     dists = p["scenarios"][scenario]
@@ -140,7 +142,7 @@ def run_attention(p: dict) -> dict:
 
 
 def run_model(p: dict) -> dict:
-    """all-MiniLM-L6-v2: calibrate, capture, measure (see :mod:`nvfp4_kvcache.accuracy.real_activations`)."""
+    """all-MiniLM-L6-v2: calibrate, capture, measure (see [`nvfp4_kvcache.accuracy.real_activations`][nvfp4_kvcache.accuracy.real_activations])."""
     from nvfp4_kvcache.accuracy.minilm import load_minilm
     from nvfp4_kvcache.accuracy.real_activations import attention_report, calibrate, capture_qkv, element_report, embedding_report
     from nvfp4_kvcache.accuracy.sentences import CALIBRATION, PAIRS

@@ -1,8 +1,8 @@
-"""Markdown tables of the Accuracy chapter, rendered from ``docs/data/accuracy/`` (written by
-``scripts/accuracy_lab.py``) and from the quoted upstream numbers in ``docs/data/accuracy/upstream.yaml``.
+"""Markdown tables of the Accuracy chapter, rendered from `docs/data/accuracy/` (written by
+`scripts/accuracy_lab.py`) and from the quoted upstream numbers in `docs/data/accuracy/upstream.yaml`.
 
-Print one in a terminal with ``python scripts/accuracy_tables.py NAME``; :data:`TABLES` maps
-the names a page uses in ``<!-- generated: NAME -->`` to the functions.
+Print one in a terminal with `python scripts/accuracy_tables.py NAME`; `TABLES` maps
+the names a page uses in `<!-- generated: NAME -->` to the functions.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ DIST_ORDER = ["gaussian", "laplace", "student_t3", "outlier_channels", "rope_key
 
 
 def load(part: str, data_dir: Path | None = None) -> dict:
-    """The lab's JSON for ``part`` (``elements``, ``attention``, ``model``)."""
+    """The lab's JSON for `part` (`elements`, `attention`, `model`)."""
     return json.loads(((data_dir or DATA) / f"{part}.json").read_text())
 
 
@@ -35,7 +35,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def db(v: float) -> str:
-    """dB with one decimal; ``inf`` for exact."""
+    """dB with one decimal; `inf` for exact."""
     return "exact" if v == math.inf else ("-inf" if v == -math.inf else f"{v:.1f}")
 
 
@@ -106,7 +106,7 @@ def attention_context(data_dir: Path | None = None, scenario: str = "rope_keys",
 
 
 def attention_context_gaussian(data_dir: Path | None = None) -> str:
-    """:func:`attention_context` for Gaussian K and V."""
+    """`attention_context` for Gaussian K and V."""
     return attention_context(data_dir, "gaussian")
 
 
@@ -206,7 +206,7 @@ TABLES = {
     "accuracy_upstream": upstream_numbers,
     "accuracy_provenance": provenance,
 }
-"""Name -> function returning Markdown (to be merged into ``scripts/tables.py``'s registry)."""
+"""Name -> function returning Markdown (to be merged into `scripts/tables.py`'s registry)."""
 
 
 if __name__ == "__main__":

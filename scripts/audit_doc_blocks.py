@@ -3,8 +3,8 @@
 The ground truth is the built HTML: every code block whose language is python/py/python3/pycon
 (any case), wherever it sits (admonitions, tabs, lists, docstring examples rendered on API
 pages). Each must match, by its normalised source, an item that pytest recorded
-(``DOC_BLOCKS_REPORT``, written by ``conftest.py``) with outcome ``passed``, or ``skipped`` for
-the one allowed reason: a ``{.python .gpu}`` block on a machine without CUDA.
+(`DOC_BLOCKS_REPORT`, written by `conftest.py`) with outcome `passed`, or `skipped` for
+the one allowed reason: a `{.python .gpu}` block on a machine without CUDA.
 
 usage: python scripts/audit_doc_blocks.py SITE_DIR REPORT_JSON
 """
@@ -34,7 +34,7 @@ class Block:
 
 
 class _CodeBlocks(HTMLParser):
-    """Collects the text of ``<div class="language-X ... highlight">`` blocks."""
+    """Collects the text of `<div class="language-X ... highlight">` blocks."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -93,7 +93,7 @@ def normalise(source: str) -> str:
 
 
 def pycon_statements(text: str) -> list[str]:
-    """The ``>>>`` statements of a doctest session, continuation lines joined."""
+    """The `>>>` statements of a doctest session, continuation lines joined."""
     statements, current = [], None
     for line in text.splitlines():
         stripped = line.lstrip()

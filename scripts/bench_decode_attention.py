@@ -1,36 +1,38 @@
-"""Benchmark the split-KV paged decode attention on a GPU; write ``docs/data/perf/decode_attention.json``.
+"""Benchmark the split-KV paged decode attention on a GPU; write `docs/data/perf/decode_attention.json`.
 
 One self-checking run on one card:
 
-1. **copy bandwidth** of the card (``dst.copy_(src)``, 2 GiB, bytes read + written / median time):
-   the ceiling every ``frac_of_copy`` is measured against;
+1. **copy bandwidth** of the card (`dst.copy_(src)`, 2 GiB, bytes read + written / median time):
+   the ceiling every `frac_of_copy` is measured against;
 2. **correctness at full size** (headline shape, sampled requests) of every format against the
-   float64 oracle on the CPU, with :func:`nvfp4_kvcache_triton.decode_attention.attention_tolerance`; the run
+   float64 oracle on the CPU, with [`nvfp4_kvcache_triton.decode_attention.attention_tolerance`][nvfp4_kvcache_triton.decode_attention.attention_tolerance]; the run
    stops (exit 1) if any check fails, before any timing;
 3. **headline** (batch 8, 64 q heads, 8 KV heads, head_dim 128, page 16, 32k context each):
-   FP4 (``nvfp4``, ``fp4_mx_block16``), BF16 and FP8 through the *same* kernel design, each at its
+   FP4 (`nvfp4`, `fp4_mx_block16`), BF16 and FP8 through the *same* kernel design, each at its
    best (num_kv_splits, block_n, num_warps) from a small sweep; achieved bytes/s of K+V (data and
    scales) over the copy bandwidth;
 4. **upstream's way of reading an FP4 pool**: dequantize the whole layer to BF16 (our own Triton
-   dequantize, a lower bound on upstream's cost; and upstream's ``batched_dequantize`` for
-   ``fp4_mx_block16`` where it loads), then BF16 attention, at pool sizes of the batch's tokens
+   dequantize, a lower bound on upstream's cost; and upstream's `batched_dequantize` for
+   `fp4_mx_block16` where it loads), then BF16 attention, at pool sizes of the batch's tokens
    and of 1M tokens;
-5. **SGLang's Triton BF16 decode kernel** (``sglang/kernels/ops/attention/decode_attention.py``
+5. **SGLang's Triton BF16 decode kernel** (`sglang/kernels/ops/attention/decode_attention.py`
    from the 0.5.23 wheel, loaded standalone with stubs) on the BF16 cache: a sanity anchor for our
    BF16 baseline (or the reason it could not be loaded);
 6. **sweep** context 1k..128k x batch 1..64 for every format (slots wrap around one 2M-token pool
-   when ``batch * context`` exceeds it; the working set still far exceeds L2);
+   when `batch * context` exceeds it; the working set still far exceeds L2);
 7. **other shapes**: head dims 64 and 256 and pages 1 and 64 at the headline's batch and context.
 
-Usage::
+Usage:
 
-    python scripts/bench_decode_attention.py                  # GPU, full run (~3-6 min)
-    python scripts/bench_decode_attention.py --no-sweep       # correctness + headline only
-    TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out /tmp/d.json   # CPU, tiny
+```bash
+python scripts/bench_decode_attention.py                  # GPU, full run (~3-6 min)
+python scripts/bench_decode_attention.py --no-sweep       # correctness + headline only
+TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out /tmp/d.json   # CPU, tiny
+```
 
-``--smoke`` runs every step at toy sizes under Triton's interpreter (timings meaningless), so CI
-keeps this script alive. The upstream files are read from ``.cache/sglang-0.5.23/src`` (carry
-``.cache`` to a GPU machine without network).
+`--smoke` runs every step at toy sizes under Triton's interpreter (timings meaningless), so CI
+keeps this script alive. The upstream files are read from `.cache/sglang-0.5.23/src` (carry
+`.cache` to a GPU machine without network).
 """
 
 from __future__ import annotations
@@ -100,9 +102,9 @@ TIMING = {"method": None, "fallbacks": 0}
 
 
 def bench(fn, smoke: bool) -> float:
-    """Median milliseconds of ``fn()`` on the GPU, launched from a CUDA graph (as a serving engine
-    runs decode: no Python or launch overhead in the number), by ``triton.testing.do_bench_cudagraph``;
-    plain ``do_bench`` (CUDA events) where a call cannot be captured, counted in ``TIMING``. One
+    """Median milliseconds of `fn()` on the GPU, launched from a CUDA graph (as a serving engine
+    runs decode: no Python or launch overhead in the number), by `triton.testing.do_bench_cudagraph`;
+    plain `do_bench` (CUDA events) where a call cannot be captured, counted in `TIMING`. One
     wall-clock call in --smoke."""
     if smoke:
         t = time.perf_counter()
@@ -123,7 +125,7 @@ def bench(fn, smoke: bool) -> float:
 
 
 def bench_events(fn, smoke: bool) -> float:
-    """Median milliseconds of ``fn()`` by ``triton.testing.do_bench`` (CUDA events around each call,
+    """Median milliseconds of `fn()` by `triton.testing.do_bench` (CUDA events around each call,
     L2 flushed before each): includes whatever launch overhead the GPU waits for."""
     if smoke:
         return bench(fn, smoke)
@@ -133,8 +135,8 @@ def bench_events(fn, smoke: bool) -> float:
 
 
 def copy_bandwidth(cfg: Cfg, dev: str) -> dict:
-    """The card's ceilings, measured here: ``dst.copy_(src)`` (bytes read + written) and a
-    read-only reduction (``src.sum()``, bytes read), both timed with CUDA events."""
+    """The card's ceilings, measured here: `dst.copy_(src)` (bytes read + written) and a
+    read-only reduction (`src.sum()`, bytes read), both timed with CUDA events."""
     n = cfg.COPY_BYTES // 2
     src = torch.empty(n, dtype=torch.int16, device=dev).random_()
     dst = torch.empty_like(src)
@@ -151,7 +153,7 @@ def copy_bandwidth(cfg: Cfg, dev: str) -> dict:
 # caches: one pool per format, same values, same slots
 # ---------------------------------------------------------------------------------------------
 def build_caches(cfg: Cfg, dev: str, seed: int) -> dict:
-    """FP4 pools (both recipes), BF16 and FP8 caches of ``cfg.POOL`` tokens, from the same random K/V."""
+    """FP4 pools (both recipes), BF16 and FP8 caches of `cfg.POOL` tokens, from the same random K/V."""
     rows = cfg.POOL + cfg.PAGE
     h, d = cfg.HKV, cfg.D
     pools = {r: MHATokenToKVPoolFP4(size=cfg.POOL, page_size=cfg.PAGE, layer_num=1, head_num=h, head_dim=d,
@@ -178,8 +180,8 @@ def build_caches(cfg: Cfg, dev: str, seed: int) -> dict:
 
 
 def _store(pool: MHATokenToKVPoolFP4, recipe: str, loc, k, v) -> None:
-    """Quantize into the pool: ``nvfp4_kvcache_triton.store_kv`` (the quantize kernel, bit for bit the oracle and
-    fast), else the oracle's ``set_kv_buffer``. The correctness check decodes whatever bytes landed."""
+    """Quantize into the pool: `nvfp4_kvcache_triton.store_kv` (the quantize kernel, bit for bit the oracle and
+    fast), else the oracle's `set_kv_buffer`. The correctness check decodes whatever bytes landed."""
     try:
         import nvfp4_kvcache_triton
 
@@ -191,7 +193,7 @@ def _store(pool: MHATokenToKVPoolFP4, recipe: str, loc, k, v) -> None:
 
 
 def paged_indices(cfg: Cfg, batch: int, ctx: int, gen: torch.Generator, dev: str):
-    """Each request gets ``ctx`` tokens in whole pages, pages in random order; wraps around the pool."""
+    """Each request gets `ctx` tokens in whole pages, pages in random order; wraps around the pool."""
     n_pages = cfg.POOL // cfg.PAGE
     per = math.ceil(ctx / cfg.PAGE)
     perm = torch.randperm(n_pages, generator=gen) + 1  # page 0 is padding
@@ -268,9 +270,9 @@ def check_correctness(cfg: Cfg, caches: dict, q, indptr, idx, gpu: bool, variant
 # upstream paths
 # ---------------------------------------------------------------------------------------------
 def upstream_dequant_then_bf16(cfg: Cfg, caches: dict, q, indptr, idx, best_bf16: dict, dev: str) -> list[dict]:
-    """Dequantize the first ``pool`` rows of the layer to bf16 (whole-layer, as upstream's
-    ``get_kv_buffer``), then our BF16 decode on it. Our Triton dequantize is a lower bound of
-    upstream's cost; upstream's own ``batched_dequantize`` (fp4_mx_block16) is timed where it loads."""
+    """Dequantize the first `pool` rows of the layer to bf16 (whole-layer, as upstream's
+    `get_kv_buffer`), then our BF16 decode on it. Our Triton dequantize is a lower bound of
+    upstream's cost; upstream's own `batched_dequantize` (fp4_mx_block16) is timed where it loads."""
     import nvfp4_kvcache_triton
 
     rows_out = []
@@ -331,7 +333,7 @@ def upstream_dequant_then_bf16(cfg: Cfg, caches: dict, q, indptr, idx, best_bf16
 
 
 class _Envs:
-    """Stub of ``sglang.srt.environ.envs``: every setting reads as unset."""
+    """Stub of `sglang.srt.environ.envs`: every setting reads as unset."""
 
     class _V:
         def get(self):
@@ -342,7 +344,7 @@ class _Envs:
 
 
 def load_sglang_decode():
-    """Upstream's ``decode_attention`` module, executed standalone with stubs for its SGLang imports."""
+    """Upstream's `decode_attention` module, executed standalone with stubs for its SGLang imports."""
     sys.path.insert(0, str(ROOT / "tests"))
     from _upstream import load_sglang_module
 
@@ -412,10 +414,10 @@ TUNE_CANDIDATES = {
     "fp4_mx_block16+prmt": [(32, 1, 2), (128, 4, 3)],
 }
 """(block_n, num_warps, num_stages) tried per format at the headline shape: the best few of the
-launch grid in ``docs/data/perf/decode_attention_tuning.json`` (``scripts/tune_decode_attention.py``,
-which fixed ``num_kv_splits`` at 16) and of ``docs/data/perf/decode_attention_limits.json``
-(``scripts/limits_decode_attention.py``, where one warp per program won for every format).
-Formats not listed try ``DEFAULT_CANDIDATES``."""
+launch grid in `docs/data/perf/decode_attention_tuning.json` (`scripts/tune_decode_attention.py`,
+which fixed `num_kv_splits` at 16) and of `docs/data/perf/decode_attention_limits.json`
+(`scripts/limits_decode_attention.py`, where one warp per program won for every format).
+Formats not listed try `DEFAULT_CANDIDATES`."""
 DEFAULT_CANDIDATES = [(32, 1, 2), (64, 2, 2)]
 TUNE_SPLITS = (12, 16, 24, 32, 64)
 """Splits tried with every candidate: the number of stage-1 programs decides how full the last
@@ -444,7 +446,7 @@ def tune(fmt, cfg, caches, q, indptr, idx) -> tuple[dict, float, list]:
 
 
 def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
-    """Splits giving about ``programs`` stage-1 programs (the format's best count at the headline
+    """Splits giving about `programs` stage-1 programs (the format's best count at the headline
     shape, so the same occupancy and wave shape), each split at least 256 tokens, at most 64."""
     want = max(1, round(programs / (batch * cfg.HKV)))
     return max(1, min(64, want, max(1, ctx // 256)))
@@ -452,7 +454,7 @@ def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
 
 SHAPES = [(64, 16), (256, 16), (128, 1), (128, 64)]
 """(head_dim, page) timed besides the headline's (128, 16); their correctness at 32k tokens is the
-GPU tests' (``tests/test_decode_attention_kernel.py::test_gpu_full_size``)."""
+GPU tests' (`tests/test_decode_attention_kernel.py::test_gpu_full_size`)."""
 
 
 def other_shapes(cfg: Cfg, best: dict, formats, gpu: bool, dev: str, copy_bw: float) -> list[dict]:
@@ -487,7 +489,7 @@ def other_shapes(cfg: Cfg, best: dict, formats, gpu: bool, dev: str, copy_bw: fl
 
 
 def device_for(smoke: bool) -> str | None:
-    """``"cuda"`` for a full run on a GPU, ``"cpu"`` for ``--smoke`` under the interpreter, ``None``
+    """`"cuda"` for a full run on a GPU, `"cpu"` for `--smoke` under the interpreter, `None`
     (after saying why) when neither is possible."""
     if torch.cuda.is_available() and not smoke:
         return "cuda"
@@ -499,7 +501,7 @@ def device_for(smoke: bool) -> str | None:
 
 def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
     """What every result JSON of these scripts starts with: device, versions, date, the command
-    that reproduces it (without ``--out``) and whether it was a ``--smoke`` run."""
+    that reproduces it (without `--out`) and whether it was a `--smoke` run."""
     cpu = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
     return {"device": torch.cuda.get_device_name() if gpu else cpu, "versions": versions(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -508,7 +510,7 @@ def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
 
 
 def saver(res: dict, out: str, t0: float):
-    """``save(stage)``: write ``res`` to ``out`` with the stage reached, the elapsed time and the
+    """`save(stage)`: write `res` to `out` with the stage reached, the elapsed time and the
     timing method (a run cut short keeps what it measured)."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -522,7 +524,7 @@ def saver(res: dict, out: str, t0: float):
 
 
 def _without_out(args: list[str]) -> list[str]:
-    """The command line minus ``--out PATH`` (where the JSON went is not part of the result)."""
+    """The command line minus `--out PATH` (where the JSON went is not part of the result)."""
     out, skip = [], False
     for a in args:
         if skip:

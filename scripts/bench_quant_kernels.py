@@ -1,26 +1,30 @@
-"""Benchmark the FP4 kernels on a GPU and write ``docs/data/perf/quant_kernels.json``.
+"""Benchmark the FP4 kernels on a GPU and write `docs/data/perf/quant_kernels.json`.
 
 Measures, in one run on one card:
 
-* the card's copy bandwidth (``dst.copy_(src)``, bytes read + bytes written) as the ceiling;
+* the card's copy bandwidth (`dst.copy_(src)`, bytes read + bytes written) as the ceiling;
 * quantize, fused K+V store into a pool layer (random slots), dequantize and gather-dequantize
   (bf16 out) at 131072 tokens x 8 heads x 128 (bf16), for nvfp4, fp4_mx_block16 and mxfp4:
   (bytes read + bytes written) / median time, and the fraction of the copy bandwidth;
-* upstream SGLang 0.5.23's ``FP4MXBlock16KVQuantizeUtil.batched_quantize`` / ``batched_dequantize``
-  (its own ``@torch.compile``) on the same input, and whether its bytes equal ours;
+* upstream SGLang 0.5.23's `FP4MXBlock16KVQuantizeUtil.batched_quantize` / `batched_dequantize`
+  (its own `@torch.compile`) on the same input, and whether its bytes equal ours;
 * a sweep over token counts 1 .. 131072 (8 heads x 128): small batches are launch/latency bound,
   so each row has the median time of plain launches and of CUDA-graph replays.
 
-Usage (on the GPU machine)::
+Usage (on the GPU machine):
 
-    python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
+```bash
+python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
+```
 
 and, anywhere, to turn the JSON into the Kernels chapter's table and figure
-(``docs/data/perf/quant_kernels.md``, ``docs/assets/quant-kernels.svg``; matplotlib)::
+(`docs/data/perf/quant_kernels.md`, `docs/assets/quant-kernels.svg`; matplotlib):
 
-    python scripts/bench_quant_kernels.py --render
+```bash
+python scripts/bench_quant_kernels.py --render
+```
 
-The upstream file is read from ``.cache/sglang-0.5.23/src`` (``tests/_upstream.py`` extracts it
+The upstream file is read from `.cache/sglang-0.5.23/src` (`tests/_upstream.py` extracts it
 from the wheel once, where pip can reach the registry).
 """
 

@@ -1,13 +1,15 @@
-"""Generate the site's KV-capacity table from :mod:`nvfp4_kvcache.capacity`.
+"""Generate the site's KV-capacity table from [`nvfp4_kvcache.capacity`][nvfp4_kvcache.capacity].
 
-Writes ``docs/data/capacity/capacity.md`` (the table the Pool chapter includes) and
-``docs/data/capacity/capacity.csv`` (the same rows, machine-readable). ``--check`` exits 1 if the
+Writes `docs/data/capacity/capacity.md` (the table the Pool chapter includes) and
+`docs/data/capacity/capacity.csv` (the same rows, machine-readable). `--check` exits 1 if the
 files on disk differ from what the code produces now (used by the tests).
 
-Usage::
+Usage:
 
-    python scripts/capacity_table.py          # write
-    python scripts/capacity_table.py --check  # verify
+```bash
+python scripts/capacity_table.py          # write
+python scripts/capacity_table.py --check  # verify
+```
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
-"""Compile every Triton kernel of ``nvfp4_kvcache_triton`` for sm_90 (H100/H200) on a machine with no GPU.
+"""Compile every Triton kernel of `nvfp4_kvcache_triton` for sm_90 (H100/H200) on a machine with no GPU.
 
-Triton ships its own ``ptxas``, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
-CPU-only CI box: an error that only the GPU compiler would raise (a shape ``tl.dot`` rejects, an
+Triton ships its own `ptxas`, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
+CPU-only CI box: an error that only the GPU compiler would raise (a shape `tl.dot` rejects, an
 unsupported cast, too much shared memory) fails here instead of on the first GPU run. For each
-variant it prints registers, spills and shared memory; with ``--sass`` it also counts SASS
-instructions with the bundled ``cuobjdump``.
+variant it prints registers, spills and shared memory; with `--sass` it also counts SASS
+instructions with the bundled `cuobjdump`.
 
-Usage::
+Usage:
 
-    python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
-    python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
-    python scripts/compile_sm90.py --sass     # also SASS instruction counts
+```bash
+python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
+python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
+python scripts/compile_sm90.py --sass     # also SASS instruction counts
+```
 
-``TRITON_INTERPRET`` must not be set (the interpreter replaces the compiler).
+`TRITON_INTERPRET` must not be set (the interpreter replaces the compiler).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def sass_count(cubin: bytes) -> int:
 
 
 def resources(cubin: bytes) -> str:
-    """``REG:.. STACK:.. SHARED:.. LOCAL:..`` as cuobjdump reports them."""
+    """`REG:.. STACK:.. SHARED:.. LOCAL:..` as cuobjdump reports them."""
     m = re.search(r"(REG:\d+ STACK:\d+ SHARED:\d+ LOCAL:\d+)", _cuobjdump(cubin, "-res-usage"))
     return m.group(1) if m else "?"
 

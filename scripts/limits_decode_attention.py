@@ -1,4 +1,4 @@
-"""Where the FP4 decode-attention time goes, measured on a GPU; writes ``docs/data/perf/decode_attention_limits.json``.
+"""Where the FP4 decode-attention time goes, measured on a GPU; writes `docs/data/perf/decode_attention_limits.json`.
 
 The issue's goals (FP4 >= 3x BF16, >= 1.7x FP8 at the headline shape) assume the FP4 kernel can
 read its bytes as fast as the BF16 kernel reads its own. This script measures, in one run on one
@@ -7,26 +7,28 @@ card, how far each step of the FP4 kernel is from that:
 1. **ceilings** of the card: copy and read-only bandwidth of one contiguous 2 GiB buffer;
 2. **gather ceiling** per format: a kernel that reads exactly the bytes stage 1 reads (the same
    grid of (request, KV head, split) programs, the same token steps, the same slots from
-   ``kv_indices``, K and V rows plus scale rows) and only adds them up (:func:`gather_read`). It
+   `kv_indices`, K and V rows plus scale rows) and only adds them up (`gather_read`). It
    is the fastest any kernel of this design can be on this pool layout: the FP4 pool keeps
    64-byte K and V rows and 8-byte scale rows per token and head (head_dim 128), where BF16 has
    256-byte rows;
-3. **attention without decoding**: the nvfp4 ``cvt_f16`` kernel with the E2M1 work cut out of its
-   inline PTX (decoder ``no_decode``: one ``prmt`` per two codes, the same scale multiply and fp16
+3. **attention without decoding**: the nvfp4 `cvt_f16` kernel with the E2M1 work cut out of its
+   inline PTX (decoder `no_decode`: one `prmt` per two codes, the same scale multiply and fp16
    dots, meaningless values);
-4. **the kernels**: BF16, FP8 and nvfp4 ``cvt_f16``.
+4. **the kernels**: BF16, FP8 and nvfp4 `cvt_f16`.
 
 Steps 2-4 run on two layouts of the same values: SGLang's slot-major pool and a head-major copy
-(``[H, slots, ...]`` storage, a page of one head contiguous); the kernels' outputs must be
+(`[H, slots, ...]` storage, a page of one head contiguous); the kernels' outputs must be
 bit-identical across the two. Each is timed over one launch grid (BLOCK_N, warps, pipelining
 stages, splits; the head-major layout tries the slot-major layout's four best) and keeps its best.
 The time of the FP4 kernel then splits into the gather ceiling (bytes through this access
 pattern), attention beyond it (3 minus 2) and E2M1 decoding (4 minus 3).
 
-Usage (GPU, about 4 minutes; the caches are the benchmark's, ``scripts/bench_decode_attention.py``)::
+Usage (GPU, about 4 minutes; the caches are the benchmark's, `scripts/bench_decode_attention.py`):
 
-    python scripts/limits_decode_attention.py
-    TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out /tmp/l.json   # CPU, tiny
+```bash
+python scripts/limits_decode_attention.py
+TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out /tmp/l.json   # CPU, tiny
+```
 """
 
 from __future__ import annotations
@@ -62,12 +64,12 @@ VARIANTS = ("bf16", "fp8", "nvfp4+no_decode", "nvfp4+cvt_f16")
 def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hstride, s_stride, s_hstride, out_ptr,
                 W: tl.constexpr, WS: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
     """Read the K/V words (int32) stage 1 reads and store their sum per program (int64; the loop
-    adds in int32, wrapping: compare modulo ``2**32``).
+    adds in int32, wrapping: compare modulo `2**32`).
 
-    Grid ``(batch, kv_heads, splits)`` and token steps as :func:`nvfp4_kvcache_triton._triton.decode_attention.decode_stage1`:
-    ``W`` words of K and of V data per token and head (``stride`` / ``hstride`` words between the
-    rows of consecutive slots / heads), ``WS`` words of K and V scales (``0``: no scales; strides
-    ``s_stride`` / ``s_hstride``). ``out[b, h, split]`` int64.
+    Grid `(batch, kv_heads, splits)` and token steps as `nvfp4_kvcache_triton._triton.decode_attention.decode_stage1`:
+    `W` words of K and of V data per token and head (`stride` / `hstride` words between the
+    rows of consecutive slots / heads), `WS` words of K and V scales (`0`: no scales; strides
+    `s_stride` / `s_hstride`). `out[b, h, split]` int64.
     """
     b = tl.program_id(0)
     kvh = tl.program_id(1).to(tl.int64)
@@ -96,14 +98,14 @@ def gather_read(kv_indptr, kv_indices, k_ptr, v_ptr, ks_ptr, vs_ptr, stride, hst
 
 
 def layers(caches: dict, cfg) -> dict:
-    """Each format's K/V as the kernels take them: an :class:`~nvfp4_kvcache_triton.decode_attention.FP4KVLayer`
-    for nvfp4, ``(k, v, k_scale, v_scale)`` for BF16/FP8 (SGLang's slot-major ``[slots, H, ...]``)."""
+    """Each format's K/V as the kernels take them: an [`FP4KVLayer`][nvfp4_kvcache_triton.decode_attention.FP4KVLayer]
+    for nvfp4, `(k, v, k_scale, v_scale)` for BF16/FP8 (SGLang's slot-major `[slots, H, ...]`)."""
     return {"bf16": (*caches["bf16"], None, None), "fp8": (*caches["fp8"], *caches["fp8_scales"]),
             "nvfp4": kda.fp4_layer(caches["pools"]["nvfp4"], 0)}
 
 
 def head_major(lay: dict, cfg) -> dict:
-    """The same values stored head-major (``[H, slots, ...]`` memory, viewed as ``[slots, H, ...]``):
+    """The same values stored head-major (`[H, slots, ...]` memory, viewed as `[slots, H, ...]`):
     a page of one head is then one contiguous block (16 x 64 bytes of FP4 codes, 16 x 8 scale bytes)."""
     def hm(t):
         t = t.reshape(t.shape[0], cfg.HKV, -1)
@@ -117,7 +119,7 @@ def head_major(lay: dict, cfg) -> dict:
 
 
 def words(fmt: str, lay: dict, cfg) -> tuple:
-    """``(k, v, k_scale, v_scale)`` as int32 word views ``[slots, H, words]`` (scales ``None`` for BF16/FP8)."""
+    """`(k, v, k_scale, v_scale)` as int32 word views `[slots, H, words]` (scales `None` for BF16/FP8)."""
     if fmt in ("bf16", "fp8"):
         k, v = lay[fmt][:2]
         return k.view(torch.int32), v.view(torch.int32), None, None
@@ -139,18 +141,18 @@ def run_gather(fmt: str, lay: dict, indptr, idx, cfg, num_kv_splits: int, block_
 
 
 def expected_sum(fmt: str, lay: dict, idx, cfg) -> int:
-    """The wrapping int32 sum of every word :func:`gather_read` should read (torch, on the device)."""
+    """The wrapping int32 sum of every word `gather_read` should read (torch, on the device)."""
     total = sum(int(t[idx.long()].to(torch.int64).sum()) for t in words(fmt, lay, cfg) if t is not None)
     return (total + 2**31) % 2**32 - 2**31
 
 
 def wrapped(x: torch.Tensor) -> int:
-    """The per-program sums of :func:`gather_read`, added and wrapped to int32."""
+    """The per-program sums of `gather_read`, added and wrapped to int32."""
     return (int(x.sum()) + 2**31) % 2**32 - 2**31
 
 
 def run_variant(fmt: str, lay: dict, q, indptr, idx, cfg, **launch):
-    """A kernel variant over ``lay`` (:func:`layers`): BF16, FP8, nvfp4 with a decoder, or nvfp4
+    """A kernel variant over `lay` (`layers`): BF16, FP8, nvfp4 with a decoder, or nvfp4
     with a measurement-only decoder (through the launcher, which the public function would refuse)."""
     recipe, _, decode = fmt.partition("+")
     if recipe in ("bf16", "fp8"):
@@ -172,7 +174,7 @@ def run_variant(fmt: str, lay: dict, q, indptr, idx, cfg, **launch):
 
 
 def best_of(name: str, fn, grid, cfg, nbytes: int, copy_bw: float) -> dict:
-    """Time ``fn(**launch)`` over ``grid``; the best row, with every launch tried."""
+    """Time `fn(**launch)` over `grid`; the best row, with every launch tried."""
     tried, best = [], None
     for launch in grid:
         try:

@@ -1,16 +1,18 @@
 """Plot FP4 decode-attention speedup against context length from the benchmark JSON.
 
-Reads ``docs/data/perf/decode_attention.json`` (written on a GPU by
-``scripts/bench_decode_attention.py``) and writes ``docs/assets/perf/decode_attention_speedup.svg``:
+Reads `docs/data/perf/decode_attention.json` (written on a GPU by
+`scripts/bench_decode_attention.py`) and writes `docs/assets/perf/decode_attention_speedup.svg`:
 for each batch size of the sweep, the time of BF16 divided by the time of each other format (FP8
 and each FP4 recipe's fastest decoder), against context length. Sweep points where the batch's
 tokens exceed the benchmark pool (slots wrap around, so several requests read the same pages and
 the L2 cache can serve repeats) are left out and said so in the figure.
 
-The SVG is deterministic (fixed hash salt, no date), so ``tests/test_performance_page.py`` can
-check that the committed figure is the one this script makes from the committed JSON::
+The SVG is deterministic (fixed hash salt, no date), so `tests/test_performance_page.py` can
+check that the committed figure is the one this script makes from the committed JSON:
 
-    python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
+```bash
+python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
+```
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ OUT = ROOT / "docs" / "assets" / "perf" / "decode_attention_speedup.svg"
 
 
 def sweep_points(d: dict) -> dict:
-    """``{(format, batch): [(context, ms), ...]}`` of the sweep, without pool wrap-around points."""
+    """`{(format, batch): [(context, ms), ...]}` of the sweep, without pool wrap-around points."""
     pool = d["shape"]["pool_tokens"]
     pts: dict = {}
     for r in d["rows"]:

@@ -121,7 +121,7 @@ class Sources:
         return text
 
     def cite(self, ref: str) -> str:
-        """A numbered citation, e.g. ``[3]`` linking to the page's source list."""
+        """A numbered citation, e.g. `[3]` linking to the page's source list."""
         if ref not in self.by_id:
             raise KeyError(f"unknown source {ref!r}")
         if ref not in self.order:
@@ -133,7 +133,7 @@ class Sources:
         return "".join(self.cite(r) for r in refs)
 
     def prose(self, text: str) -> str:
-        """Replace ``{ref}`` markers by links; reject bare ``#123`` mentions."""
+        """Replace `{ref}` markers by links; reject bare `#123` mentions."""
         if BARE_NUMBER.search(REF_IN_PROSE.sub("", text)):
             raise ValueError(f"bare issue/PR number in prose (use {{short#n}}): {text!r}")
 
@@ -168,7 +168,7 @@ def _cell(text: str) -> str:
 
 
 def _esc(text: str) -> str:
-    """Escape square brackets of verbatim titles (``[None][feat] ...`` would be read as a reference link)."""
+    """Escape square brackets of verbatim titles (`[None][feat] ...` would be read as a reference link)."""
     return text.replace("[", "\\[").replace("]", "\\]")
 
 
@@ -187,7 +187,7 @@ def _fill(template: str, blocks: dict[str, str]) -> str:
 
 
 def _prose_in_template(template: str, src: Sources) -> str:
-    """Templates may cite sources with the same ``{ref}`` markers as the data."""
+    """Templates may cite sources with the same `{ref}` markers as the data."""
     out = []
     for line in template.split("\n"):
         if REF_IN_PROSE.search(line) and "{{" not in line:
@@ -271,7 +271,7 @@ def _quick_grid(rows: list[dict], src: Sources) -> str:
     """One line per (system, recipe, attention): per GPU, the best read mode per phase.
 
     Derived from the shipped rows only; a cell cites the architecture cells it was built from.
-    ``(allowed)`` marks a mode that the code accepts but that no source reports running there.
+    `(allowed)` marks a mode that the code accepts but that no source reports running there.
     """
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -422,7 +422,7 @@ def render_backends(data: dict) -> str:
 # --------------------------------------------------------------------------------------- history
 
 def _history_date(entry: dict) -> str | None:
-    """Opening date, else the earliest dated activity seen (``first_seen``), else None."""
+    """Opening date, else the earliest dated activity seen (`first_seen`), else None."""
     return entry["opened"] or entry.get("first_seen")
 
 

@@ -1,6 +1,6 @@
 """Compile the decode-attention kernels for sm_90 on a machine with no GPU; count SASS per KV element.
 
-Uses Triton's bundled ``ptxas``/``cuobjdump`` (as ``scripts/compile_sm90.py`` does for the quantize
+Uses Triton's bundled `ptxas`/`cuobjdump` (as `scripts/compile_sm90.py` does for the quantize
 kernels). For each KV format it compiles stage 1 at the headline shape (G = 8 -> BLOCK_H = 16,
 head_dim 128, page 16) and stage 2, prints registers/spills/shared memory, and finds the stage-1
 main loop in the SASS (the largest backward branch) and counts its instructions:
@@ -11,13 +11,15 @@ main loop in the SASS (the largest backward branch) and counts its instructions:
 This is a *static* count (each instruction once, whatever its latency or issue cost), the
 proxy the issue asks for: it is a measurement of the compiler's output, not a timing.
 
-Usage::
+Usage:
 
-    python scripts/sass_decode_attention.py            # table (about a minute on 2 cores)
-    python scripts/sass_decode_attention.py --json out.json
-    python scripts/sass_decode_attention.py --dump nvfp4   # also print that format's loop SASS
+```bash
+python scripts/sass_decode_attention.py            # table (about a minute on 2 cores)
+python scripts/sass_decode_attention.py --json out.json
+python scripts/sass_decode_attention.py --dump nvfp4   # also print that format's loop SASS
+```
 
-``TRITON_INTERPRET`` must not be set.
+`TRITON_INTERPRET` must not be set.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block
 
 VARIANTS = ["bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
             "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode"]
-"""KV formats, and ``+prmt``: the FP4 formats with the inline-PTX lookup decode (DECODE=prmt)."""
+"""KV formats, and `+prmt`: the FP4 formats with the inline-PTX lookup decode (DECODE=prmt)."""
 
 
 def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: int, prefetch: bool = False):
@@ -82,7 +84,7 @@ _LINE = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", re.M)
 
 
 def main_loop(sass: str) -> list[tuple[int, str]]:
-    """Instructions of the largest loop: from a backward ``BRA`` target to the branch."""
+    """Instructions of the largest loop: from a backward `BRA` target to the branch."""
     ins = [(int(a, 16), t.strip()) for a, t in _LINE.findall(sass)]
     best: list[tuple[int, str]] = []
     for i, (addr, text) in enumerate(ins):
@@ -141,7 +143,7 @@ def measure(block_n: int, warps: int, stages: int, dump: str | None = None, pref
 
 CONFIGS = [(bn, w, st, False) for st in (2, 1) for bn in (64, 128) for w in (4, 8)] + \
     [(bn, w, 1, True) for bn in (32, 64) for w in (2, 4)] + [(32, 1, 2, False), (32, 1, 3, False), (64, 2, 2, False)]
-"""(BLOCK_N, num_warps, num_stages, prefetch) of ``--all``."""
+"""(BLOCK_N, num_warps, num_stages, prefetch) of `--all`."""
 
 
 def main(argv=None) -> int:

@@ -3,14 +3,16 @@
 For each KV format and decoder it times every (pipelining, BLOCK_N, num_warps) of a grid at the
 issue's headline shape (batch 8, 64 q heads, 8 KV heads, head_dim 128, page 16, 32k context),
 after checking the variants that are new to the GPU against the float64 oracle. Pipelining is
-either Triton's own (``num_stages`` 2 or 3) or ours (``prefetch``: loads issued one step ahead in
-registers, ``num_stages=1``). The results (median ms per config, the copy bandwidth of the same
-run) land in ``docs/data/perf/decode_attention_tuning.json``; the variant log renders them, and
-the best configurations become the grid of ``scripts/bench_decode_attention.py``.
+either Triton's own (`num_stages` 2 or 3) or ours (`prefetch`: loads issued one step ahead in
+registers, `num_stages=1`). The results (median ms per config, the copy bandwidth of the same
+run) land in `docs/data/perf/decode_attention_tuning.json`; the variant log renders them, and
+the best configurations become the grid of `scripts/bench_decode_attention.py`.
 
-Usage (GPU; about 5-8 minutes, saving after each format)::
+Usage (GPU; about 5-8 minutes, saving after each format):
 
-    python scripts/tune_decode_attention.py --out docs/data/perf/decode_attention_tuning.json
+```bash
+python scripts/tune_decode_attention.py --out docs/data/perf/decode_attention_tuning.json
+```
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ FORMATS = {
     "fp4_mx_block16+prmt_bf16": dict(block_n=(32, 64, 128), num_warps=(2, 4)),
     "fp4_mx_block16+prmt": dict(block_n=(64, 128), num_warps=(4,)),
 }
-"""Formats (``recipe+decoder``) and the BLOCK_N / warps each is tried at."""
+"""Formats (`recipe+decoder`) and the BLOCK_N / warps each is tried at."""
 SPLITS = 16
 
 

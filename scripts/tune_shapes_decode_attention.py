@@ -1,7 +1,7 @@
 """Launch tuning of the decode-attention kernel at head dims 64 and 256, on a GPU; writes
-``docs/data/perf/decode_attention_shapes_tuned.json``.
+`docs/data/perf/decode_attention_shapes_tuned.json`.
 
-The benchmark (``scripts/bench_decode_attention.py``) tunes each format at the headline's head dim
+The benchmark (`scripts/bench_decode_attention.py`) tunes each format at the headline's head dim
 128 and times the other head dims at that launch. A 256-wide row doubles the registers a token
 takes, so the headline's best launch (one warp, 32 tokens a step) is not the best there. This
 script times BF16, FP8 and each FP4 recipe's fastest decoder at the headline's batch and context,
@@ -9,10 +9,12 @@ head dims 64 and 256, over one launch grid, and keeps each format's best. Every 
 compared with the default launch's (the one the GPU tests check against the float64 oracle at
 these head dims), as relative RMS difference.
 
-Usage (GPU, about 4 minutes; ``--budget-s`` stops the timing early and keeps what was measured)::
+Usage (GPU, about 4 minutes; `--budget-s` stops the timing early and keeps what was measured):
 
-    python scripts/tune_shapes_decode_attention.py
-    TRITON_INTERPRET=1 python scripts/tune_shapes_decode_attention.py --smoke --out /tmp/s.json   # CPU, tiny
+```bash
+python scripts/tune_shapes_decode_attention.py
+TRITON_INTERPRET=1 python scripts/tune_shapes_decode_attention.py --smoke --out /tmp/s.json   # CPU, tiny
+```
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from scripts import bench_decode_attention as bda  # noqa: E402
 HEAD_DIMS = (256, 64)
 FORMATS = ("bf16", "fp8", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")
 LAUNCHES = [(32, 1, 2), (64, 1, 2), (32, 2, 2), (64, 2, 2), (64, 4, 2), (128, 4, 2)]
-"""(block_n, num_warps, num_stages), each tried at every split count of ``SPLITS``."""
+"""(block_n, num_warps, num_stages), each tried at every split count of `SPLITS`."""
 SPLITS = (16, 32, 64)
 DEFAULT_LAUNCH = {"num_kv_splits": 16}
-"""The reference launch: the kernel's default tile and warps (``nvfp4_kvcache_triton.decode_attention.TUNING``)."""
+"""The reference launch: the kernel's default tile and warps (`nvfp4_kvcache_triton.decode_attention.TUNING`)."""
 
 
 def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:

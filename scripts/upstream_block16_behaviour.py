@@ -1,18 +1,20 @@
 """Measure how upstream SGLang's block-16 quantizer behaves on this machine, against the oracle.
 
-Runs the real ``FP4MXBlock16KVQuantizeUtil`` from the sglang wheel (see ``tests/_upstream.py``)
+Runs the real `FP4MXBlock16KVQuantizeUtil` from the sglang wheel (see `tests/_upstream.py`)
 compiled (as SGLang runs it) and eager, on the device given, and records:
 
-* byte mismatches of compiled upstream vs ``nvfp4_kvcache`` on random fp32/bf16/fp16 inputs;
+* byte mismatches of compiled upstream vs `nvfp4_kvcache` on random fp32/bf16/fp16 inputs;
 * byte mismatches of eager upstream vs compiled upstream (how often eager bf16/fp16 picks another
   scale), with one worked example;
 * what upstream writes for blocks containing NaN, +inf and -inf (scale byte, codes, decoded value);
-* ``ceil(log2(y))`` at values just above powers of two, on the device, vs the oracle's rule.
+* `ceil(log2(y))` at values just above powers of two, on the device, vs the oracle's rule.
 
-Usage::
+Usage:
 
-    python scripts/upstream_block16_behaviour.py --device cpu  --out docs/data/format/block16_cpu.json
-    python scripts/upstream_block16_behaviour.py --device cuda --out docs/data/format/block16_cuda.json
+```bash
+python scripts/upstream_block16_behaviour.py --device cpu  --out docs/data/format/block16_cpu.json
+python scripts/upstream_block16_behaviour.py --device cuda --out docs/data/format/block16_cuda.json
+```
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""MkDocs hook: replace ``<!-- generated: NAME -->`` markers with tables computed by ``scripts/tables.py``.
+"""MkDocs hook: replace `<!-- generated: NAME -->` markers with tables computed by `scripts/tables.py`.
 
 Tables on the site are produced from the code (or from data files written by scripts) at build
-time, so they cannot drift from what the code does. Run ``python scripts/tables.py NAME`` to see
+time, so they cannot drift from what the code does. Run `python scripts/tables.py NAME` to see
 any of them in a terminal.
 """
 

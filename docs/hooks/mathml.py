@@ -1,8 +1,8 @@
-"""MkDocs hook: turn ``$...$`` / ``$$...$$`` math into MathML at build time.
+"""MkDocs hook: turn `$...$` / `$$...$$` math into MathML at build time.
 
-``pymdownx.arithmatex`` (generic mode) wraps math as ``<span class="arithmatex">\\(...\\)</span>``
-and ``<div class="arithmatex">\\[...\\]</div>``; this hook replaces each with MathML produced by
-``latex2mathml``. Browsers render MathML natively, so pages need no JavaScript and no network.
+`pymdownx.arithmatex` (generic mode) wraps math as `<span class="arithmatex">\\(...\\)</span>`
+and `<div class="arithmatex">\\[...\\]</div>`; this hook replaces each with MathML produced by
+`latex2mathml`. Browsers render MathML natively, so pages need no JavaScript and no network.
 """
 
 from __future__ import annotations

@@ -1,45 +1,45 @@
 """Triton bodies of the split-KV paged decode attention (no argument checks here; see
-:mod:`nvfp4_kvcache_triton.decode_attention`).
+[`nvfp4_kvcache_triton.decode_attention`][nvfp4_kvcache_triton.decode_attention]).
 
-Stage 1 (:func:`decode_stage1`), grid ``(batch, kv_heads, splits)``: one program takes **all**
-``G = Hq / Hkv`` query heads of one KV head (``BLOCK_H = max(16, G)`` rows, the rest masked) over
+Stage 1 (`decode_stage1`), grid `(batch, kv_heads, splits)`: one program takes **all**
+`G = Hq / Hkv` query heads of one KV head (`BLOCK_H = max(16, G)` rows, the rest masked) over
 one contiguous range of the request's tokens, so each K/V row of a KV head is read once per
-decode step. It walks the range ``BLOCK_N`` tokens at a time: gather the slots from
-``kv_indices``, load and decode the K tile in registers, ``q . k``, online softmax (base 2), load
-and decode the V tile, ``p . v``. It writes the split's normalised partial output and its
+decode step. It walks the range `BLOCK_N` tokens at a time: gather the slots from
+`kv_indices`, load and decode the K tile in registers, `q . k`, online softmax (base 2), load
+and decode the V tile, `p . v`. It writes the split's normalised partial output and its
 log-sum-exp (base 2).
 
-Stage 2 (:func:`decode_stage2`), grid ``(batch, q_heads)``: merges the splits by their LSE,
+Stage 2 (`decode_stage2`), grid `(batch, q_heads)`: merges the splits by their LSE,
 multiplies by the output scale (the V global scale and the power of two of the E2M1 placement)
 and writes the output, un-permuting the FP4 even/odd layout.
 
-KV formats (constexpr ``KV_FMT``):
+KV formats (constexpr `KV_FMT`):
 
-* ``FMT_BF16``: ``[slots, H, D]`` bf16 rows, the honest baseline;
-* ``FMT_FP8``: ``[slots, H, D]`` ``float8_e4m3fn``, one per-tensor K and V scale (folded into the
+* `FMT_BF16`: `[slots, H, D]` bf16 rows, the honest baseline;
+* `FMT_FP8`: `[slots, H, D]` `float8_e4m3fn`, one per-tensor K and V scale (folded into the
   softmax scale and the output, as SGLang does);
-* ``FMT_NVFP4`` / ``FMT_BLOCK16``: packed E2M1 bytes ``[slots, H, D/2]`` (element ``2i`` in the low
+* `FMT_NVFP4` / `FMT_BLOCK16`: packed E2M1 bytes `[slots, H, D/2]` (element `2i` in the low
   nibble) plus one scale byte per 16 elements (E4M3 bits or a power-of-two byte).
 
 FP4 is never interleaved: the low nibbles (even elements) and high nibbles (odd elements) stay two
-``[BLOCK_N, D/2]`` tiles; Q is loaded as its even and odd halves (``q . k = q_e . k_e + q_o . k_o``)
-and the accumulator is kept as two halves, which stage 2 writes back to ``2j`` and ``2j + 1``.
+`[BLOCK_N, D/2]` tiles; Q is loaded as its even and odd halves (`q . k = q_e . k_e + q_o . k_o`)
+and the accumulator is kept as two halves, which stage 2 writes back to `2j` and `2j + 1`.
 
-E2M1 decode by placing bits (:func:`e2m1_to_f32_scaled`): ``(c & 7) << 9 | (c & 8) << 12`` read as
-fp16 is the E2M1 value times ``2**-14`` exactly (code 1 is the fp16 subnormal ``2**-15``). The
-``2**-14`` is not undone per element: it folds into the softmax scale (K) and the output scale (V).
-This is ``DECODE="placement"``, pure Triton. Two GPU-only decoders replace it by a PTX ``prmt``
-lookup table (:data:`E2M1_PRMT_ASM`): ``"prmt"`` (then the same even/odd fp32 tiles) and
-``"prmt_bf16"`` (natural-order bf16 tiles, the block scale applied by a packed bf16 multiply; Q and
-the output are then not permuted). ``"cvt_f16"`` (nvfp4 only, :data:`E2M1_CVT_ASM`) places the
-codes as E4M3 bytes, converts them with the hardware ``cvt`` to even/odd fp16 tiles of
-``E2M1 * scale * 2**-6`` and runs fp16 dots, Q scaled by a power of two into fp16 range
-(:func:`undo_decode_factor` undoes each decoder's power of two once).
+E2M1 decode by placing bits (`e2m1_to_f32_scaled`): `(c & 7) << 9 | (c & 8) << 12` read as
+fp16 is the E2M1 value times `2**-14` exactly (code 1 is the fp16 subnormal `2**-15`). The
+`2**-14` is not undone per element: it folds into the softmax scale (K) and the output scale (V).
+This is `DECODE="placement"`, pure Triton. Two GPU-only decoders replace it by a PTX `prmt`
+lookup table (`E2M1_PRMT_ASM`): `"prmt"` (then the same even/odd fp32 tiles) and
+`"prmt_bf16"` (natural-order bf16 tiles, the block scale applied by a packed bf16 multiply; Q and
+the output are then not permuted). `"cvt_f16"` (nvfp4 only, `E2M1_CVT_ASM`) places the
+codes as E4M3 bytes, converts them with the hardware `cvt` to even/odd fp16 tiles of
+`E2M1 * scale * 2**-6` and runs fp16 dots, Q scaled by a power of two into fp16 range
+(`undo_decode_factor` undoes each decoder's power of two once).
 
-Dots: on the GPU the tiles are cast to bf16 (fp16 for ``cvt_f16``) for ``tl.dot`` (fp32
+Dots: on the GPU the tiles are cast to bf16 (fp16 for `cvt_f16`) for `tl.dot` (fp32
 accumulation); a decoded FP4 value times its E4M3 or power-of-two scale is exact in bf16. Triton's
-interpreter computes bf16 ``tl.dot`` wrongly, so under it (``INTERP=True``) the operands stay fp32, and
-``cvt_f16`` decodes with its pure-Triton twin instead of inline PTX.
+interpreter computes bf16 `tl.dot` wrongly, so under it (`INTERP=True`) the operands stay fp32, and
+`cvt_f16` decodes with its pure-Triton twin instead of inline PTX.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ E2M1_MAG = tl.constexpr(E2M1.magnitude_mask)                     # 0x7
 E2M1_SGN = tl.constexpr(E2M1.sign_bit)                           # 0x8
 PLACE_EXP = E2M1.bias - _F16_BIAS                                # -14
 PLACEMENT_FACTOR: float = math.ldexp(1.0, PLACE_EXP)
-"""``2**-14``: a placed code read as fp16 is the E2M1 value times this (exact, subnormals included)."""
+"""`2**-14`: a placed code read as fp16 is the E2M1 value times this (exact, subnormals included)."""
 UNDO_PLACEMENT = tl.constexpr(math.ldexp(1.0, -PLACE_EXP))       # 2**14, folded into the scales
 LOG2E = tl.constexpr(math.log2(math.e))
 PLACEMENT = tl.constexpr(PLACEMENT_FACTOR)
@@ -80,12 +80,12 @@ DEC_PRMT = tl.constexpr(DECODE_IDS["prmt"])           # lookup -> fp32 even/odd 
 DEC_PRMT_BF16 = tl.constexpr(DECODE_IDS["prmt_bf16"])  # lookup -> natural-order bf16 tile, bf16 scale (GPU only)
 DEC_CVT_F16 = tl.constexpr(DECODE_IDS["cvt_f16"])     # E2M1 -> E4M3 bits -> cvt f16x2, fp16 MMAs (nvfp4)
 ABLATION_IDS: dict[str, int] = {"no_decode": 4}
-"""Measurement-only decoders, not offered by :func:`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`
-(their values are meaningless): ``"no_decode"`` is ``cvt_f16`` with the E2M1 work cut out of its
-inline PTX (:data:`BYTES_AS_F16_ASM`: the same bytes in, the same four fp16x2 words out, one
-``prmt`` each instead of 7 bit operations and 4 ``cvt``; the same scale ``cvt``, scale multiply
-and fp16 dots), so that its time minus ``cvt_f16``'s is what decoding costs
-(``scripts/limits_decode_attention.py``)."""
+"""Measurement-only decoders, not offered by [`nvfp4_kvcache_triton.decode_attention.decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4]
+(their values are meaningless): `"no_decode"` is `cvt_f16` with the E2M1 work cut out of its
+inline PTX (`BYTES_AS_F16_ASM`: the same bytes in, the same four fp16x2 words out, one
+`prmt` each instead of 7 bit operations and 4 `cvt`; the same scale `cvt`, scale multiply
+and fp16 dots), so that its time minus `cvt_f16`'s is what decoding costs
+(`scripts/limits_decode_attention.py`)."""
 DEC_NO_DECODE = tl.constexpr(ABLATION_IDS["no_decode"])
 
 # GPU only (the interpreter has no inline asm): one 32-bit word of 4 packed bytes (8 codes) -> four
@@ -154,7 +154,7 @@ prmt.b32 $3, $4, 0, 0x7371;
 """
 BYTES_AS_F16_ASM = tl.constexpr(_BYTES_AS_F16_ASM)
 CVT_EXP = -6
-"""The cvt decoder's power of two: an E2M1 code placed as E4M3 reads as ``E2M1 * 2**-6``."""
+"""The cvt decoder's power of two: an E2M1 code placed as E4M3 reads as `E2M1 * 2**-6`."""
 CVT_FACTOR = tl.constexpr(math.ldexp(1.0, CVT_EXP))
 UNDO_CVT = tl.constexpr(math.ldexp(1.0, -CVT_EXP))   # 2**6, folded into the scales (decode="cvt_f16")
 F16_Q_TOP = tl.constexpr(13)  # decode="cvt_f16": the fp16 query is q * 2**k, max|q| * 2**k in [2**13, 2**14)
@@ -162,7 +162,7 @@ F16_Q_TOP = tl.constexpr(13)  # decode="cvt_f16": the fp16 query is q * 2**k, ma
 
 @triton.jit
 def e2m1_to_f32_scaled(c):
-    """E2M1 codes (int32, low 4 bits used) -> float32 ``E2M1[c] * 2**-14`` (exact; ``-0.0`` for code 8).
+    """E2M1 codes (int32, low 4 bits used) -> float32 `E2M1[c] * 2**-14` (exact; `-0.0` for code 8).
 
     Three integer operations and one fp16 -> fp32 conversion per element.
     """
@@ -172,7 +172,7 @@ def e2m1_to_f32_scaled(c):
 
 @triton.jit
 def fp4_block_scale(sb, KV_FMT: tl.constexpr):
-    """Scale bytes (uint8) -> float32 block scale: E4M3 value (nvfp4) or ``2**(b - 127)`` (block16)."""
+    """Scale bytes (uint8) -> float32 block scale: E4M3 value (nvfp4) or `2**(b - 127)` (block16)."""
     if KV_FMT == FMT_NVFP4:
         return e4m3_decode(sb)
     else:
@@ -181,20 +181,20 @@ def fp4_block_scale(sb, KV_FMT: tl.constexpr):
 
 @triton.jit
 def e2m1x2_to_bf16x2_prmt(p):
-    """Packed bytes (uint8) -> uint32 bf16x2 words ``E2M1[lo] | E2M1[hi] << 16`` (exact values). GPU only."""
+    """Packed bytes (uint8) -> uint32 bf16x2 words `E2M1[lo] | E2M1[hi] << 16` (exact values). GPU only."""
     return tl.inline_asm_elementwise(E2M1_PRMT_ASM, "=r,=r,=r,=r,r", [p], dtype=tl.uint32, is_pure=True, pack=4)
 
 
 @triton.jit
 def e2m1x2_to_f16_cvt(p):
-    """Packed bytes (uint8) -> (even, odd) float16 ``E2M1 * 2**-6`` (exact) via E4M3 bits and ``cvt``. GPU only."""
+    """Packed bytes (uint8) -> (even, odd) float16 `E2M1 * 2**-6` (exact) via E4M3 bits and `cvt`. GPU only."""
     return tl.inline_asm_elementwise(E2M1_CVT_ASM, "=r,=r,=r,=r,r", [p], dtype=(tl.float16, tl.float16),
                                      is_pure=True, pack=4)
 
 
 @triton.jit
 def e2m1x2_to_f16_twin(p):
-    """Pure-Triton twin of :func:`e2m1x2_to_f16_cvt` (same values; what the interpreter runs)."""
+    """Pure-Triton twin of `e2m1x2_to_f16_cvt` (same values; what the interpreter runs)."""
     c = p.to(tl.int32)
     return ((e2m1_to_f32_scaled(c) * (CVT_FACTOR / PLACEMENT)).to(tl.float16),
             (e2m1_to_f32_scaled(c >> 4) * (CVT_FACTOR / PLACEMENT)).to(tl.float16))
@@ -202,9 +202,9 @@ def e2m1x2_to_f16_twin(p):
 
 @triton.jit
 def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D: tl.constexpr):
-    """The packed bytes ``uint8 [BLOCK_N, D/2]`` and scale bytes ``uint8 [BLOCK_N, D/16]`` of
-    ``BLOCK_N`` tokens of one KV head, undecoded (masked tokens load 0). ``data_ptr`` and
-    ``scale_ptr`` point at the head's row of slot 0; rows are ``d_stride`` / ``s_stride`` apart."""
+    """The packed bytes `uint8 [BLOCK_N, D/2]` and scale bytes `uint8 [BLOCK_N, D/16]` of
+    `BLOCK_N` tokens of one KV head, undecoded (masked tokens load 0). `data_ptr` and
+    `scale_ptr` point at the head's row of slot 0; rows are `d_stride` / `s_stride` apart."""
     D2: tl.constexpr = D // 2
     NB: tl.constexpr = D // 16
     cols = tl.arange(0, D2)
@@ -217,10 +217,10 @@ def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D: tl.co
 @triton.jit
 def decode_fp4_even_odd(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                         DECODE: tl.constexpr = 0, INTERP: tl.constexpr = False):
-    """Packed and scale bytes -> (even, odd) tiles ``[BLOCK_N, D/2]`` of ``E2M1 * block_scale * 2**-14``
-    (float32; ``placement`` and ``prmt``) or of ``E2M1 * block_scale * 2**-6`` (float16, ``cvt_f16``,
-    nvfp4 only: such a product is a multiple of ``2**-16`` below 43 with at most 6 significant bits,
-    exact in fp16; the E4M3 scale bytes go through the same hardware ``cvt``). The nvfp4 global
+    """Packed and scale bytes -> (even, odd) tiles `[BLOCK_N, D/2]` of `E2M1 * block_scale * 2**-14`
+    (float32; `placement` and `prmt`) or of `E2M1 * block_scale * 2**-6` (float16, `cvt_f16`,
+    nvfp4 only: such a product is a multiple of `2**-16` below 43 with at most 6 significant bits,
+    exact in fp16; the E4M3 scale bytes go through the same hardware `cvt`). The nvfp4 global
     scale is *not* applied. Masked tokens (bytes 0) decode to 0.
     """
     D2: tl.constexpr = D // 2
@@ -259,8 +259,8 @@ def decode_fp4_even_odd(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: 
 
 @triton.jit
 def decode_fp4_bf16(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """GPU only (``DECODE=prmt_bf16``): one natural-order bf16 tile ``[BLOCK_N, D]`` of
-    ``E2M1 * block_scale * 2**-14`` (a tensor-core k-pair is one byte's two codes, so no even/odd
+    """GPU only (`DECODE=prmt_bf16`): one natural-order bf16 tile `[BLOCK_N, D]` of
+    `E2M1 * block_scale * 2**-14` (a tensor-core k-pair is one byte's two codes, so no even/odd
     split), the scale applied as a bf16 multiply (exact: at most 6 significant bits)."""
     NB: tl.constexpr = D // 16
     scale = (fp4_block_scale(sb, KV_FMT) * PLACEMENT).to(tl.bfloat16)[:, :, None]
@@ -275,16 +275,16 @@ def decode_fp4_bf16(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.c
 def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride,
                   KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0,
                   INTERP: tl.constexpr = False):
-    """Load and decode ``BLOCK_N`` tokens of one KV head into (even, odd) tiles ``[BLOCK_N, D/2]``
-    (:func:`load_fp4_raw` then :func:`decode_fp4_even_odd`). ``slots`` int64 ``[BLOCK_N]``."""
+    """Load and decode `BLOCK_N` tokens of one KV head into (even, odd) tiles `[BLOCK_N, D/2]`
+    (`load_fp4_raw` then `decode_fp4_even_odd`). `slots` int64 `[BLOCK_N]`."""
     pb, sb = load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D)
     return decode_fp4_even_odd(pb, sb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
 
 
 @triton.jit
 def load_dense_tile(data_ptr, slots, tmask, d_stride, D: tl.constexpr):
-    """``BLOCK_N`` tokens of one KV head of a bf16/fp8 cache, in their own dtype ``[BLOCK_N, D]``
-    (``data_ptr`` at the head's row of slot 0)."""
+    """`BLOCK_N` tokens of one KV head of a bf16/fp8 cache, in their own dtype `[BLOCK_N, D]`
+    (`data_ptr` at the head's row of slot 0)."""
     cols = tl.arange(0, D)
     return tl.load(data_ptr + slots[:, None] * d_stride + cols[None, :],
                    mask=tmask[:, None], other=0.0)
@@ -293,7 +293,7 @@ def load_dense_tile(data_ptr, slots, tmask, d_stride, D: tl.constexpr):
 @triton.jit
 def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
                 KV_FMT: tl.constexpr, D: tl.constexpr):
-    """Undecoded K and V of ``BLOCK_N`` tokens: ``(k, k_scale_bytes, v, v_scale_bytes)``; for the
+    """Undecoded K and V of `BLOCK_N` tokens: `(k, k_scale_bytes, v, v_scale_bytes)`; for the
     dense formats the tiles themselves and two unused placeholders."""
     if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
         kp, ksb = load_fp4_raw(k_ptr, ks_ptr, slots, tmask, d_stride, s_stride, D)
@@ -308,10 +308,10 @@ def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
 
 @triton.jit
 def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
-    """Slots (int64 ``[BLOCK_N]``) and mask of the request's tokens ``t0 .. t0 + BLOCK_N``.
+    """Slots (int64 `[BLOCK_N]`) and mask of the request's tokens `t0 .. t0 + BLOCK_N`.
 
-    ``PAGE > 1``: the page-table shortcut (``kv_indices`` read at each page's first token; the
-    slots of a page are consecutive); ``PAGE == 1``: every token's slot gathered.
+    `PAGE > 1`: the page-table shortcut (`kv_indices` read at each page's first token; the
+    slots of a page are consecutive); `PAGE == 1`: every token's slot gathered.
     """
     toks = t0 + tl.arange(0, BLOCK_N)
     tmask = toks < hi
@@ -325,9 +325,9 @@ def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.const
 
 @triton.jit
 def split_range(kv_indptr, b, split, SPLITS, BLOCK_N: tl.constexpr):
-    """Request ``b``'s first ``kv_indices`` entry (int64) and the token range ``[lo, hi)`` of its
-    split ``split`` of ``SPLITS``: equal ranges rounded up to whole ``BLOCK_N`` steps, the last ones
-    possibly empty (``lo >= hi``)."""
+    """Request `b`'s first `kv_indices` entry (int64) and the token range `[lo, hi)` of its
+    split `split` of `SPLITS`: equal ranges rounded up to whole `BLOCK_N` steps, the last ones
+    possibly empty (`lo >= hi`)."""
     start = tl.load(kv_indptr + b).to(tl.int64)
     n = (tl.load(kv_indptr + b + 1) - start).to(tl.int32)
     per_split = tl.cdiv(tl.cdiv(n, SPLITS), BLOCK_N) * BLOCK_N
@@ -337,8 +337,8 @@ def split_range(kv_indptr, b, split, SPLITS, BLOCK_N: tl.constexpr):
 
 @triton.jit
 def online_softmax_step(s, tmask, qk_scale, m_i, l_i):
-    """One step of the online softmax (base 2) over raw scores ``s [BLOCK_H, BLOCK_N]``: masked
-    tokens get weight 0. Returns ``(p, alpha, m_new, l_new)``: the step's weights, the factor that
+    """One step of the online softmax (base 2) over raw scores `s [BLOCK_H, BLOCK_N]`: masked
+    tokens get weight 0. Returns `(p, alpha, m_new, l_new)`: the step's weights, the factor that
     rescales what was accumulated before, the new running maximum and sum."""
     s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -349,19 +349,19 @@ def online_softmax_step(s, tmask, qk_scale, m_i, l_i):
 
 @triton.jit
 def split_inv_l(l_i, nonempty):
-    """``1 / l``, the factor that normalises a finished split's output; 0 for an empty split (``l = 0``)."""
+    """`1 / l`, the factor that normalises a finished split's output; 0 for an empty split (`l = 0`)."""
     return tl.where(nonempty, 1.0 / tl.where(nonempty, l_i, 1.0), 0.0)
 
 
 @triton.jit
 def split_lse(m_i, l_i, nonempty):
-    """A finished split's base-2 log-sum-exp ``m + log2 l``; ``-inf`` (weight 0 in the merge) if empty."""
+    """A finished split's base-2 log-sum-exp `m + log2 l`; `-inf` (weight 0 in the merge) if empty."""
     return tl.where(nonempty, m_i + tl.log2(tl.where(nonempty, l_i, 1.0)), float("-inf"))
 
 
 @triton.jit
 def _dot(a, b, DOT_F32: tl.constexpr, F16: tl.constexpr = False):
-    """``a @ b`` with float32 accumulation: bf16 (or fp16) operands on the GPU, float32 under the interpreter."""
+    """`a @ b` with float32 accumulation: bf16 (or fp16) operands on the GPU, float32 under the interpreter."""
     if DOT_F32:
         return tl.dot(a.to(tl.float32), b.to(tl.float32))
     elif F16:
@@ -372,14 +372,14 @@ def _dot(a, b, DOT_F32: tl.constexpr, F16: tl.constexpr = False):
 
 @triton.jit
 def _pow2(k):
-    """``2.0**k`` (float32, exact) for integer ``k`` in [-126, 127]."""
+    """`2.0**k` (float32, exact) for integer `k` in [-126, 127]."""
     return ((k + 127) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
 def undo_decode_factor(KV_FMT: tl.constexpr, DECODE: tl.constexpr):
     """The power of two the decoded tiles carry, undone once in the softmax scale (K) and the output
-    (V): ``2**6`` for ``cvt_f16``, ``2**14`` for the other FP4 decoders, 1 for BF16/FP8."""
+    (V): `2**6` for `cvt_f16`, `2**14` for the other FP4 decoders, 1 for BF16/FP8."""
     if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
         if DECODE == DEC_CVT_F16:
             return UNDO_CVT
@@ -398,21 +398,21 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                   BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
                   KV_FMT: tl.constexpr, INTERP: tl.constexpr, DECODE: tl.constexpr = 0,
                   PREFETCH: tl.constexpr = False):
-    """One split of one request for one KV head and its ``G`` query heads.
+    """One split of one request for one KV head and its `G` query heads.
 
-    Writes ``mid_o[b, h, split, :]`` (float32 ``[D]``, the split's softmax-normalised output; for
-    FP4 the even elements then the odd ones, still times ``2**-14``) and ``mid_lse[b, h, split]``
-    (base-2 log-sum-exp of the scaled scores; ``-inf`` for an empty split).
+    Writes `mid_o[b, h, split, :]` (float32 `[D]`, the split's softmax-normalised output; for
+    FP4 the even elements then the odd ones, still times `2**-14`) and `mid_lse[b, h, split]`
+    (base-2 log-sum-exp of the scaled scores; `-inf` for an empty split).
 
-    ``d_stride`` / ``d_hstride``: elements between K (and V) rows of consecutive slots / KV heads
-    (``H * D`` and ``D`` for a slot-major ``[slots, H, D]`` buffer; any multiples of the row length
-    work, e.g. a head-major buffer); ``s_stride`` / ``s_hstride``: the same for the FP4 scale rows
-    (multiples of ``D / 16``; 0 for BF16/FP8).
-    ``gk_ptr``: float32 scalar multiplying ``sm_scale`` (nvfp4 K global scale, FP8 K scale; 1.0 else).
-    ``PREFETCH``: software pipelining in registers, for ``num_stages=1``: each step issues the
+    `d_stride` / `d_hstride`: elements between K (and V) rows of consecutive slots / KV heads
+    (`H * D` and `D` for a slot-major `[slots, H, D]` buffer; any multiples of the row length
+    work, e.g. a head-major buffer); `s_stride` / `s_hstride`: the same for the FP4 scale rows
+    (multiples of `D / 16`; 0 for BF16/FP8).
+    `gk_ptr`: float32 scalar multiplying `sm_scale` (nvfp4 K global scale, FP8 K scale; 1.0 else).
+    `PREFETCH`: software pipelining in registers, for `num_stages=1`: each step issues the
     loads of the next step's K/V bytes (and of the slots of the step after) before it decodes its
     own, so every load has a whole step to arrive. Without it, Triton's own pipeliner
-    (``num_stages``) decides.
+    (`num_stages`) decides.
     """
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -521,11 +521,11 @@ def decode_stage1(q_ptr, q_sb, q_sh,
 def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
                   SPLITS, D: tl.constexpr, BLOCK_S: tl.constexpr,
                   KV_FMT: tl.constexpr, OUT_BF16: tl.constexpr, DECODE: tl.constexpr = 0):
-    """Merge the splits of one (request, query head) by LSE; apply the output scale; write ``out[b, h]``.
+    """Merge the splits of one (request, query head) by LSE; apply the output scale; write `out[b, h]`.
 
-    Output scale: ``gv * 2**14`` for FP4 (V global scale, or 1.0, times the undone E2M1 placement;
-    ``2**6`` for ``decode="cvt_f16"``),
-    ``gv`` (FP8 V scale) or 1.0. Empty splits have ``lse = -inf`` and weight 0.
+    Output scale: `gv * 2**14` for FP4 (V global scale, or 1.0, times the undone E2M1 placement;
+    `2**6` for `decode="cvt_f16"`),
+    `gv` (FP8 V scale) or 1.0. Empty splits have `lse = -inf` and weight 0.
     """
     b = tl.program_id(0)
     h = tl.program_id(1)

@@ -1,18 +1,18 @@
 """Triton stage 1 of MLA decode attention over an FP4 latent pool (absorbed form); no argument
-checks here (see :mod:`nvfp4_kvcache_triton.mla_decode_attention`).
+checks here (see [`nvfp4_kvcache_triton.mla_decode_attention`][nvfp4_kvcache_triton.mla_decode_attention]).
 
-One latent row per token holds the NoPE part ``c_kv`` (``DL`` = kv_lora_rank elements) and the
-RoPE part ``k_pe`` (``DR`` elements), quantized separately (no block spans the boundary). In the
+One latent row per token holds the NoPE part `c_kv` (`DL` = kv_lora_rank elements) and the
+RoPE part `k_pe` (`DR` elements), quantized separately (no block spans the boundary). In the
 absorbed form every query head attends to that one row: the score is
-``q_nope . c_kv + q_rope . k_pe`` and the value is ``c_kv`` itself, so each step decodes the NoPE
+`q_nope . c_kv + q_rope . k_pe` and the value is `c_kv` itself, so each step decodes the NoPE
 tile once and uses it twice, as K and as V.
 
-Grid ``(batch, cdiv(Hq, BLOCK_H), splits)``: a program takes ``BLOCK_H`` query heads (the rest of
+Grid `(batch, cdiv(Hq, BLOCK_H), splits)`: a program takes `BLOCK_H` query heads (the rest of
 the last group masked) over one split of the request's tokens. It shares with the MHA kernel
-(:mod:`nvfp4_kvcache_triton._triton.decode_attention`) the split ranges, the slot lookup, the FP4 row loads and
+(`nvfp4_kvcache_triton._triton.decode_attention`) the split ranges, the slot lookup, the FP4 row loads and
 decoders (even/odd tiles, Q and the output permuted), the online softmax and the output format of
-``mid_o``/``mid_lse``; stage 2 is the MHA kernel's :func:`~nvfp4_kvcache_triton._triton.decode_attention.decode_stage2`
-with ``D = DL``.
+`mid_o`/`mid_lse`; stage 2 is the MHA kernel's `decode_stage2`
+with `D = DL`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from nvfp4_kvcache_triton._triton.decode_attention import (
 
 @triton.jit
 def _q_even_odd(q_ptr, rows, hmask, DH: tl.constexpr):
-    """Even and odd elements of ``BLOCK_H`` query rows of width ``DH`` (float32 ``[BLOCK_H, DH/2]`` each)."""
+    """Even and odd elements of `BLOCK_H` query rows of width `DH` (float32 `[BLOCK_H, DH/2]` each)."""
     c = tl.arange(0, DH // 2)
     q_e = tl.load(q_ptr + rows[:, None] + 2 * c[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
     q_o = tl.load(q_ptr + rows[:, None] + 2 * c[None, :] + 1, mask=hmask[:, None], other=0.0).to(tl.float32)
@@ -50,13 +50,13 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
                       mid_o, mid_lse, sm_scale, HQ,
                       DL: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       PAGE: tl.constexpr, KV_FMT: tl.constexpr, INTERP: tl.constexpr):
-    """One split of one request for ``BLOCK_H`` query heads.
+    """One split of one request for `BLOCK_H` query heads.
 
-    ``kv_ptr`` / ``kvs_ptr``: the layer's packed rows (``d_stride`` bytes apart, NoPE bytes then
-    RoPE bytes) and scale rows (``s_stride`` apart). ``g_ptr``: float32 scalar, the nvfp4 global
+    `kv_ptr` / `kvs_ptr`: the layer's packed rows (`d_stride` bytes apart, NoPE bytes then
+    RoPE bytes) and scale rows (`s_stride` apart). `g_ptr`: float32 scalar, the nvfp4 global
     scale (1.0 for fp4_mx_block16), folded into the softmax scale here and into the output by
-    stage 2. Writes ``mid_o[b, h, split, :DL]`` (even elements then odd, times ``2**-14``) and
-    ``mid_lse[b, h, split]`` as the MHA stage 1 does.
+    stage 2. Writes `mid_o[b, h, split, :DL]` (even elements then odd, times `2**-14`) and
+    `mid_lse[b, h, split]` as the MHA stage 1 does.
     """
     b = tl.program_id(0)
     hg = tl.program_id(1)

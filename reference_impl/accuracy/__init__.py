@@ -2,17 +2,17 @@
 
 One job per module:
 
-* :mod:`~nvfp4_kvcache.accuracy.metrics`: element-level error (SQNR, relative L2, max error,
+* [`metrics`][nvfp4_kvcache.accuracy.metrics]: element-level error (SQNR, relative L2, max error,
   flushed-to-zero fraction; per block and per channel);
-* :mod:`~nvfp4_kvcache.accuracy.distributions`: seeded K/V-shaped test data chosen to break
+* [`distributions`][nvfp4_kvcache.accuracy.distributions]: seeded K/V-shaped test data chosen to break
   things (heavy tails, outlier channels, RoPE-rotated keys, tiny blocks, one huge value);
-* :mod:`~nvfp4_kvcache.accuracy.baselines`: the non-FP4 comparison points (FP8 E4M3 per tensor,
+* [`baselines`][nvfp4_kvcache.accuracy.baselines]: the non-FP4 comparison points (FP8 E4M3 per tensor,
   INT4 asymmetric per token group);
-* :mod:`~nvfp4_kvcache.accuracy.schemes`: every KV-cache scheme the lab compares, as one
-  "fake-quantize" function each (quantize, then dequantize to ``float32``);
-* :mod:`~nvfp4_kvcache.accuracy.attention_error`: decode-attention output error and softmax KL
+* [`schemes`][nvfp4_kvcache.accuracy.schemes]: every KV-cache scheme the lab compares, as one
+  "fake-quantize" function each (quantize, then dequantize to `float32`);
+* [`attention_error`][nvfp4_kvcache.accuracy.attention_error]: decode-attention output error and softmax KL
   against BF16 K/V, as the context grows;
-* :mod:`~nvfp4_kvcache.accuracy.minilm`: a real pretrained transformer (all-MiniLM-L6-v2, from a
+* [`minilm`][nvfp4_kvcache.accuracy.minilm]: a real pretrained transformer (all-MiniLM-L6-v2, from a
   pip package) in plain PyTorch, with a hook on every layer's K and V.
 
 Examples:

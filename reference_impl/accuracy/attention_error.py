@@ -1,9 +1,9 @@
 """Decode-attention error of a quantized KV cache against a BF16 one, as the context grows.
 
-The reference is what an unquantized cache gives: K and V rounded to ``bfloat16``, attention in
-``float64``. The quantized run reads K and/or V through a scheme's fake-quantizer (applied to
+The reference is what an unquantized cache gives: K and V rounded to `bfloat16`, attention in
+`float64`. The quantized run reads K and/or V through a scheme's fake-quantizer (applied to
 the BF16 values, as a serving engine quantizes the BF16 K/V its model produced) and computes
-the same ``float64`` attention, so every difference is the cache's.
+the same `float64` attention, so every difference is the cache's.
 
 For one decode query $q$ per head and a context of $L$ tokens:
 
@@ -40,16 +40,16 @@ MODES: tuple[str, ...] = ("K", "V", "KV")
 def decode_attention_f64(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-causal attention of a few queries over one sequence, in ``float64``; GQA by head groups.
+    """Non-causal attention of a few queries over one sequence, in `float64`; GQA by head groups.
 
     Args:
-        q: ``[M, Hq, D]`` (``M`` decode queries, each seeing all ``T`` keys).
-        k: ``[T, Hkv, D]``; query head ``h`` reads KV head ``h // (Hq // Hkv)``.
-        v: ``[T, Hkv, Dv]``.
-        sm_scale: default ``1 / sqrt(D)``.
+        q: `[M, Hq, D]` (`M` decode queries, each seeing all `T` keys).
+        k: `[T, Hkv, D]`; query head `h` reads KV head `h // (Hq // Hkv)`.
+        v: `[T, Hkv, Dv]`.
+        sm_scale: default `1 / sqrt(D)`.
 
     Returns:
-        ``(out float64 [M, Hq, Dv], probs float64 [M, Hq, T])``.
+        `(out float64 [M, Hq, Dv], probs float64 [M, Hq, T])`.
 
     Examples:
         >>> import torch
@@ -74,14 +74,14 @@ def decode_attention_f64(
 def attention_errors(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_hat: torch.Tensor, v_hat: torch.Tensor
 ) -> dict[str, float]:
-    """Output error and softmax KL of attention over ``(k_hat, v_hat)`` against ``(k, v)``.
+    """Output error and softmax KL of attention over `(k_hat, v_hat)` against `(k, v)`.
 
     Args:
-        q: ``[M, Hq, D]``; k, v: the reference ``[T, Hkv, D]``; k_hat, v_hat: the cache as read.
+        q: `[M, Hq, D]`; k, v: the reference `[T, Hkv, D]`; k_hat, v_hat: the cache as read.
 
     Returns:
-        dict with ``out_rel_l2`` (relative L2 of the outputs), ``out_max_abs`` (largest absolute
-        output difference) and ``kl_nats`` (mean KL of the attention distributions).
+        dict with `out_rel_l2` (relative L2 of the outputs), `out_max_abs` (largest absolute
+        output difference) and `kl_nats` (mean KL of the attention distributions).
 
     Examples:
         >>> import torch
@@ -110,19 +110,19 @@ def context_sweep(
     v_hat: torch.Tensor,
     lengths: list[int],
 ) -> dict[str, list[dict[str, float]]]:
-    """:func:`attention_errors` on the first ``L`` tokens for every ``L`` and every mode.
+    """[`attention_errors`][nvfp4_kvcache.accuracy.attention_error.attention_errors] on the first `L` tokens for every `L` and every mode.
 
     Quantization is per token (every scale covers one token's channels), so quantizing the
     longest context once and slicing it is exactly the same as quantizing each prefix; only a
     calibrated per-tensor scale is shared, as it would be in a serving engine (one per layer).
 
     Args:
-        q: ``[M, Hq, D]`` decode queries; k, v, k_hat, v_hat: ``[T >= max(lengths), Hkv, D]``.
+        q: `[M, Hq, D]` decode queries; k, v, k_hat, v_hat: `[T >= max(lengths), Hkv, D]`.
         lengths: context lengths.
 
     Returns:
-        ``{"K": [...], "V": [...], "KV": [...]}``, one :func:`attention_errors` dict (plus
-        ``"context"``) per length, in order.
+        `{"K": [...], "V": [...], "KV": [...]}`, one [`attention_errors`][nvfp4_kvcache.accuracy.attention_error.attention_errors] dict (plus
+        `"context"`) per length, in order.
 
     Examples:
         >>> import torch

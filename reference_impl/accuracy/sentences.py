@@ -1,8 +1,8 @@
 """The fixed English sentences of the real-activation lab (inputs, written once, never tuned).
 
-* :data:`CALIBRATION`: sentences whose K/V set the calibrated per-tensor scales (per layer,
+* `CALIBRATION`: sentences whose K/V set the calibrated per-tensor scales (per layer,
   K and V separately), as an offline calibration pass would;
-* :data:`PAIRS`: ``(query, document)`` pairs; document ``i`` answers query ``i``. Topics repeat
+* `PAIRS`: `(query, document)` pairs; document `i` answers query `i`. Topics repeat
   on purpose (several near-miss documents per topic), so the ranking is not trivially robust.
 
 Examples:
