@@ -27,7 +27,7 @@ Usage:
 ```bash
 python scripts/bench_decode_attention.py                  # GPU, full run (~3-6 min)
 python scripts/bench_decode_attention.py --no-sweep       # correctness + headline only
-TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out /tmp/d.json   # CPU, tiny
+TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/smoke/decode_attention.json   # CPU, tiny
 ```
 
 `--smoke` runs every step at toy sizes under Triton's interpreter (timings meaningless), so CI
@@ -58,6 +58,7 @@ from nvfp4_kvcache_triton import decode_attention as kda  # noqa: E402
 from nvfp4_kvcache.attention import decode_attention as oracle_decode  # noqa: E402
 from nvfp4_kvcache.attention import ragged_attention  # noqa: E402
 from nvfp4_kvcache.pool import MHATokenToKVPoolFP4  # noqa: E402
+from scripts.provenance import command_line  # noqa: E402
 
 FP4 = ("nvfp4", "fp4_mx_block16")
 FORMATS = FP4 + ("bf16", "fp8")
@@ -505,7 +506,7 @@ def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
     cpu = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
     return {"device": torch.cuda.get_device_name() if gpu else cpu, "versions": versions(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": f"python scripts/{script}" + "".join(f" {a}" for a in _without_out(argv or sys.argv[1:])),
+            "command": command_line(script, argv or sys.argv[1:]),
             "smoke": cfg.smoke}
 
 
@@ -521,19 +522,6 @@ def saver(res: dict, out: str, t0: float):
         log(f"  ({stage} done at {res['elapsed_s']:.0f} s; saved {path})")
 
     return save
-
-
-def _without_out(args: list[str]) -> list[str]:
-    """The command line minus `--out PATH` (where the JSON went is not part of the result)."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a == "--out":
-            skip = True
-        elif not a.startswith("--out="):
-            out.append(a)
-    return out
 
 
 def main(argv=None) -> int:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
 import platform
 import sys
 import time
@@ -49,6 +48,7 @@ from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 import nvfp4_kvcache_triton  # noqa: E402
 from nvfp4_kvcache_triton import launch as kq  # noqa: E402
 from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
+from scripts.provenance import command_line  # noqa: E402
 
 H, D = 8, 128
 MAIN_TOKENS = 131072
@@ -226,7 +226,7 @@ def render_markdown(data: dict) -> str:
         lines += ["", f"Upstream could not be measured: `{data['upstream_error']}`."]
     lines += [
         "",
-        f"**Goals** (issue 4): quantize and dequantize at >= {GOAL_FRAC:.0%} of the copy bandwidth, "
+        f"**Goals**: quantize and dequantize at >= {GOAL_FRAC:.0%} of the copy bandwidth, "
         f"quantize >= {GOAL_SPEEDUP:.0f}x upstream's compiled quantizer "
         f"({data['summary']['upstream_baseline']}).",
         "",
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
                      "python": platform.python_version(), "sglang_reference": "0.5.23 (kvfp4_tensor.py)"},
         "sm_count": torch.cuda.get_device_properties(0).multi_processor_count if not SMOKE else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None else sys.argv[1:])),
+        "command": command_line("bench_quant_kernels.py", argv if argv is not None else sys.argv[1:]),
         "shape": {"tokens": MAIN_TOKENS, "heads": H, "head_dim": D, "dtype": "bfloat16"},
         "bytes_rule": "bytes read + bytes written (input once, packed + scale bytes once, loc for pool ops)",
     }

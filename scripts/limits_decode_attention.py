@@ -27,7 +27,7 @@ Usage (GPU, about 4 minutes; the caches are the benchmark's, `scripts/bench_deco
 
 ```bash
 python scripts/limits_decode_attention.py
-TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out /tmp/l.json   # CPU, tiny
+TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out build/smoke/decode_attention_limits.json   # CPU, tiny
 ```
 """
 

@@ -41,6 +41,7 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
 import triton  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import decode_attention as kd  # noqa: E402
+from scripts.provenance import command_line  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("compile_sm90", ROOT / "scripts" / "compile_sm90.py")
 _c = importlib.util.module_from_spec(_spec)
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
         fails += f
         rows.append({"block_n": bn, "num_warps": w, "num_stages": st, "prefetch": pf, "formats": counts})
     if args.json:
-        cmd = "python scripts/sass_decode_attention.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+        cmd = command_line("sass_decode_attention.py", argv or sys.argv[1:])
         Path(args.json).write_text(json.dumps({"triton": triton.__version__, "target": "sm_90", "command": cmd,
                                                "head_dim": 128, "group": 8, "page": 16, "configs": rows},
                                               indent=1) + "\n")

@@ -13,7 +13,7 @@ Usage (GPU, about 4 minutes; `--budget-s` stops the timing early and keeps what 
 
 ```bash
 python scripts/tune_shapes_decode_attention.py
-TRITON_INTERPRET=1 python scripts/tune_shapes_decode_attention.py --smoke --out /tmp/s.json   # CPU, tiny
+TRITON_INTERPRET=1 python scripts/tune_shapes_decode_attention.py --smoke --out build/smoke/decode_attention_shapes.json   # CPU, tiny
 ```
 """
 
