@@ -29,17 +29,36 @@ def _nav_files(nav):
             yield value
 
 
+def _appendices(cfg) -> list[str]:
+    return [line.strip().lstrip("/") for line in (cfg.get("not_in_nav") or "").splitlines() if line.strip()]
+
+
 def test_nav_lists_every_page_once_in_reading_order():
-    files = list(_nav_files(_config()["nav"]))
+    cfg = _config()
+    files = list(_nav_files(cfg["nav"]))
     assert len(files) == len(set(files))
     pages = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")
              if not str(p.relative_to(ROOT / "docs")).startswith(("data/", "includes/", "hooks/"))}
-    assert set(files) == pages
+    appendices = _appendices(cfg)
+    assert set(files) | set(appendices) == pages and not set(files) & set(appendices)
+    assert files[:2] == ["index.md", "cookbook.md"]        # Home, then the kernel authors' quickstart
     order = [f for f in files if f.split("/")[0].removesuffix(".md") in
              ("format", "pool", "backends", "kernels", "accuracy", "performance", "history")]
     chapters = [f.split("/")[0].removesuffix(".md") for f in order]
     rank = {c: i for i, c in enumerate(["format", "pool", "backends", "kernels", "accuracy", "performance", "history"])}
     assert [rank[c] for c in chapters] == sorted(rank[c] for c in chapters)
+
+
+def test_every_appendix_is_linked_from_an_appendix_section_of_its_chapter():
+    cfg = _config()
+    nav = set(_nav_files(cfg["nav"]))
+    assert "kernels/decode_attention_notes.md" in _appendices(cfg)
+    for appendix in _appendices(cfg):
+        name = Path(appendix).name
+        hosts = [page for page in nav if Path(page).parent == Path(appendix).parent
+                 and re.search(rf"^## Appendix\n(?:(?!^## ).)*\]\({re.escape(name)}\)",
+                               (ROOT / "docs" / page).read_text(), re.M | re.S)]
+        assert hosts, f"{appendix}: no page of its chapter links it under '## Appendix'"
 
 
 def test_glossary_defines_the_core_terms():
