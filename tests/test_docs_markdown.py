@@ -148,6 +148,9 @@ def test_docstrings_are_markdown():
 
 # -- the built site ---------------------------------------------------------------------------------
 
+_SIGNATURES = re.compile(r'<div class="api-signatures">(.*?)</div>', re.S)
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+_ROW_ANCHOR = re.compile(r'href="#((?:nvfp4_kvcache|nvfp4_kvcache_triton)(?:\.\w+)*)"')
 _OBJECT_HEADING = re.compile(r'<h[1-6] id="((?:nvfp4_kvcache|nvfp4_kvcache_triton)(?:\.\w+)*)"[^>]*class="doc doc-heading')
 
 
@@ -174,12 +177,21 @@ def _package(name: str):
 
 
 def page_problems(page: str, html: str) -> dict[str, list[str]]:
-    """`{source: problems}` for one built page: each API object's prose is charged to its file."""
+    """`{source: problems}` for one built page: each API object's prose is charged to its file.
+
+    The signature tables at the top of an API page quote each object's summary line: a row is
+    charged to the object it links to.
+    """
     body = article(html)
+    out: dict[str, list[str]] = {}
+    for table in _SIGNATURES.findall(body):
+        for row in _ROW.findall(table):
+            if (anchor := _ROW_ANCHOR.search(row)) and (problems := html_problems(row)):
+                out.setdefault(_source_of(anchor.group(1)), []).extend(problems)
+    body = _SIGNATURES.sub("", body)
     cuts = [(m.start(), m.group(1)) for m in _OBJECT_HEADING.finditer(body)]
     spans = [(0, cuts[0][0] if cuts else len(body), None)]
     spans += [(start, cuts[i + 1][0] if i + 1 < len(cuts) else len(body), ident) for i, (start, ident) in enumerate(cuts)]
-    out: dict[str, list[str]] = {}
     for start, end, ident in spans:
         problems = html_problems(body[start:end])
         if problems:
@@ -193,6 +205,10 @@ def test_page_problems_are_charged_to_the_file_that_holds_the_docstring():
             '<h3 id="nvfp4_kvcache.FP4Quantized" class="doc doc-heading">FP4Quantized</h3><p>====  ====</p></article>')
     found = page_problems("api/x/index.html", html)
     assert sorted(found) == ["api/x/index.html", "reference_impl/packing.py", "reference_impl/recipes/base.py"]
+    table = ('<article><div class="api-signatures"><table><tr><th>signature</th></tr>'
+             '<tr><td><code><a href="#nvfp4_kvcache.recipes.get_recipe">get_recipe</a>(name)</code></td>'
+             '<td>Look up (a :class:<code>Recipe</code> passes).</td></tr></table></div><p>Fine.</p></article>')
+    assert sorted(page_problems("api/x/index.html", table)) == ["reference_impl/recipes/__init__.py"]
 
 
 @pytest.fixture(scope="module")
