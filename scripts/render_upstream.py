@@ -87,7 +87,7 @@ class Sources:
         self.order: list[str] = []
 
     def wheel(self, ref: str) -> tuple[str, str]:
-        """(package, version) of the released wheel a ``wheel:`` source reads."""
+        """(package, version) of the released wheel a `wheel:` source reads."""
         package = self.wheel_packages[ref.removeprefix("wheel:").split("/", 1)[0]]
         return package, self.versions[package]
 

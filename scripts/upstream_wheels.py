@@ -1,12 +1,12 @@
 """Read single files from released wheels without installing or importing them.
 
-A wheel is a zip archive. This module opens one either from the local cache (``.cache/wheels/``)
+A wheel is a zip archive. This module opens one either from the local cache (`.cache/wheels/`)
 or, when it is not there, directly on the package index with HTTP range requests, so that only
 the zip directory and the members asked for travel (a 240 MB wheel costs a few hundred KB).
-The download address comes from pip itself (``pip install --dry-run --report``), which resolves
+The download address comes from pip itself (`pip install --dry-run --report`), which resolves
 the wheel without installing it; no address is written into the repository.
 
-Used by ``scripts/upstream_evidence.py``; nothing here imports an upstream package.
+Used by `scripts/upstream_evidence.py`; nothing here imports an upstream package.
 """
 
 from __future__ import annotations

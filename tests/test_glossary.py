@@ -25,12 +25,12 @@ JARGON = ["NoPE", "RoPE", "GenMHA", "HiCache", "split-KV", "ulp", "binade", "NaN
 """Jargon that the capitals rule cannot see (mixed or lower case), matched as whole words."""
 
 NAMES = {
-    # companies, products, processors, models, data sets and benchmarks: names, not abbreviations
+    # companies, products, libraries, processors, models, data sets and benchmarks: names, not abbreviations
     "NVIDIA", "AMD", "EPYC", "RTX", "PRO", "SXM", "GLM", "GPT", "BERT", "KIVI", "LLVM", "EAGLE", "EAGLE3", "NEXTN",
     "NGRAM", "GSM8K", "GPQA", "MMLU", "MRCR", "AIME25", "README", "TODO", "WIP",
     # units
     "GB", "TB", "MB", "KB", "GiB", "MiB", "KiB", "GHz", "MHz",
-    "DGX",
+    "DGX", "M3", "GGML", "CUTLASS",
 }
 _NAME_PATTERNS = re.compile(r"^(?:[ABHL]|GB)\d{2,4}$")     # GPU models: A100, H100, H200, B200, GB10
 
