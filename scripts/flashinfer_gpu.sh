@@ -19,7 +19,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$HERE"
 OUT="${OUT:-$HERE/build/flashinfer-out}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+export PYTHON="$PY"
 START=$(date +%s)
 stamp() { echo "[gpu.sh] +$(( $(date +%s) - START )) s: $*"; }
 status=0

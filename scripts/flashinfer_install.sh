@@ -13,7 +13,7 @@ _fi_install() {
     local here bundle py
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     bundle="${FLASHINFER_BUNDLE:-$here/build/flashinfer}"
-    py="${PYTHON:-python3}"
+    py="${PYTHON:-$(command -v python || command -v python3)}"
     if [ ! -f "$bundle/flashinfer.tar.xz" ]; then
         echo "no bundle at $bundle: run 'python scripts/flashinfer_bundle.py' on a machine with network" >&2
         return 1
