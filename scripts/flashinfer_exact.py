@@ -382,12 +382,97 @@ def decide_reproducer(rep: dict) -> dict:
                   (rep["oracle"]["scale_byte"], rep["oracle"]["codes"]), rep.get("variant", "standard"))
 
 
+SCAN_GLOBAL_SCALES = (1.0, 0.5, 0.37, 1 / 3, 0.1, 1 / 448, 1 / 2688)
+"""Global scales of the formula scan: powers of two, 24-bit values, and the two conventions'
+divisors' reciprocals (what `amax / 448` and `amax / (6 * 448)` give for `amax = 1`)."""
+
+
+def formula_scan(blocks: int = 1 << 17, seed: int = 0, decide_max: int = 200) -> dict:
+    """Where FlashInfer's division form and the oracle's product form pick different bytes.
+
+    On `blocks` bfloat16 blocks (normal values, each block scaled by a random power of two in
+    `2**-24 .. 2**16`) and each global scale of `SCAN_GLOBAL_SCALES`, computes in IEEE `float32`
+    the oracle's bytes (`NVFP4.quantize`), FlashInfer's paged writer formula
+    (`s = amax / fl(6 g)`) and its MLA writer formula (`s = amax * fl(1 / fl(6 g))`), counts the
+    blocks where they differ, and decides up to `decide_max` of them by exact arithmetic.
+
+    Returns:
+        A JSON-ready dict: per global scale the counts, the verdicts and one reproducer.
+    """
+    import torch
+
+    from nvfp4_kvcache.packing import unpack_nibbles
+    from nvfp4_kvcache.recipes import NVFP4
+    from nvfp4_kvcache.rounding import Rounding
+
+    gen = torch.Generator().manual_seed(seed)
+    e = torch.randint(-24, 17, (blocks, 1), generator=gen).float()
+    x = (torch.randn(blocks, 16, generator=gen) * torch.pow(2.0, e)).to(torch.bfloat16).float()
+
+    def division_form(g, precise):
+        gt = torch.tensor(g, dtype=torch.float32)
+        amax = x.abs().amax(-1)
+        six_g = 6.0 * gt
+        s = amax * (1.0 / six_g) if precise else amax / six_g
+        b = E4M3.encode_magnitude(s, Rounding.NEAREST_EVEN)
+        sf = E4M3.decode_tensor(b)
+        r = torch.where((sf > 0) & (amax > 0), 1.0 / (sf * gt), torch.zeros_like(sf))
+        mag = E2M1.encode_magnitude((x * r[:, None]).abs(), Rounding.NEAREST_EVEN)
+        return b, torch.where(torch.signbit(x), E2M1.sign_bit, 0).to(torch.uint8) | mag
+
+    out = {"blocks": blocks, "seed": seed, "dtype": "bfloat16", "rows": []}
+    for g in SCAN_GLOBAL_SCALES:
+        g = float(torch.tensor(g, dtype=torch.float32))
+        q = NVFP4.quantize(x, torch.tensor(g, dtype=torch.float32))
+        ob, oc = q.scales[:, 0], unpack_nibbles(q.packed)
+        row = {"global_scale": g, "global_scale_f32_hex": f32_hex(g)}
+        for name, precise in (("flashinfer_division", False), ("flashinfer_precise", True)):
+            fb, fc = division_form(g, precise)
+            diff = ((fb != ob) | (fc != oc).any(-1)).nonzero().flatten()
+            verdicts, rep = {}, None
+            for i in diff[:decide_max].tolist():
+                xs = x[i].tolist()
+                d = decide(xs, g, (int(fb[i]), fc[i].tolist()), (int(ob[i]), oc[i].tolist()),
+                           "mla" if precise else "standard")
+                verdicts[d["verdict"]] = verdicts.get(d["verdict"], 0) + 1
+                if rep is None:
+                    rep = {"inputs_f32_hex": [f32_hex(v) for v in xs], "global_scale_f32_hex": f32_hex(g),
+                           "variant": "mla" if precise else "standard",
+                           "flashinfer": {"scale_byte": int(fb[i]), "codes": fc[i].tolist()},
+                           "oracle": {"scale_byte": int(ob[i]), "codes": oc[i].tolist()}, "verdict": d["verdict"]}
+            row[name] = {"differing_blocks": int(diff.numel()), "scale_byte_diffs": int((fb != ob).sum()),
+                         "decided": sum(verdicts.values()), "verdicts": verdicts, "reproducer": rep}
+        out["rows"].append(row)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("decide", help="decide one reproducer (a JSON file or '-' for stdin)")
     d.add_argument("path")
+    sc = sub.add_parser("scan", help="CPU: where FlashInfer's writer formulas and the oracle's differ")
+    sc.add_argument("--blocks", type=int, default=1 << 17)
+    sc.add_argument("--out", default=str(ROOT / "docs" / "data" / "peers" / "flashinfer_formula.json"))
     args = ap.parse_args(argv)
+    if args.cmd == "scan":
+        import datetime as _dt
+        import platform
+
+        import torch
+
+        res = formula_scan(args.blocks)
+        res.update({"device": f"CPU ({platform.machine()})", "versions": {"torch": torch.__version__,
+                    "python": platform.python_version()}, "flashinfer_source": "flashinfer-python 0.7.4, "
+                    "include/flashinfer/page.cuh (nvfp4_append_quantize_block)",
+                    "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "command": f"python scripts/flashinfer_exact.py scan --blocks {args.blocks}"})
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        for r in res["rows"]:
+            print(r["global_scale"], {k: (v["differing_blocks"], v["verdicts"]) for k, v in r.items()
+                                      if isinstance(v, dict) and "verdicts" in v})
+        return 0
     rep = json.load(sys.stdin if args.path == "-" else open(args.path))
     print(json.dumps(decide_reproducer(rep), indent=1))
     return 0
