@@ -446,6 +446,21 @@ def formula_scan(blocks: int = 1 << 17, seed: int = 0, decide_max: int = 200) ->
     return out
 
 
+def render_scan_markdown(res: dict) -> str:
+    """The scan's table for the Pool chapter (`docs/data/peers/flashinfer_formula.md`)."""
+    lines = [f"Blocks that differ from the oracle's bytes, of {res['blocks']:,} bfloat16 blocks "
+             f"({res['device']}, torch {res['versions']['torch']}, {res['date'][:10]}; `{res['command']}`); "
+             "verdicts by exact arithmetic on up to 200 of them:", "",
+             "| global scale g | division form (paged writer) | verdicts | reciprocal form (MLA writer) | verdicts |",
+             "|---:|---:|---|---:|---|"]
+    fmt = lambda v: ", ".join(f"{k}: {n}" for k, n in sorted(v.items())) or "-"  # noqa: E731
+    for r in res["rows"]:
+        d, p = r["flashinfer_division"], r["flashinfer_precise"]
+        lines.append(f"| {r['global_scale']:.6g} | {d['differing_blocks']} | {fmt(d['verdicts'])} | "
+                     f"{p['differing_blocks']} | {fmt(p['verdicts'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -469,6 +484,7 @@ def main(argv=None) -> int:
                     "command": f"python scripts/flashinfer_exact.py scan --blocks {args.blocks}"})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        Path(args.out).with_suffix(".md").write_text(render_scan_markdown(res))
         for r in res["rows"]:
             print(r["global_scale"], {k: (v["differing_blocks"], v["verdicts"]) for k, v in r.items()
                                       if isinstance(v, dict) and "verdicts" in v})
