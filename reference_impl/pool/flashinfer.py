@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -61,6 +62,9 @@ from nvfp4_kvcache.formats import E4M3
 from nvfp4_kvcache.pool._checks import INDEX_DTYPES, check_device, resolve_layer_id
 from nvfp4_kvcache.recipes import OUTPUT_DTYPES, Recipe, get_recipe
 from nvfp4_kvcache.rounding import Rounding
+
+if TYPE_CHECKING:  # imported inside the converters at run time (the pool package imports this module)
+    from nvfp4_kvcache.pool.mha import MHATokenToKVPoolFP4
 
 __all__ = [
     "KV_LAYOUTS",
@@ -331,7 +335,9 @@ def append_slots(batch_indices: torch.Tensor, positions: torch.Tensor, kv_indptr
         batch_indices: `int32`/`int64 [nnz]`, request of each row (`0 <= b < B`).
         positions: `int32`/`int64 [nnz]`, position of each row in its request's sequence, which
             must already include it (`pos < seq_len(b)`, FlashInfer's assumption).
-        kv_indptr, kv_indices, kv_last_page_len: the page table (after the append).
+        kv_indptr: `int32`/`int64 [B + 1]`, the page table after the append.
+        kv_indices: `int32`/`int64 [kv_indptr[-1]]`.
+        kv_last_page_len: `int32`/`int64 [B]`.
         page_size: tokens per page.
         num_pages: pages of the cache, to check `kv_indices` against (default: no bound).
 
@@ -803,8 +809,11 @@ class FlashInferNVFP4MLACache:
         Args:
             append_ckv: `bfloat16`/`float16 [nnz, 512]`.
             append_kpe: same dtype, `[nnz, 64]` (RoPE already applied).
-            batch_indices, positions, kv_indices, kv_indptr, kv_last_page_len: as
-                [`FlashInferNVFP4KVCache.append`][nvfp4_kvcache.pool.flashinfer.FlashInferNVFP4KVCache.append].
+            batch_indices: `int32`/`int64 [nnz]`, request of each row.
+            positions: `int32`/`int64 [nnz]`, token position of each row in its request.
+            kv_indices: `int32`/`int64 [kv_indptr[-1]]`, pages.
+            kv_indptr: `int32`/`int64 [B + 1]`.
+            kv_last_page_len: `int32`/`int64 [B]`.
 
         Raises:
             TypeError, ValueError, IndexError: bad arguments; nothing is written then.
@@ -828,7 +837,7 @@ class FlashInferNVFP4MLACache:
 
 
 # -- converters between SGLang's slot-major pool and this layout -------------------------------------
-def from_sglang(pool, kv_layout: str = "NHD", page_size: int | None = None) -> FlashInferNVFP4KVCache:
+def from_sglang(pool: MHATokenToKVPoolFP4, kv_layout: str = "NHD", page_size: int | None = None) -> FlashInferNVFP4KVCache:
     """FlashInfer's layout holding exactly the bytes of an SGLang `MHATokenToKVPoolFP4`.
 
     SGLang's row (slot) `s` becomes page `s // page_size`, entry `s % page_size`: for NHD the
@@ -881,7 +890,7 @@ def from_sglang(pool, kv_layout: str = "NHD", page_size: int | None = None) -> F
     return cache
 
 
-def to_sglang(cache: FlashInferNVFP4KVCache):
+def to_sglang(cache: FlashInferNVFP4KVCache) -> MHATokenToKVPoolFP4:
     """An SGLang `MHATokenToKVPoolFP4` holding exactly the bytes of a FlashInfer-layout cache.
 
     Slot `s = page * page_size + entry` becomes row `s` of the slot-major pool, whose
