@@ -84,3 +84,42 @@ def test_fourover6_float32_model_is_flashinfers_formula_in_ieee_arithmetic(bf16_
 
 def test_command_line_drops_output_paths():
     assert fc.without_out(["--quick", "--out", "x.json", "--compile-record=y", "--decide", "3"]) == ["--quick", "--decide", "3"]
+
+
+def test_ptx_census_counts_per_kernel_across_nested_blocks():
+    ptx = """
+.visible .entry _ZN10flashinfer37NVFP4QuantizeAppendPagedKVCacheKernelILj128E(
+	.param .u64 p
+)
+{
+	div.full.ftz.f32 	%f1, %f2, %f3;
+	{
+	.reg .b16 %t;
+	cvt.rn.satfinite.e4m3x2.f32 %t, %f4, %f5;
+	}
+	rcp.approx.ftz.f32 	%f6, %f7;
+	rcp.approx.ftz.f32 	%f8, %f9;
+}
+.visible .entry _ZN10flashinfer20AppendPagedKVCacheKernel(
+)
+{
+	rcp.rn.f32 %f1, %f2;
+}
+"""
+    got = fc.census_ptx_text(ptx)
+    assert list(got.values()) == [{"div.full.ftz.f32": 1, "rcp.approx.ftz.f32": 2, "cvt.rn.satfinite.e4m3x2.f32": 1}]
+    assert "NVFP4QuantizeAppendPagedKVCacheKernel" in next(iter(got))
+
+
+def test_writer_model_in_ieee_arithmetic_is_the_exact_model_of_the_same_formula(bf16_cases):
+    """The tensor model of FlashInfer's writer (the one the GPU run evaluates with the compiled
+    instructions) agrees with the Fraction model of its source on the CPU's IEEE arithmetic."""
+    for name in ("random_g1", "random_g037", "e2m1_ties_g1", "scale_subnormal", "inf_blocks", "zeros_and_negative_zeros"):
+        c = bf16_cases[name]
+        x = c.x.reshape(-1, 16)[:80]
+        b, codes = fc.writer_model(x, c.g)
+        for i in range(x.shape[0]):
+            assert fe.flashinfer_block(x[i].tolist(), c.g) == (int(b[i]), codes[i].tolist()), (name, i)
+    x = torch.tensor([[2.0**-130] * 16])
+    assert fc.writer_model(x, 2.0**-124, flush=True)[0].item() == 0      # flushed amax: scale 0
+    assert fc.writer_model(x, 2.0**-124, flush=False)[0].item() != 0

@@ -74,16 +74,28 @@ def test_writers_touch_only_their_slots_and_differ_only_at_rounding_boundaries()
                     assert r["max_scale_step"] <= 1 and (r["max_code_step"] <= 1 or r["scale_byte_diffs"]), (case.name, w, r)
 
 
-def test_special_values_are_byte_identical():
-    """Prediction: zeros and -0.0 (codes keep the sign), E4M3 underflow and subnormal scales,
-    saturation at 448 and infinities (scale 448, infinite elements code 7) all agree exactly."""
+def test_zero_blocks_are_byte_identical():
+    """Prediction: all-zero blocks (either sign) give scale 0 and codes that keep the sign, in both."""
     for dtype in (torch.bfloat16, torch.float16):
-        cases, gen = _cases(dtype, ("zeros_and_negative_zeros", "scale_underflow", "scale_subnormal",
-                                    "scale_saturation", "inf_blocks"))
+        cases, gen = _cases(dtype, ("zeros_and_negative_zeros",))
+        res = _run(cases[0], dtype, gen)
+        for w in WRITERS:
+            assert res[w]["differing_blocks"] == 0 and res[w]["stray_blocks"] == 0, (w, res[w])
+
+
+def test_special_scales_are_byte_identical():
+    """Prediction: E4M3 underflow (amax / 6 at and around 2**-10, ties to 0), subnormal scales,
+    saturation at 448 and infinities (scale 448, infinite elements code 7) give the same scale
+    bytes; element codes may still differ by one step where an input sits exactly on an E2M1
+    midpoint and the block scale is not a power of two (approximate reciprocal, prediction 1)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        cases, gen = _cases(dtype, ("scale_underflow", "scale_subnormal", "scale_saturation", "inf_blocks"))
         for case in cases:
             res = _run(case, dtype, gen)
             for w in WRITERS:
-                assert res[w]["differing_blocks"] == 0, (case.name, w, res[w])
+                r = res[w]
+                assert r["scale_byte_diffs"] == 0 and r["stray_blocks"] == 0, (case.name, w, r)
+                assert r["max_code_step"] <= 1, (case.name, w, r)
 
 
 def test_nan_blocks_follow_fmaxf():
