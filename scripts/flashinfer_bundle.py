@@ -1,40 +1,42 @@
 """Build a trimmed copy of FlashInfer's released wheel that holds only its NVFP4 KV paths.
 
 The GPU machine has no network and carries at most 64 MiB with the working tree, while the
-``flashinfer-python`` wheel is about 100 MB (most of it CUDA sources and headers of unrelated
+`flashinfer-python` wheel is about 100 MB (most of it CUDA sources and headers of unrelated
 kernels). This script, run once on a machine with network access, writes
-``build/flashinfer/`` (git-ignored):
+`build/flashinfer/` (git-ignored):
 
-* ``flashinfer.tar.xz``: the trimmed package (see below), extracted on the GPU machine;
-* ``wheels/``: the Python dependencies the trimmed package imports, as ``cp312`` /
-  ``manylinux x86_64`` wheels (none of FlashInfer's other declared dependencies are needed);
-* ``manifest.json``: version, the wheel's SHA-256, every kept file with its size, the imported
+* `flashinfer.tar.xz`: the trimmed package (see below), extracted on the GPU machine;
+* `wheels/`: the Python dependencies the trimmed package imports, as `cp312` /
+  `manylinux x86_64` wheels (none of FlashInfer's other declared dependencies are needed);
+* `manifest.json`: version, the wheel's SHA-256, every kept file with its size, the imported
   modules and dependencies (measured, see below), and the sizes.
 
 What the trimmed package keeps, and how it is measured rather than guessed:
 
-1. **Python files.** FlashInfer's ``flashinfer/__init__.py`` (and ``flashinfer/jit/__init__.py``,
-   ``flashinfer/quantization/__init__.py``) import nearly every subpackage, so importing
-   ``flashinfer.page`` would pull fused MoE, GEMM and experimental kernels. Those package
-   ``__init__`` files are replaced by generated ones that export the same names lazily (PEP 562
-   ``__getattr__``, from the original file's own ``from .x import y as z`` lines): nothing is
-   imported until asked for. The entry modules (``ENTRY_MODULES``) are then imported in a child
+1. **Python files.** FlashInfer's `flashinfer/__init__.py` (and `flashinfer/jit/__init__.py`,
+   `flashinfer/quantization/__init__.py`) import nearly every subpackage, so importing
+   `flashinfer.page` would pull fused MoE, GEMM and experimental kernels. Those package
+   `__init__` files are replaced by generated ones that export the same names lazily (PEP 562
+   `__getattr__`, from the original file's own `from .x import y as z` lines): nothing is
+   imported until asked for. The entry modules (`ENTRY_MODULES`) are then imported in a child
    process and every FlashInfer module that actually loads is kept, plus every module imported
-   *inside* a function of the NVFP4 call paths (``CALL_PATHS``), found by reading the source.
-2. **JIT sources.** The ``.cu`` files and Jinja templates of the page, NVFP4 dequantize, batch
+   *inside* a function of the NVFP4 call paths (`CALL_PATHS`), found by reading the source.
+2. **JIT sources.** The `.cu` files and Jinja templates of the page, NVFP4 dequantize, batch
    prefill (FA2, the tensor-core decode path) and batch decode (CUDA cores) modules
-   (``JIT_SOURCES``), and every header they can reach through ``#include`` (a superset: the scan
-   follows both branches of every ``#if``), resolved against FlashInfer's include directories.
+   (`JIT_SOURCES`), and every header they can reach through `#include` (a superset: the scan
+   follows both branches of every `#if`), resolved against FlashInfer's include directories.
 3. **Dependencies.** The top-level modules outside the standard library that the child process
-   loaded, minus those the GPU machine already has (``torch`` and what ``torch`` requires).
+   loaded, minus those the GPU machine already has (`torch` and what `torch` requires).
 
-Usage::
+Usage:
 
-    python scripts/flashinfer_bundle.py                 # download the pinned wheel, build the bundle
-    python scripts/flashinfer_bundle.py --wheel PATH    # use a wheel already downloaded
-    python scripts/flashinfer_bundle.py --check         # only print what the bundle holds
+```text
+python scripts/flashinfer_bundle.py                 # download the pinned wheel, build the bundle
+python scripts/flashinfer_bundle.py --wheel PATH    # use a wheel already downloaded
+python scripts/flashinfer_bundle.py --check         # only print what the bundle holds
+```
 
-On the GPU machine, ``bash scripts/flashinfer_install.sh`` installs it (no network needed).
+On the GPU machine, `bash scripts/flashinfer_install.sh` installs it (no network needed).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ BUNDLE = ROOT / "build" / "flashinfer"
 CACHE = ROOT / ".cache" / "flashinfer"
 
 FLASHINFER_VERSION = "0.7.4"
-"""The pinned release (the latest on PyPI when the bundle was written; ``pip index versions``)."""
+"""The pinned release (the latest on PyPI when the bundle was written; `pip index versions`)."""
 
 TARGET_PYTHON = "3.12"
 TARGET_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -92,12 +94,12 @@ CALL_PATHS = {
 """Functions (or classes) on the NVFP4 paths whose function-level imports are kept too."""
 
 OTHER_BACKENDS = ("flashinfer.cute_dsl", "flashinfer.attention.kernels.cutile")
-"""Imported inside ``BatchDecodeWithPagedKVCacheWrapper`` only on its ``backend="cute-dsl"`` and
-``backend="cutile"`` branches (``flashinfer/decode.py``), which the harness never selects; they
-need ``nvidia-cutlass-dsl`` and ``cuda-python``, so they are left out."""
+"""Imported inside `BatchDecodeWithPagedKVCacheWrapper` only on its `backend="cute-dsl"` and
+`backend="cutile"` branches (`flashinfer/decode.py`), which the harness never selects; they
+need `nvidia-cutlass-dsl` and `cuda-python`, so they are left out."""
 
 LAZY_PACKAGES = ("flashinfer", "flashinfer.jit", "flashinfer.quantization", "flashinfer.jit.attention")
-"""Packages whose ``__init__`` is replaced by a lazy one."""
+"""Packages whose `__init__` is replaced by a lazy one."""
 
 JIT_SOURCES = (
     # page module (flashinfer/jit/page.py): the writers
@@ -120,15 +122,15 @@ JIT_SOURCES = (
     "csrc/batch_decode_customize_config.jinja",
     "csrc/batch_decode_kernel_inst.jinja",
 )
-"""CUDA sources and templates of the modules the harnesses build, relative to ``flashinfer/data``."""
+"""CUDA sources and templates of the modules the harnesses build, relative to `flashinfer/data`."""
 
 INCLUDE_DIRS = ("include", "csrc", "cutlass/include", "cutlass/tools/util/include", "spdlog/include",
                 "cccl/cub", "cccl/libcudacxx/include", "cccl/thrust")
-"""FlashInfer's include directories (``flashinfer/jit/env.py`` and ``cpp_ext.py``), under ``data``."""
+"""FlashInfer's include directories (`flashinfer/jit/env.py` and `cpp_ext.py`), under `data`."""
 
 WHOLE_TREES = ("cccl/libcudacxx/include",)
-"""Kept entirely: the CUDA toolkit's own headers (``cuda_fp16.h``, ``cuda_bf16.h``, ...) include
-``<nv/target>`` and other libcu++ headers, and FlashInfer's ``-I`` puts its copy of libcu++ first,
+"""Kept entirely: the CUDA toolkit's own headers (`cuda_fp16.h`, `cuda_bf16.h`, ...) include
+`<nv/target>` and other libcu++ headers, and FlashInfer's `-I` puts its copy of libcu++ first,
 so the compiler reads FlashInfer's copy through includes the scan below cannot see (it does not
 read the toolkit's headers). A partial copy could mix two libcu++ versions."""
 
@@ -139,15 +141,15 @@ PRESENT_ON_GPU_MACHINE = frozenset({
 """Distributions the GPU machine's torch install brings (torch and what it requires)."""
 
 OPTIONAL_IMPORTS = frozenset({"numpy", "ml_dtypes"})
-"""Imported only inside ``try: ... except ImportError`` (torch and ``tvm_ffi/_dtype.py``): not bundled."""
+"""Imported only inside `try: ... except ImportError` (torch and `tvm_ffi/_dtype.py`): not bundled."""
 
 PROBE_REQUIREMENTS = ("apache-tvm-ffi", "nvidia-ml-py", "tqdm", "packaging", "filelock", "typing_extensions")
 """Installed for *this* interpreter before the measurement; a module still missing is added and
-the measurement repeated (see ``measure_with_deps``)."""
+the measurement repeated (see `measure_with_deps`)."""
 
 
 # -- lazy package __init__ ------------------------------------------------------------------------
-LAZY_TEMPLATE = '''"""Lazy stand-in for ``{name}/__init__.py`` of flashinfer-python {version}.
+LAZY_TEMPLATE = '''"""Lazy stand-in for `{name}/__init__.py` of flashinfer-python {version}.
 
 Generated by scripts/flashinfer_bundle.py: the original imports nearly every subpackage; this
 file exports the same names, each imported on first access (PEP 562).
@@ -176,8 +178,8 @@ def __dir__():
 
 
 def lazy_exports(source: str) -> dict[str, tuple[str, str | None]]:
-    """Exported name -> (relative module, attribute or ``None``) from a package ``__init__``'s
-    top-level ``from .x import y as z`` and ``from . import x`` statements.
+    """Exported name -> (relative module, attribute or `None`) from a package `__init__`'s
+    top-level `from .x import y as z` and `from . import x` statements.
 
     Examples:
         >>> lazy_exports("from .a import f as g\\nfrom . import b\\nfrom .c.d import h")
@@ -199,14 +201,14 @@ def lazy_exports(source: str) -> dict[str, tuple[str, str | None]]:
 
 
 def lazy_init_source(source: str, package: str) -> str:
-    """The generated lazy ``__init__.py`` for ``package`` whose original text is ``source``."""
+    """The generated lazy `__init__.py` for `package` whose original text is `source`."""
     return LAZY_TEMPLATE.format(name=package.replace(".", "/"), version=FLASHINFER_VERSION,
                                 exports=lazy_exports(source))
 
 
 # -- imports inside functions -----------------------------------------------------------------------
 def resolve_relative(module: str, is_package: bool, level: int, target: str | None) -> str:
-    """Absolute module name of ``from {'.' * level}{target} import ...`` written in ``module``.
+    """Absolute module name of `from {'.' * level}{target} import ...` written in `module`.
 
     Examples:
         >>> resolve_relative("flashinfer.page", False, 1, "jit.page")
@@ -223,7 +225,7 @@ def resolve_relative(module: str, is_package: bool, level: int, target: str | No
 
 def function_imports(source: str, module: str, is_package: bool, names: tuple[str, ...]) -> set[str]:
     """Absolute names of the FlashInfer modules imported inside the named top-level functions or
-    classes of a module (``from .x import y`` may name a module ``x.y`` or an attribute of ``x``:
+    classes of a module (`from .x import y` may name a module `x.y` or an attribute of `x`:
     both candidates are returned; the caller keeps the ones that exist)."""
     found: set[str] = set()
     for node in ast.parse(source).body:
@@ -249,12 +251,12 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 
 
 def include_closure(data: Path, sources: list[str], include_dirs: tuple[str, ...]) -> tuple[set[Path], set[str]]:
-    """Files under ``data`` reachable from ``sources`` through ``#include`` (every branch of every
-    ``#if`` is followed, so this is a superset of what the compiler opens).
+    """Files under `data` reachable from `sources` through `#include` (every branch of every
+    `#if` is followed, so this is a superset of what the compiler opens).
 
     Returns:
-        ``(files, unresolved)``: the reachable files (absolute paths) and the include names found in
-        none of ``include_dirs`` nor next to their includer (CUDA's, the C++ library's, tvm_ffi's).
+        `(files, unresolved)`: the reachable files (absolute paths) and the include names found in
+        none of `include_dirs` nor next to their includer (CUDA's, the C++ library's, tvm_ffi's).
     """
     dirs = [data / d for d in include_dirs]
     seen: set[Path] = set()
@@ -308,7 +310,7 @@ print(json.dumps({"files": files, "third_party": third, "errors": errors}))
 
 
 def measure_imports(tree: Path, dep_path: Path | None, modules: tuple[str, ...]) -> dict:
-    """Import ``modules`` from ``tree`` in a child process; report the files it loaded, the
+    """Import `modules` from `tree` in a child process; report the files it loaded, the
     distributions outside the standard library it imported, and the imports that failed."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (tree, dep_path) if p)
@@ -328,7 +330,7 @@ def module_file(tree: Path, name: str) -> Path | None:
 
 
 def python_closure(tree: Path, dep_path: Path | None) -> tuple[set[Path], dict]:
-    """The ``.py`` files to keep: those the entry imports load, plus the call paths' own imports
+    """The `.py` files to keep: those the entry imports load, plus the call paths' own imports
     (and what those load in turn)."""
     report = measure_imports(tree, dep_path, ENTRY_MODULES)
     keep = {Path(f) for f in report["files"]}
@@ -356,7 +358,7 @@ def python_closure(tree: Path, dep_path: Path | None) -> tuple[set[Path], dict]:
 
 
 def missing_modules(errors: dict[str, str]) -> set[str]:
-    """Top-level module names from ``ModuleNotFoundError`` messages (outside FlashInfer)."""
+    """Top-level module names from `ModuleNotFoundError` messages (outside FlashInfer)."""
     names = {m.split(".")[0] for m in re.findall(r"No module named '([^']+)'", " ".join(errors.values()))}
     return {n for n in names if not n.startswith("flashinfer")}
 
@@ -376,7 +378,7 @@ def pip_download(args: list[str], dest: Path) -> None:
 
 
 def fetch_wheel(cache: Path) -> Path:
-    """The pinned ``flashinfer-python`` wheel, downloaded once into ``.cache/flashinfer``."""
+    """The pinned `flashinfer-python` wheel, downloaded once into `.cache/flashinfer`."""
     name = f"flashinfer_python-{FLASHINFER_VERSION}-py3-none-any.whl"
     path = cache / name
     if not path.is_file():
@@ -385,7 +387,7 @@ def fetch_wheel(cache: Path) -> Path:
 
 
 def target_wheels(requirements: list[str], dest: Path) -> list[Path]:
-    """Wheels of ``requirements`` for the GPU machine (``cp312``, ``manylinux x86_64``)."""
+    """Wheels of `requirements` for the GPU machine (`cp312`, `manylinux x86_64`)."""
     if not requirements:
         return []
     before = set(dest.glob("*.whl")) if dest.exists() else set()
@@ -395,8 +397,8 @@ def target_wheels(requirements: list[str], dest: Path) -> list[Path]:
 
 
 def local_deps(requirements: list[str], dest: Path) -> Path:
-    """``requirements`` installed for *this* interpreter into ``dest`` (only to run the import
-    measurement here; the bundle gets ``cp312`` wheels)."""
+    """`requirements` installed for *this* interpreter into `dest` (only to run the import
+    measurement here; the bundle gets `cp312` wheels)."""
     stamp = dest / ".requirements"
     if not stamp.is_file() or stamp.read_text() != "\n".join(requirements):
         shutil.rmtree(dest, ignore_errors=True)
@@ -421,7 +423,7 @@ def requirement_pins(wheel: Path) -> dict[str, str]:
 
 
 def build(wheel: Path, out: Path) -> dict:
-    """Extract ``wheel``, generate the lazy inits, measure, and write the bundle into ``out``."""
+    """Extract `wheel`, generate the lazy inits, measure, and write the bundle into `out`."""
     pins = requirement_pins(wheel)
     work = Path(tempfile.mkdtemp(prefix="fi-trim-"))
     with zipfile.ZipFile(wheel) as z:

@@ -24,12 +24,14 @@ compiled writers really use), and per (writer, class, dtype): blocks compared, b
 differ in a scale byte or a code, stray writes (bytes changed outside the written slots), verdict
 counts and a reproducer.
 
-Usage::
+Usage:
 
-    python scripts/flashinfer_conformance.py                  # GPU; bundle installed (flashinfer_install.sh)
-    python scripts/flashinfer_conformance.py --quick          # small sizes
-    python scripts/flashinfer_conformance.py --selftest       # CPU: the oracle against itself with faults
-                                                              # injected, to show the comparison catches them
+```text
+python scripts/flashinfer_conformance.py                  # GPU; bundle installed (flashinfer_install.sh)
+python scripts/flashinfer_conformance.py --quick          # small sizes
+python scripts/flashinfer_conformance.py --selftest       # CPU: the oracle against itself with faults
+                                                          # injected, to show the comparison catches them
+```
 """
 
 from __future__ import annotations

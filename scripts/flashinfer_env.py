@@ -1,18 +1,18 @@
 """Load the trimmed FlashInfer bundle and JIT-compile its modules once, with compile times.
 
-``scripts/flashinfer_bundle.py`` writes the bundle (``build/flashinfer``) and
-``scripts/flashinfer_install.sh`` installs it on the GPU machine; this module is what Python code
+`scripts/flashinfer_bundle.py` writes the bundle (`build/flashinfer`) and
+`scripts/flashinfer_install.sh` installs it on the GPU machine; this module is what Python code
 there calls:
 
 * [`activate`][flashinfer_env.activate] puts the trimmed package and its dependencies on
-  ``sys.path`` (without running FlashInfer's top-level ``__init__``: the bundle's lazy one) and
-  points FlashInfer's JIT cache at ``build/flashinfer/ws``, so that every process of one run
+  `sys.path` (without running FlashInfer's top-level `__init__`: the bundle's lazy one) and
+  points FlashInfer's JIT cache at `build/flashinfer-run/ws`, so that every process of one run
   reuses what the first one compiled;
 * [`prebuild`][flashinfer_env.prebuild] compiles a list of JIT modules in **one** ninja run
   (all CPU cores, every translation unit of every module in parallel) and returns the compile time
   of each module from ninja's log (sum and span of its objects) plus the wall time of the run.
 
-Nothing here compiles anything on import; FlashInfer itself is imported only by ``activate``'s
+Nothing here compiles anything on import; FlashInfer itself is imported only by `activate`'s
 callers.
 """
 
@@ -26,32 +26,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = Path(os.environ.get("FLASHINFER_BUNDLE", ROOT / "build" / "flashinfer"))
+RUN = Path(os.environ.get("FLASHINFER_RUN", ROOT / "build" / "flashinfer-run"))
+"""Where `flashinfer_install.sh` installs the bundle (`pkg/`, `site/`) and the JIT cache lives (`ws/`)."""
 
 
 class BundleMissing(RuntimeError):
     """The trimmed FlashInfer is not installed (the message says which command installs it)."""
 
 
-def activate(bundle: Path = BUNDLE) -> dict:
+def activate(run: Path = RUN) -> dict:
     """Make the installed bundle importable and set FlashInfer's JIT environment.
 
     Args:
-        bundle: the folder ``scripts/flashinfer_install.sh`` installed into (``pkg/`` and ``site/``).
+        run: the folder `scripts/flashinfer_install.sh` installed into (`pkg/` and `site/`).
 
     Returns:
-        ``{"flashinfer": version, "tvm_ffi": version, "jit_dir": path, "bundle_manifest": ...}``.
+        `{"flashinfer": version, "tvm_ffi": version, "jit_dir": path, "bundle_manifest": ...}`.
 
     Raises:
-        BundleMissing: ``pkg/flashinfer`` or ``site/`` is absent.
+        BundleMissing: `pkg/flashinfer` or `site/` is absent.
     """
-    pkg, site = bundle / "pkg", bundle / "site"
+    pkg, site = run / "pkg", run / "site"
     if not (pkg / "flashinfer").is_dir() or not site.is_dir():
-        raise BundleMissing(f"no installed FlashInfer bundle under {bundle}: run 'bash scripts/flashinfer_install.sh'")
+        raise BundleMissing(f"no installed FlashInfer bundle under {run}: run 'bash scripts/flashinfer_install.sh'")
     for p in (str(site), str(pkg)):
         if p not in sys.path:
             sys.path.insert(0, p)
-    ws = bundle / "ws"
+    ws = run / "ws"
     ws.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLASHINFER_WORKSPACE_BASE", str(ws))
     os.environ.setdefault("FLASHINFER_JIT_BUILD_LOG", str(ws / "jit_builds.jsonl"))
@@ -61,10 +62,10 @@ def activate(bundle: Path = BUNDLE) -> dict:
 
     from flashinfer.jit import env as jit_env
 
-    manifest = bundle / "manifest.json"
+    manifest = run / "manifest.json"
     return {
         "flashinfer": flashinfer.__version__,
-        "flashinfer_file": str(Path(flashinfer.__file__).relative_to(bundle)),
+        "flashinfer_file": str(Path(flashinfer.__file__).relative_to(run)),
         "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown"),
         "jit_dir": str(jit_env.FLASHINFER_JIT_DIR),
         "bundle_sha256_of_wheel": json.loads(manifest.read_text())["wheel_sha256"] if manifest.is_file() else None,
@@ -73,7 +74,7 @@ def activate(bundle: Path = BUNDLE) -> dict:
 
 
 def _ninja_log(jit_dir: Path) -> list[tuple[int, int, str]]:
-    """``(start_ms, end_ms, output)`` of each object ninja built in ``jit_dir`` (newest entry per output)."""
+    """`(start_ms, end_ms, output)` of each object ninja built in `jit_dir` (newest entry per output)."""
     path = jit_dir / ".ninja_log"
     if not path.is_file():
         return []
@@ -101,12 +102,12 @@ def prebuild(specs: dict, log=print) -> dict:
     """Compile JIT modules in one parallel ninja run; a module already compiled is not rebuilt.
 
     Args:
-        specs: label -> FlashInfer ``JitSpec`` (from ``flashinfer.jit`` generators).
+        specs: label -> FlashInfer `JitSpec` (from `flashinfer.jit` generators).
         log: progress printer.
 
     Returns:
-        ``{"wall_s", "max_jobs", "modules": {label: {"name", "compiled_before", "objects",
-        "compile_s_sum", "compile_s_span"}}}``: per module the seconds its objects took (sum over
+        `{"wall_s", "max_jobs", "modules": {label: {"name", "compiled_before", "objects",
+        "compile_s_sum", "compile_s_span"}}}`: per module the seconds its objects took (sum over
         objects, and first start to last end within the shared run).
     """
     from flashinfer.jit import env as jit_env
@@ -144,7 +145,7 @@ def prebuild(specs: dict, log=print) -> dict:
 
 
 def jit_builds_since(offset: int = 0) -> list[dict]:
-    """FlashInfer's own build records (``FLASHINFER_JIT_BUILD_LOG``) from line ``offset`` on: a
+    """FlashInfer's own build records (`FLASHINFER_JIT_BUILD_LOG`) from line `offset` on: a
     module the wrappers compiled on first use (not prebuilt) shows up here with its wall time."""
     path = os.environ.get("FLASHINFER_JIT_BUILD_LOG")
     if not path or not Path(path).is_file():

@@ -23,9 +23,11 @@ that matches `flashinfer_ieee` but not `exact` differs because of FlashInfer's f
 matches neither comes from the instructions (`-use_fast_math`: approximate division and
 reciprocal, flush-to-zero), which this module names but does not model.
 
-Usage::
+Usage:
 
-    python scripts/flashinfer_exact.py decide REPRODUCER.json     # print the verdict of one case
+```text
+python scripts/flashinfer_exact.py decide REPRODUCER.json     # print the verdict of one case
+```
 """
 
 from __future__ import annotations

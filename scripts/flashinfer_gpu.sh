@@ -68,6 +68,6 @@ timeout "${T_DECODE:-180}" "$PY" scripts/flashinfer_harness.py --out "$OUT/flash
 stamp "GPU tests"
 timeout "${T_TESTS:-150}" "$PY" tests/test_flashinfer_gpu.py 2>&1 | tee "$OUT/flashinfer_tests.log" || status=1
 kill -0 "$BG" 2>/dev/null && { echo "[gpu.sh] JIT phase 2 still running: stopped"; kill -- -"$BG" 2>/dev/null; status=1; }
-cp build/flashinfer/ws/jit_builds.jsonl "$OUT/" 2>/dev/null
+cp build/flashinfer-run/ws/jit_builds.jsonl "$OUT/" 2>/dev/null
 stamp "done (status $status); results in $OUT"
 exit $status

@@ -4,25 +4,28 @@
 #   bash scripts/flashinfer_install.sh       installs, then prints the PYTHONPATH line to use
 #   source scripts/flashinfer_install.sh     installs and exports PYTHONPATH in this shell
 #
-# The dependency wheels go to build/flashinfer/site (pip --target, --no-index), the trimmed package
-# is extracted to build/flashinfer/pkg; both are put on PYTHONPATH. Python code can instead call
-# flashinfer_env.activate() (scripts/flashinfer_env.py), which does the same without the shell.
-# FLASHINFER_BUNDLE overrides the bundle folder, PYTHON the interpreter.
+# The dependency wheels go to build/flashinfer-run/site (pip --target, --no-index), the trimmed
+# package is extracted to build/flashinfer-run/pkg; both are put on PYTHONPATH (Python code calls
+# flashinfer_env.activate(), which adds the same paths). The bundle folder itself stays as built,
+# so it can be carried again. FLASHINFER_BUNDLE overrides the bundle folder, FLASHINFER_RUN the
+# install folder, PYTHON the interpreter.
 
 _fi_install() {
-    local here bundle py
+    local here bundle run py
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     bundle="${FLASHINFER_BUNDLE:-$here/build/flashinfer}"
+    run="${FLASHINFER_RUN:-$here/build/flashinfer-run}"
     py="${PYTHON:-$(command -v python || command -v python3)}"
     if [ ! -f "$bundle/flashinfer.tar.xz" ]; then
         echo "no bundle at $bundle: run 'python scripts/flashinfer_bundle.py' on a machine with network" >&2
         return 1
     fi
     "$py" -m pip install --quiet --no-index --no-deps --disable-pip-version-check \
-        --target "$bundle/site" --upgrade "$bundle"/wheels/*.whl || return 1
-    rm -rf "$bundle/pkg" && mkdir -p "$bundle/pkg" && tar -xJf "$bundle/flashinfer.tar.xz" -C "$bundle/pkg" || return 1
-    FLASHINFER_PYTHONPATH="$bundle/pkg:$bundle/site"
-    echo "installed the trimmed flashinfer into $bundle/pkg (dependencies: $bundle/site)" >&2
+        --target "$run/site" --upgrade "$bundle"/wheels/*.whl || return 1
+    rm -rf "$run/pkg" && mkdir -p "$run/pkg" && tar -xJf "$bundle/flashinfer.tar.xz" -C "$run/pkg" || return 1
+    cp "$bundle/manifest.json" "$run/manifest.json"
+    FLASHINFER_PYTHONPATH="$run/pkg:$run/site"
+    echo "installed the trimmed flashinfer into $run/pkg (dependencies: $run/site)" >&2
 }
 
 if _fi_install; then

@@ -1,12 +1,12 @@
 """FlashInfer 0.7.4's NVFP4 writers, paged dequantize and decode against the oracle, on a GPU.
 
-Marked ``gpu``; needs the trimmed FlashInfer bundle installed (``bash scripts/flashinfer_install.sh``)
-and compiles its JIT modules on first use (``python scripts/flashinfer_env.py prebuild`` does it
-in parallel first). Runs without pytest too: ``python tests/test_flashinfer_gpu.py``.
+Marked `gpu`; needs the trimmed FlashInfer bundle installed (`bash scripts/flashinfer_install.sh`)
+and compiles its JIT modules on first use (`python scripts/flashinfer_env.py prebuild` does it
+in parallel first). Runs without pytest too: `python tests/test_flashinfer_gpu.py`.
 
 Each test states a prediction made from FlashInfer's CUDA source before any run (see the Peers
-data, ``docs/data/peers/flashinfer.json``, and the Pool chapter); a failure is a finding, and
-``scripts/flashinfer_conformance.py`` records its reproducer and exact verdict.
+data, `docs/data/peers/flashinfer.json`, and the Pool chapter); a failure is a finding, and
+`scripts/flashinfer_conformance.py` records its reproducer and exact verdict.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _rows(n, heads=3, dim=32, dtype=torch.bfloat16, seed=0):
 
 
 def _at(t: torch.Tensor, layout: str, slot: int, page_size: int) -> torch.Tensor:
-    """Row of slot ``slot`` read with the layout's index arithmetic (written out here, not the cache's)."""
+    """Row of slot `slot` read with the layout's index arithmetic (written out here, not the cache's)."""
     page, entry = divmod(slot, page_size)
     return t[page, entry] if layout == "NHD" else t[page, :, entry]
 
@@ -155,7 +155,7 @@ def _sglang_pool():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_sglang_pool_and_flashinfer_cache_written_alike_are_the_same_bytes(layout):
-    """Both written from the same rows (SGLang by ``loc``, FlashInfer by the same numbers as slot
+    """Both written from the same rows (SGLang by `loc`, FlashInfer by the same numbers as slot
     mapping): converting either way gives the other, byte for byte."""
     pool = _sglang_pool()
     fc = FlashInferNVFP4KVCache(num_pages=6, page_size=4, layer_num=2, head_num=3, head_dim=32, kv_layout=layout,
