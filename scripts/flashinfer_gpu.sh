@@ -12,7 +12,7 @@
 # 5. runs the GPU tests (tests/test_flashinfer_gpu.py, without pytest) -> $OUT/flashinfer_tests.log
 # Every step logs to $OUT/*.log as well; a failing step does not stop the later ones.
 # QUICK=1 runs the conformance with small random classes and skips the headline decode shape.
-# Each step has a time limit (seconds; override with T_CONFORMANCE, T_DECODE, T_TESTS) so that
+# Each step has a time limit (seconds; T_CONFORMANCE 180, T_WAIT 60, T_DECODE 120, T_TESTS 90) so that
 # one slow step cannot use up the machine: results are saved as they come, so a step cut short
 # keeps what it measured.
 
@@ -52,21 +52,21 @@ BG=$!
 stamp "byte conformance"
 CONF_ARGS=()
 [ "${QUICK:-0}" = 1 ] && CONF_ARGS+=(--quick)
-timeout "${T_CONFORMANCE:-240}" "$PY" scripts/flashinfer_conformance.py --out "$OUT/flashinfer.json" \
+timeout "${T_CONFORMANCE:-180}" "$PY" scripts/flashinfer_conformance.py --out "$OUT/flashinfer.json" \
     --compile-record "$OUT/flashinfer_compile.json" ${CONF_ARGS[@]+"${CONF_ARGS[@]}"} 2>&1 | tee "$OUT/conformance.log" || status=1
 
-stamp "waiting for JIT phase 2 (at most ${T_WAIT:-150} s; the harness skips modules not built by then)"
-for _ in $(seq 1 "${T_WAIT:-150}"); do kill -0 "$BG" 2>/dev/null || break; sleep 1; done
+stamp "waiting for JIT phase 2 (at most ${T_WAIT:-60} s; the harness skips modules not built by then)"
+for _ in $(seq 1 "${T_WAIT:-60}"); do kill -0 "$BG" 2>/dev/null || break; sleep 1; done
 cat "$OUT/compile_phase2.log"
 
 stamp "decode harness"
 DEC_ARGS=()
 [ "${QUICK:-0}" = 1 ] && DEC_ARGS+=(--no-headline)
-timeout "${T_DECODE:-180}" "$PY" scripts/flashinfer_harness.py --out "$OUT/flashinfer_decode.json" ${DEC_ARGS[@]+"${DEC_ARGS[@]}"} \
+timeout "${T_DECODE:-120}" "$PY" scripts/flashinfer_harness.py --out "$OUT/flashinfer_decode.json" ${DEC_ARGS[@]+"${DEC_ARGS[@]}"} \
     2>&1 | tee "$OUT/decode.log" || status=1
 
 stamp "GPU tests"
-timeout "${T_TESTS:-150}" "$PY" tests/test_flashinfer_gpu.py 2>&1 | tee "$OUT/flashinfer_tests.log" || status=1
+timeout "${T_TESTS:-90}" "$PY" tests/test_flashinfer_gpu.py 2>&1 | tee "$OUT/flashinfer_tests.log" || status=1
 kill -0 "$BG" 2>/dev/null && { echo "[gpu.sh] JIT phase 2 still running: stopped"; kill -- -"$BG" 2>/dev/null; status=1; }
 cp build/flashinfer-run/ws/jit_builds.jsonl "$OUT/" 2>/dev/null
 stamp "done (status $status); results in $OUT"
