@@ -2,7 +2,9 @@
 
 * [`MHATokenToKVPoolFP4`][nvfp4_kvcache.pool.MHATokenToKVPoolFP4]: per layer, packed K and V plus separate scale buffers, by slot;
 * [`MLATokenToKVPoolFP4`][nvfp4_kvcache.pool.MLATokenToKVPoolFP4]: DeepSeek-style latent (NoPE + RoPE, quantized separately);
-* [`nvfp4_kvcache.pool.layout`][nvfp4_kvcache.pool.layout]: their shapes and byte counts, without allocating.
+* [`nvfp4_kvcache.pool.layout`][nvfp4_kvcache.pool.layout]: their shapes and byte counts, without allocating;
+* [`nvfp4_kvcache.pool.flashinfer`][nvfp4_kvcache.pool.flashinfer]: FlashInfer's page-major NVFP4 layout
+  (NHD/HND, linear E4M3 block scales) and converters to and from the slot-major pool.
 
 Examples:
     >>> import torch
@@ -14,6 +16,7 @@ Examples:
 """
 
 from nvfp4_kvcache.pool.base import PADDING_SLOT, FP4TokenToKVPoolBase
+from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache, FlashInferNVFP4MLACache
 from nvfp4_kvcache.pool.layout import POOL_RECIPES, MHALayout, MLALayout, mha_layout, mla_layout
 from nvfp4_kvcache.pool.mha import MHATokenToKVPoolFP4
 from nvfp4_kvcache.pool.mla import MLATokenToKVPoolFP4
@@ -22,6 +25,8 @@ __all__ = [
     "MHATokenToKVPoolFP4",
     "MLATokenToKVPoolFP4",
     "FP4TokenToKVPoolBase",
+    "FlashInferNVFP4KVCache",
+    "FlashInferNVFP4MLACache",
     "PADDING_SLOT",
     "POOL_RECIPES",
     "MHALayout",

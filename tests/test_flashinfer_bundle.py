@@ -1,0 +1,138 @@
+"""The tooling that trims FlashInfer's wheel and loads it on the GPU machine (no network, no GPU)."""
+
+from __future__ import annotations
+
+import doctest
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flashinfer_bundle as fb
+import flashinfer_env as fenv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docstring_examples_run():
+    assert doctest.testmod(fb).failed == 0
+
+
+def _package(tmp_path: Path) -> Path:
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        from .light import f as f
+        from .heavy import boom as boom
+        from . import sub as sub
+    """))
+    (pkg / "light.py").write_text("def f():\n    return 'light'\n")
+    (pkg / "heavy.py").write_text("raise ImportError('the heavy module was imported')\nboom = 1\n")
+    (pkg / "sub" / "__init__.py").write_text("from ..light import f as g\n")
+    return pkg
+
+
+def test_lazy_init_imports_nothing_until_a_name_is_used(tmp_path):
+    pkg = _package(tmp_path)
+    init = pkg / "__init__.py"
+    init.write_text(fb.lazy_init_source(init.read_text(), "fakepkg"))
+    code = textwrap.dedent("""
+        import sys, fakepkg
+        assert 'fakepkg.heavy' not in sys.modules and 'fakepkg.light' not in sys.modules
+        import fakepkg.sub
+        assert fakepkg.f() == 'light' and fakepkg.sub.g() == 'light'
+        assert 'f' in dir(fakepkg)
+        try:
+            fakepkg.boom
+        except ImportError as err:
+            assert 'heavy module' in str(err)
+        else:
+            raise AssertionError('boom resolved without importing heavy')
+        try:
+            fakepkg.nothing
+        except AttributeError as err:
+            assert "has no attribute 'nothing'" in str(err)
+        print('ok')
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_original_init_would_import_the_heavy_module(tmp_path):
+    """The control: without the lazy init the same import fails (so the test above can fail)."""
+    _package(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "import fakepkg.sub"], cwd=tmp_path, capture_output=True, text=True)
+    assert "the heavy module was imported" in out.stderr
+
+
+def test_function_level_imports_are_found_only_in_the_named_functions():
+    src = textwrap.dedent("""
+        from .top import x
+        def wanted():
+            from .jit.page import gen
+            from ..elsewhere import y
+            import flashinfer.triton.page
+        def other():
+            from .cute_dsl import z
+        class W:
+            def m(self):
+                from .a.b import c
+    """)
+    found = fb.function_imports(src, "flashinfer.decode", False, ("wanted", "W"))
+    assert {"flashinfer.jit.page", "flashinfer.jit.page.gen", "flashinfer.triton.page", "flashinfer.a.b"} <= found
+    assert not any("cute_dsl" in m or m.startswith("flashinfer.top") for m in found)
+
+
+def test_include_closure_follows_both_branches_and_reports_system_headers(tmp_path):
+    data = tmp_path / "data"
+    (data / "include" / "fi").mkdir(parents=True)
+    (data / "csrc").mkdir()
+    (data / "csrc" / "k.cu").write_text('#include <fi/a.cuh>\n#include "local.h"\n#include <cuda_fp8.h>\n')
+    (data / "csrc" / "local.h").write_text("int local;\n")
+    (data / "include" / "fi" / "a.cuh").write_text('#if X\n#include "b.cuh"\n#else\n#include <fi/c.cuh>\n#endif\n')
+    (data / "include" / "fi" / "b.cuh").write_text("")
+    (data / "include" / "fi" / "c.cuh").write_text("")
+    (data / "include" / "fi" / "unused.cuh").write_text("")
+    files, unresolved = fb.include_closure(data, ["csrc/k.cu"], ("include", "csrc"))
+    names = {f.name for f in files}
+    assert names == {"k.cu", "local.h", "a.cuh", "b.cuh", "c.cuh"}
+    assert unresolved == {"cuda_fp8.h"}
+
+
+def test_missing_modules_are_read_from_import_errors():
+    errors = {"flashinfer.decode": "ModuleNotFoundError: No module named 'tqdm'",
+              "flashinfer.x": "ModuleNotFoundError: No module named 'flashinfer.gone'",
+              "flashinfer.y": "ModuleNotFoundError: No module named 'cuda.bindings'"}
+    assert fb.missing_modules(errors) == {"tqdm", "cuda"}
+
+
+def test_ninja_log_is_grouped_by_module(tmp_path):
+    jit = tmp_path / "cached_ops"
+    jit.mkdir()
+    (jit / ".ninja_log").write_text("# ninja log v6\n"
+                                    f"0\t1500\t0\t{jit}/page/csrc_page.cuda.o\t1\n"
+                                    "100\t900\t0\tpage/csrc_flashinfer_page_binding.cuda.o\t2\n"
+                                    f"0\t2000\t0\t{jit}/page/page.so\t3\n"
+                                    f"50\t60000\t0\t{jit}/batch_prefill_x/kernel.cuda.o\t4\n")
+    rows = fenv._ninja_log(jit)
+    assert sorted(fenv._module_of(r[2], jit) for r in rows) == ["batch_prefill_x", "page", "page", "page"]
+
+
+def test_install_script_says_what_to_run_without_a_bundle(tmp_path):
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "flashinfer_install.sh")], capture_output=True, text=True,
+                         env={"FLASHINFER_BUNDLE": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1 and "python scripts/flashinfer_bundle.py" in out.stderr
+
+
+def test_shell_scripts_parse():
+    for name in ("flashinfer_install.sh", "flashinfer_gpu.sh"):
+        assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)]).returncode == 0, name
+
+
+def test_activate_explains_a_missing_bundle(tmp_path):
+    try:
+        fenv.activate(tmp_path)
+    except fenv.BundleMissing as err:
+        assert "flashinfer_install.sh" in str(err)
+    else:
+        raise AssertionError("activate accepted an empty folder")
