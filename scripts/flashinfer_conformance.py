@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import flashinfer_exact as fx  # noqa: E402
+from provenance import command_line  # noqa: E402
 from nvfp4_kvcache.packing import unpack_nibbles  # noqa: E402
 from nvfp4_kvcache.formats import E4M3  # noqa: E402
 from nvfp4_kvcache.pool.flashinfer import (  # noqa: E402
@@ -745,7 +746,7 @@ def run_record(script: str, argv) -> dict:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
         "versions": {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version()},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": f"python scripts/{script}" + "".join(f" {a}" for a in without_out(argv)),
+        "command": command_line(script, without_out(argv)),
     }
 
 
