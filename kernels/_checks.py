@@ -1,7 +1,7 @@
 """Argument checks shared by the Triton launchers and their PyTorch twins, so both raise the same errors.
 
-The quantize/dequantize checks are :mod:`nvfp4_kvcache.checks` and the recipes' own; the pool
-functions (``gather_dequantize``, ``store_kv``) add the buffer-layout checks here.
+The quantize/dequantize checks are `nvfp4_kvcache.checks` and the recipes' own; the pool
+functions (`gather_dequantize`, `store_kv`) add the buffer-layout checks here.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import torch
 from nvfp4_kvcache.checks import check_float_input, check_same_device, check_uint8
 from nvfp4_kvcache.pool import PADDING_SLOT
 from nvfp4_kvcache.recipes import Recipe
-from nvfp4_kvcache.recipes.nvfp4 import check_global_scale_tensor
+from nvfp4_kvcache.recipes.base import check_global_scale_tensor
 
 __all__ = ["check_dequantize_parts", "check_pool_layer", "check_loc", "check_store_args", "check_scale_tensor"]
 
 
 def check_dequantize_parts(recipe: Recipe, packed, scales, global_scale, dtype):
-    """The checks of :meth:`nvfp4_kvcache.recipes.Recipe.dequantize_parts`, in its order and words."""
+    """The checks of `nvfp4_kvcache.recipes.Recipe.dequantize_parts`, in its order and words."""
     recipe.check_dequantize_args(packed, scales, dtype)
     return check_scale_tensor(recipe, global_scale, packed.device)
 
 
 def check_loc(loc: object, n: int | None, device: torch.device) -> torch.Tensor:
-    """``loc``: a 1-D ``int32``/``int64`` tensor of slot indices (length ``n`` when given) on ``device``."""
+    """`loc`: a 1-D `int32`/`int64` tensor of slot indices (length `n` when given) on `device`."""
     if not isinstance(loc, torch.Tensor):
         raise TypeError(f"loc must be a torch.Tensor, got {type(loc).__name__}")
     if loc.dtype not in (torch.int32, torch.int64):
@@ -40,7 +40,7 @@ def check_loc(loc: object, n: int | None, device: torch.device) -> torch.Tensor:
 
 
 def interpreting() -> bool:
-    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    """True when Triton runs its CPU interpreter (`TRITON_INTERPRET=1`)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -55,9 +55,9 @@ def check_kernel_device(t: torch.Tensor, name: str) -> None:
 
 
 def check_slots(loc: torch.Tensor, n_slots: int, unique: bool) -> None:
-    """Every slot in ``[0, n_slots)`` and, when ``unique``, no slot twice except the padding slot 0.
+    """Every slot in `[0, n_slots)` and, when `unique`, no slot twice except the padding slot 0.
 
-    Reads ``loc``'s values, so on a GPU it synchronises; launchers skip it with ``check_slots=False``
+    Reads `loc`'s values, so on a GPU it synchronises; launchers skip it with `check_slots=False`
     (e.g. inside CUDA-graph capture), and the caller then guarantees valid slots.
 
     Raises:
@@ -76,11 +76,11 @@ def check_slots(loc: torch.Tensor, n_slots: int, unique: bool) -> None:
 
 
 def check_pool_layer(recipe: Recipe, data: object, scales: object, name: str) -> tuple[int, int]:
-    """One layer's buffers: ``data`` uint8 ``[slots, H, D/2]``; ``scales`` uint8 ``[slots, H*D/B]``
-    (SGLang's fp4_mx_block16 layout) or ``[slots, H, D/B]`` (its nvfp4 layout).
+    """One layer's buffers: `data` uint8 `[slots, H, D/2]`; `scales` uint8 `[slots, H*D/B]`
+    (SGLang's fp4_mx_block16 layout) or `[slots, H, D/B]` (its nvfp4 layout).
 
     Returns:
-        ``(H, D)``.
+        `(H, D)`.
     """
     check_uint8(data, f"{name}_data")
     check_uint8(scales, f"{name}_scales")
@@ -109,13 +109,13 @@ def check_pool_layer(recipe: Recipe, data: object, scales: object, name: str) ->
 def check_scale_tensor(recipe: Recipe, g: object, device: torch.device, name: str | None = None):
     """The recipe's global-scale check, except that a *GPU* tensor's value is not read.
 
-    Reading it (``float(g)``) would synchronise the device on every call: it exposes the whole
+    Reading it (`float(g)`) would synchronise the device on every call: it exposes the whole
     Python launch overhead and breaks CUDA-graph capture. A CUDA tensor is checked for dtype, size
     and device only; a Python float or a CPU tensor gets the recipe's full check (same messages).
-    ``name`` prefixes the message (``store_kv`` has two scales).
+    `name` prefixes the message (`store_kv` has two scales).
     """
     prefix = f"{name}: " if name else ""
-    if not (recipe.needs_global_scale and isinstance(g, torch.Tensor) and g.device.type == "cuda"):
+    if not (recipe.global_scale is not None and isinstance(g, torch.Tensor) and g.device.type == "cuda"):
         try:
             return recipe.check_global_scale(g, device)
         except (TypeError, ValueError) as e:
@@ -127,10 +127,10 @@ def check_scale_tensor(recipe: Recipe, g: object, device: torch.device, name: st
 
 def check_store_call(recipe: Recipe, k, v, loc, k_data, v_data, k_scales, v_scales,
                      k_global_scale, v_global_scale, check_slots_: bool):
-    """Every check of ``store_kv`` (kernel and twin alike), before anything is written.
+    """Every check of `store_kv` (kernel and twin alike), before anything is written.
 
     Returns:
-        The checked K and V global scales (``None`` for recipes without one).
+        The checked K and V global scales (`None` for recipes without one).
     """
     check_store_args(recipe, k, v, loc, k_data, v_data, k_scales, v_scales)
     if check_slots_:
@@ -141,7 +141,7 @@ def check_store_call(recipe: Recipe, k, v, loc, k_data, v_data, k_scales, v_scal
 
 
 def check_store_args(recipe: Recipe, k, v, loc, k_data, v_data, k_scales, v_scales):
-    """Checks of ``store_kv``: K and V ``[tokens, H, D]`` of one shape, buffers of that ``H, D``."""
+    """Checks of `store_kv`: K and V `[tokens, H, D]` of one shape, buffers of that `H, D`."""
     check_float_input(k, "k", recipe.block_size, min_dim=3)
     check_float_input(v, "v", recipe.block_size, min_dim=3)
     if k.dim() != 3:

@@ -1,18 +1,14 @@
 """Split-KV paged decode attention that reads an FP4 KV pool directly (and the same design over BF16/FP8).
 
-=====================================  ==============================================================
-function                               reads
-=====================================  ==============================================================
-:func:`decode_attention_fp4`           an FP4 pool layer (``nvfp4`` or ``fp4_mx_block16``): packed
-                                       E2M1 + scale bytes, decoded in registers
-:func:`decode_attention_dense`         a ``bfloat16`` or ``float8_e4m3fn`` ``[slots, H, D]`` cache
-                                       (FP8 with per-tensor K/V scales): the baselines
-=====================================  ==============================================================
+| function | reads |
+|---|---|
+| `decode_attention_fp4` | an FP4 pool layer (a block-16 recipe with an E4M3 or power-of-two scale: `nvfp4`, `fp4_mx_block16`, ...): packed E2M1 + scale bytes, decoded in registers |
+| `decode_attention_dense` | a `bfloat16` or `float8_e4m3fn` `[slots, H, D]` cache (FP8 with per-tensor K/V scales): the baselines |
 
-Both have the public shapes of :func:`nvfp4_kvcache.attention.decode_attention` (``q`` ``[B, Hq,
-D]``, ``kv_indptr`` ``[B + 1]``, ``kv_indices`` ``[kv_indptr[-1]]`` slots, output ``[B, Hq, D]``)
-and raise its errors for bad arguments; the output is ``float32`` (or ``bfloat16``) instead of the
-oracle's ``float64``. Tensors live on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1``.
+Both have the public shapes of `nvfp4_kvcache.attention.decode_attention` (`q` `[B, Hq,
+D]`, `kv_indptr` `[B + 1]`, `kv_indices` `[kv_indptr[-1]]` slots, output `[B, Hq, D]`)
+and raise its errors for bad arguments; the output is `float32` (or `bfloat16`) instead of the
+oracle's `float64`. Tensors live on a CUDA device, or on the CPU with `TRITON_INTERPRET=1`.
 
 Examples:
     >>> import torch
@@ -29,7 +25,7 @@ Examples:
     >>> out.dtype, bool((out.double() - ref).abs().max() < 1e-4)
     (torch.float32, True)
 
-    ``decode="cvt_f16"`` (nvfp4; fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
+    `decode="cvt_f16"` (nvfp4; fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
 
     >>> fast = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2, decode="cvt_f16")
     >>> bool((fast.double() - ref).abs().max() < 1e-4)
@@ -49,6 +45,7 @@ from nvfp4_kvcache_triton._triton import decode_attention as _k
 from nvfp4_kvcache.attention import _check_indptr, _check_q
 from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["FP4KVLayer", "decode_attention_fp4", "decode_attention_dense", "fp4_layer", "TUNING",
            "DEFAULT_SPLITS", "DECODES", "attention_tolerance"]
@@ -64,29 +61,32 @@ TUNING: dict[str, int] = {
     "interpret_block_n": 32,  # under the interpreter
 }
 """Default stage-1 tile and launch settings. The best settings differ per format and decoder:
-``scripts/bench_decode_attention.py`` tunes them on a GPU and records each format's best under
-``launch`` in ``docs/data/perf/decode_attention.json``; pass them as ``**launch``."""
+`scripts/bench_decode_attention.py` tunes them on a GPU and records each format's best under
+`launch` in `docs/data/perf/decode_attention.json`; pass them as `**launch`."""
 
 _OUT_DTYPES = (torch.float32, torch.bfloat16)
+_FP4_RECIPES = tuple(name for name in _k.FMT_IDS if name not in ("bf16", "fp8_e4m3"))
+"""The recipes the kernel reads: block 16 with an E4M3 or a block-16 power-of-two scale."""
 DECODES = tuple(_k.DECODE_IDS)
-"""E2M1 decoders of :func:`decode_attention_fp4` (``decode=``). ``"prmt"`` and ``"prmt_bf16"`` are
-inline PTX only (refused under the interpreter); ``"cvt_f16"`` runs its pure-Triton twin there."""
+"""E2M1 decoders of `decode_attention_fp4` (`decode=`). `"prmt"` and `"prmt_bf16"` are
+inline PTX only (refused under the interpreter); `"cvt_f16"` runs its pure-Triton twin there."""
 HEAD_DIMS = (64, 128, 256)
 """Head dims the kernel is built and tested for (any power of two >= 32 compiles)."""
 
 
 @dataclass(frozen=True)
 class FP4KVLayer:
-    """One layer of an FP4 pool as raw buffers (what SGLang's ``get_raw_kv_buffer`` returns, plus the recipe).
+    """One layer of an FP4 pool as raw buffers (what SGLang's `get_raw_kv_buffer` returns, plus the recipe).
 
     Attributes:
-        k, v: ``uint8 [slots, H, D/2]``, element ``2i`` in the low nibble; each ``[D/2]`` row
+        k, v: `uint8 [slots, H, D/2]`, element `2i` in the low nibble; each `[D/2]` row
             contiguous, any slot and head strides (SGLang's slot-major pool, or a head-major view).
-        k_scale, v_scale: ``uint8`` (or, nvfp4, ``float8_e4m3fn``) ``[slots, H*D/16]`` or
-            ``[slots, H, D/16]``, rows contiguous, any other strides (the same for both).
-        recipe: ``"nvfp4"`` or ``"fp4_mx_block16"``.
-        k_global, v_global: nvfp4 only: ``float32 [1]`` (or 0-d) decode global scales on the
-            buffers' device; ``None`` for fp4_mx_block16.
+        k_scale, v_scale: `uint8` (or, nvfp4, `float8_e4m3fn`) `[slots, H*D/16]` or
+            `[slots, H, D/16]`, rows contiguous, any other strides (the same for both).
+        recipe: a block-16 recipe with an E4M3 or power-of-two scale (`"nvfp4"`,
+            `"fp4_mx_block16"`, ...; the kernel's formats are read off the recipes).
+        k_global, v_global: recipes with a global scale only: `float32 [1]` (or 0-d) decode
+            global scales on the buffers' device; `None` otherwise.
     """
 
     k: torch.Tensor
@@ -113,26 +113,26 @@ def fp4_layer(pool: MHATokenToKVPoolFP4, layer: object) -> FP4KVLayer:
     i = resolve_layer_id(layer, pool.start_layer, pool.layer_num)
     t = pool.layer_tensors(layer)
     gk = gv = None
-    if pool.recipe.name == "nvfp4":
+    if pool.recipe.global_scale is not None:
         gk, gv = pool.k_scales[i : i + 1], pool.v_scales[i : i + 1]
     return FP4KVLayer(t["k"], t["v"], t["k_scale"], t["v_scale"], pool.recipe.name, gk, gv)
 
 
 REL_RMS_LIMIT = 1e-2
-"""Second, statistical criterion on a GPU: ``rms(kernel - oracle) / rms(oracle) <= 1e-2``.
+"""Second, statistical criterion on a GPU: `rms(kernel - oracle) / rms(oracle) <= 1e-2`.
 
-The bound of :func:`attention_tolerance` is a worst case: at full size (thousands of tokens, large
+The bound of `attention_tolerance` is a worst case: at full size (thousands of tokens, large
 score sums) it grows past the outputs' own magnitude and could not catch a wrong result. Typical
-errors are far smaller: rounding ``q`` and the softmax weights to bf16 perturbs each term by about
-``2**-9`` relative, and the relative RMS error of the output stays near that (about ``1e-3`` seen
+errors are far smaller: rounding `q` and the softmax weights to bf16 perturbs each term by about
+`2**-9` relative, and the relative RMS error of the output stays near that (about `1e-3` seen
 on an H100 at the headline shape). A mistake in decoding or in folding a scale moves the output by
-a relative O(1) amount, so ``1e-2`` separates the two with margin either way.
+a relative O(1) amount, so `1e-2` separates the two with margin either way.
 """
 
 
 def attention_close(got: torch.Tensor, ref: torch.Tensor, tolerance: float, gpu: bool) -> tuple[bool, float, float]:
-    """``(ok, max_abs_err, rel_rms_err)``: within :func:`attention_tolerance`, and on a GPU also
-    within :data:`REL_RMS_LIMIT`.
+    """`(ok, max_abs_err, rel_rms_err)`: within `attention_tolerance`, and on a GPU also
+    within `REL_RMS_LIMIT`.
 
     Examples:
         >>> import torch
@@ -155,25 +155,25 @@ def attention_tolerance(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sm_sc
     """Largest abs error allowed between this kernel and the float64 oracle, for one case.
 
     The kernel differs from the oracle only by its own float arithmetic: the dequantized K/V values
-    are exact (tested bit for bit). Let ``S = sm_scale * max_{h,t} sum_d |q_d k_d|`` (the largest
-    absolute score sum) and ``u`` the relative error of the products feeding the softmax and the
-    output. A score is then off by at most ``u * S`` (natural-log units), every softmax weight by
-    a factor within ``exp(+-2uS)``, and the output, a convex combination of V rows, by at most
-    ``(exp(2uS) - 1 + u) * max|V| ~= u * (1 + 2S) * max|V|``. Values of ``u``:
+    are exact (tested bit for bit). Let `S = sm_scale * max_{h,t} sum_d |q_d k_d|` (the largest
+    absolute score sum) and `u` the relative error of the products feeding the softmax and the
+    output. A score is then off by at most `u * S` (natural-log units), every softmax weight by
+    a factor within `exp(+-2uS)`, and the output, a convex combination of V rows, by at most
+    `(exp(2uS) - 1 + u) * max|V| ~= u * (1 + 2S) * max|V|`. Values of `u`:
 
-    * interpreter (``INTERP``: float32 dots): all float32 (unit roundoff ``2**-24``); sums of ``D`` products,
-      ``N`` weights and the split merge grow it linearly (the standard ``gamma_n = n u``), so
-      ``u = (D + N + 64) * 2**-24``: a worst case that random data stays well below;
-    * GPU: ``q`` and ``p`` enter ``tl.dot`` as bf16 (each rounded once, relative ``2**-9``;
-      decoded FP4 and FP8 values are exact in bf16), float32 accumulation: ``u = 2 * 2**-9``.
+    * interpreter (`INTERP`: float32 dots): all float32 (unit roundoff `2**-24`); sums of `D` products,
+      `N` weights and the split merge grow it linearly (the standard `gamma_n = n u`), so
+      `u = (D + N + 64) * 2**-24`: a worst case that random data stays well below;
+    * GPU: `q` and `p` enter `tl.dot` as bf16 (each rounded once, relative `2**-9`;
+      decoded FP4 and FP8 values are exact in bf16), float32 accumulation: `u = 2 * 2**-9`.
 
     Args:
-        q: ``[B, Hq, D]`` queries (as the kernel saw them: round to bf16 first for the GPU bound).
-        k: the dequantized keys the requests read, ``[T, Hkv, D]`` (any float dtype).
+        q: `[B, Hq, D]` queries (as the kernel saw them: round to bf16 first for the GPU bound).
+        k: the dequantized keys the requests read, `[T, Hkv, D]` (any float dtype).
         v: the dequantized values, same shape.
         sm_scale: the softmax scale.
         n_max: the longest request.
-        gpu: which ``u``.
+        gpu: which `u`.
 
     Returns:
         The bound, a float.
@@ -272,9 +272,9 @@ _ONES: dict[torch.device, torch.Tensor] = {}
 
 
 def _scale_tensor(g, name: str, device: torch.device) -> torch.Tensor:
-    """A float32 one-element tensor on ``device`` from a float or a tensor (never read on the host).
+    """A float32 one-element tensor on `device` from a float or a tensor (never read on the host).
 
-    ``None`` gives a cached ``1.0`` (no host-to-device copy per call, so a call with no scales can
+    `None` gives a cached `1.0` (no host-to-device copy per call, so a call with no scales can
     be captured in a CUDA graph); a Python float is copied to the device on every call.
     """
     if g is None:
@@ -316,37 +316,37 @@ def decode_attention_fp4(
     """Decode attention of one query token per request over its FP4-cached K/V, read in place.
 
     Args:
-        q: ``float32``/``bfloat16``/``float16 [B, Hq, D]``, ``Hq`` a multiple of the pool's KV heads,
-            ``D`` in :data:`HEAD_DIMS`.
-        pool_or_buffers: an :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4` (then ``layer`` picks
-            the layer) or an :class:`FP4KVLayer` (then ``layer`` must be ``None``).
-        layer: global layer id (or an object with ``.layer_id``), or ``None`` for raw buffers.
-        kv_indptr: ``int32``/``int64 [B + 1]``; request ``b`` reads slots
-            ``kv_indices[kv_indptr[b]:kv_indptr[b + 1]]`` in sequence order (at least one).
-        kv_indices: ``int32``/``int64`` slots.
-        sm_scale: softmax scale, default ``1 / sqrt(D)``.
+        q: `float32`/`bfloat16`/`float16 [B, Hq, D]`, `Hq` a multiple of the pool's KV heads,
+            `D` in `HEAD_DIMS`.
+        pool_or_buffers: an `MHATokenToKVPoolFP4` (then `layer` picks
+            the layer) or an `FP4KVLayer` (then `layer` must be `None`).
+        layer: global layer id (or an object with `.layer_id`), or `None` for raw buffers.
+        kv_indptr: `int32`/`int64 [B + 1]`; request `b` reads slots
+            `kv_indices[kv_indptr[b]:kv_indptr[b + 1]]` in sequence order (at least one).
+        kv_indices: `int32`/`int64` slots.
+        sm_scale: softmax scale, default `1 / sqrt(D)`.
         num_kv_splits: KV splits per request (stage-1 programs along the sequence).
-        page_size: ``1``: every token's slot is gathered from ``kv_indices``. ``> 1``: the
-            page-table shortcut, reading ``kv_indices`` once per page; requires that request
-            token ``t`` sits at slot ``kv_indices[kv_indptr[b] + t - t % P] + t % P`` (SGLang's
-            paged allocator; checked when ``validate``).
-        out_dtype: ``float32`` (default) or ``bfloat16``.
-        validate: check ``kv_indptr``/``kv_indices`` values (lengths >= 1, slots in range, page
-            layout). This reads them on the host, which synchronises a GPU: pass ``False`` in a
+        page_size: `1`: every token's slot is gathered from `kv_indices`. `> 1`: the
+            page-table shortcut, reading `kv_indices` once per page; requires that request
+            token `t` sits at slot `kv_indices[kv_indptr[b] + t - t % P] + t % P` (SGLang's
+            paged allocator; checked when `validate`).
+        out_dtype: `float32` (default) or `bfloat16`.
+        validate: check `kv_indptr`/`kv_indices` values (lengths >= 1, slots in range, page
+            layout). This reads them on the host, which synchronises a GPU: pass `False` in a
             serving loop or a CUDA graph.
-        decode: how E2M1 codes become numbers (:data:`DECODES`): ``"placement"`` (pure Triton, the
-            default, runs everywhere), ``"prmt"`` or ``"prmt_bf16"`` (inline-PTX lookup tables, GPU
-            only), ``"cvt_f16"`` (nvfp4 only: E2M1 bits placed as E4M3 and converted by the GPU's
-            packed ``cvt``, fp16 tensor-core dots; under the interpreter its pure-Triton twin runs).
+        decode: how E2M1 codes become numbers (`DECODES`): `"placement"` (pure Triton, the
+            default, runs everywhere), `"prmt"` or `"prmt_bf16"` (inline-PTX lookup tables, GPU
+            only), `"cvt_f16"` (nvfp4 only: E2M1 bits placed as E4M3 and converted by the GPU's
+            packed `cvt`, fp16 tensor-core dots; under the interpreter its pure-Triton twin runs).
             See the variant log.
-        **launch: ``block_n``, ``num_warps``, ``num_stages``, ``prefetch`` overrides of :data:`TUNING`
+        **launch: `block_n`, `num_warps`, `num_stages`, `prefetch` overrides of `TUNING`
             (benchmarks).
 
     Returns:
-        ``out_dtype [B, Hq, D]``.
+        `out_dtype [B, Hq, D]`.
 
     Raises:
-        TypeError, ValueError, IndexError: as :func:`nvfp4_kvcache.attention.decode_attention`
+        TypeError, ValueError, IndexError: as `nvfp4_kvcache.attention.decode_attention`
             (bad shapes, dtypes, devices, layer, empty requests, slots out of range).
     """
     if isinstance(pool_or_buffers, MHATokenToKVPoolFP4):
@@ -357,8 +357,9 @@ def decode_attention_fp4(
         fl = pool_or_buffers
     else:
         raise TypeError(f"pool_or_buffers must be an MHATokenToKVPoolFP4 or FP4KVLayer, got {type(pool_or_buffers).__name__}")
-    if fl.recipe not in ("nvfp4", "fp4_mx_block16"):
-        raise ValueError(f"recipe must be 'nvfp4' or 'fp4_mx_block16', got {fl.recipe!r}")
+    if fl.recipe not in _FP4_RECIPES:
+        raise ValueError(f"recipe must be one of {_FP4_RECIPES}, got {fl.recipe!r}")
+    recipe = get_recipe(fl.recipe)
     for name in ("k", "v"):
         t = getattr(fl, name)
         if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1:
@@ -385,11 +386,11 @@ def decode_attention_fp4(
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     for name, t in (("k", fl.k), ("v", fl.v), ("k_scale", ks), ("v_scale", vs)):
         _same_device(name, t, q)
-    if fl.recipe == "nvfp4":
+    if recipe.global_scale is not None:
         if fl.k_global is None or fl.v_global is None:
-            raise ValueError("nvfp4 needs k_global and v_global (float32 decode global scales)")
+            raise ValueError(f"{fl.recipe} needs k_global and v_global (float32 decode global scales)")
     elif fl.k_global is not None or fl.v_global is not None:
-        raise ValueError("fp4_mx_block16 has no global scale; pass k_global=v_global=None")
+        raise ValueError(f"{fl.recipe} has no global scale; pass k_global=v_global=None")
     gk = _scale_tensor(fl.k_global, "k_global", q.device)
     gv = _scale_tensor(fl.v_global, "v_global", q.device)
     page = _check_page(page_size)
@@ -402,7 +403,7 @@ def decode_attention_fp4(
     if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
-    if decode == "cvt_f16" and fl.recipe != "nvfp4":
+    if decode == "cvt_f16" and recipe.scale.torch_dtype is not torch.float8_e4m3fn:
         raise ValueError("decode='cvt_f16' needs E4M3 block scales (nvfp4): a power-of-two scale times an "
                          "E2M1 value does not fit float16 in general")
     fmt = _k.FMT_IDS[fl.recipe]
@@ -439,27 +440,27 @@ def decode_attention_dense(
     validate: bool = True,
     **launch: int,
 ) -> torch.Tensor:
-    """The same kernel over a ``bfloat16`` or ``float8_e4m3fn`` cache (the baselines).
+    """The same kernel over a `bfloat16` or `float8_e4m3fn` cache (the baselines).
 
     Args:
-        q: as :func:`decode_attention_fp4`.
-        k_buffer: ``bfloat16`` or ``float8_e4m3fn [slots, H, D]``, each ``[D]`` row contiguous (any
+        q: as `decode_attention_fp4`.
+        k_buffer: `bfloat16` or `float8_e4m3fn [slots, H, D]`, each `[D]` row contiguous (any
             slot and head strides: slot-major as SGLang's pool, or a head-major view).
-        v_buffer: same dtype, shape and strides as ``k_buffer``.
-        kv_indptr: as :func:`decode_attention_fp4`.
-        kv_indices: as :func:`decode_attention_fp4`.
-        k_scale: FP8 per-tensor K decode scale (float or ``float32`` one-element tensor; default 1.0),
-            folded into the softmax scale. Must be ``None`` for bf16.
+        v_buffer: same dtype, shape and strides as `k_buffer`.
+        kv_indptr: as `decode_attention_fp4`.
+        kv_indices: as `decode_attention_fp4`.
+        k_scale: FP8 per-tensor K decode scale (float or `float32` one-element tensor; default 1.0),
+            folded into the softmax scale. Must be `None` for bf16.
         v_scale: the same for V, folded into the output.
-        sm_scale: as :func:`decode_attention_fp4`.
-        num_kv_splits: as :func:`decode_attention_fp4`.
-        page_size: as :func:`decode_attention_fp4`.
-        out_dtype: as :func:`decode_attention_fp4`.
-        validate: as :func:`decode_attention_fp4`.
-        **launch: as :func:`decode_attention_fp4`.
+        sm_scale: as `decode_attention_fp4`.
+        num_kv_splits: as `decode_attention_fp4`.
+        page_size: as `decode_attention_fp4`.
+        out_dtype: as `decode_attention_fp4`.
+        validate: as `decode_attention_fp4`.
+        **launch: as `decode_attention_fp4`.
 
     Returns:
-        ``out_dtype [B, Hq, D]``.
+        `out_dtype [B, Hq, D]`.
 
     Examples:
         >>> import torch

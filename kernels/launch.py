@@ -1,16 +1,17 @@
-"""Launchers of the Triton FP4 kernels (``nvfp4_kvcache_triton.launch``): same signatures, shapes and errors as their PyTorch twins.
+"""Launchers of the Triton FP4 kernels (`nvfp4_kvcache_triton.launch`): same signatures, shapes and errors as their PyTorch twins.
 
-=========================  ====================================================  =======================
-function                   what                                                  twin
-=========================  ====================================================  =======================
-:func:`quantize`           ``x[..., N]`` -> :class:`FP4Quantized`                 ``nvfp4_kvcache.quantize``
-:func:`dequantize`         :class:`FP4Quantized` -> ``dtype[..., N]``             ``nvfp4_kvcache.dequantize``
-:func:`dequantize_parts`   loose ``packed`` + ``scales`` -> values                ``Recipe.dequantize_parts``
-:func:`gather_dequantize`  slots ``loc`` of a pool layer -> ``[n, H, D]``         :mod:`nvfp4_kvcache_triton.reference`
-:func:`store_kv`           quantize K and V and scatter them into a pool layer   :mod:`nvfp4_kvcache_triton.reference`
-=========================  ====================================================  =======================
+| function | what | twin |
+|---|---|---|
+| `quantize` | `x[..., N]` -> `FP4Quantized` | `nvfp4_kvcache.quantize` |
+| `dequantize` | `FP4Quantized` -> `dtype[..., N]` | `nvfp4_kvcache.dequantize` |
+| `dequantize_parts` | loose `packed` + `scales` -> values | `Recipe.dequantize_parts` |
+| `gather_dequantize` | slots `loc` of a pool layer -> `[n, H, D]` | `nvfp4_kvcache_triton.reference` |
+| `store_kv` | quantize K and V and scatter them into a pool layer | `nvfp4_kvcache_triton.reference` |
 
-Tensors must be on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1`` set before Triton is
+Every recipe of `nvfp4_kvcache.recipes.RECIPES` runs here: the quantize kernel branches on the
+recipe's `kernel_id`, the dequantize kernel on its scale format.
+
+Tensors must be on a CUDA device, or on the CPU with `TRITON_INTERPRET=1` set before Triton is
 imported (Triton's interpreter, which CI uses).
 """
 
@@ -22,7 +23,7 @@ import triton
 
 from nvfp4_kvcache_triton import _checks
 from nvfp4_kvcache_triton._triton import fp4
-from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id
 from nvfp4_kvcache.checks import check_float_input
 from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 
@@ -43,9 +44,9 @@ TUNING: dict[str, int] = {
     "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
     "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
 }
-"""Tile sizes and warps: the fastest of the sweeps that ``scripts/bench_quant_kernels.py`` ran on an
+"""Tile sizes and warps: the fastest of the sweeps that `scripts/bench_quant_kernels.py` ran on an
 H100 (store_kv and dequantize, 131072 x 8 x 128 bf16, per recipe; the rows are kept in
-``docs/data/perf/quant_kernels_tuning.json``). Under the interpreter only ``interpret_elems`` counts."""
+`docs/data/perf/quant_kernels_tuning.json`). Under the interpreter only `interpret_elems` counts."""
 
 _OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.float16: fp4.OUT_F16,
              torch.float64: fp4.OUT_F64}
@@ -63,8 +64,8 @@ def _dummy(device: torch.device) -> torch.Tensor:
 
 
 def _tile(row: int, n_rows: int, kind: str, recipe: str) -> tuple[int, int, int]:
-    """(ROWP, TOK, num_warps) for rows of ``row`` elements (``TUNING["{kind}_elems:{recipe}"]``
-    overrides ``TUNING["{kind}_elems"]``, likewise for warps)."""
+    """(ROWP, TOK, num_warps) for rows of `row` elements (`TUNING["{kind}_elems:{recipe}"]`
+    overrides `TUNING["{kind}_elems"]`, likewise for warps)."""
     rowp = triton.next_power_of_2(row)
     elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
     warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
@@ -76,7 +77,7 @@ def _tile(row: int, n_rows: int, kind: str, recipe: str) -> tuple[int, int, int]
 
 
 def _flat_row(n_elems: int, block: int) -> int:
-    """Longest row ``block * 2**j`` (<= max_row) that cuts a flat tensor of ``n_elems`` evenly."""
+    """Longest row `block * 2**j` (<= max_row) that cuts a flat tensor of `n_elems` evenly."""
     row = block
     while row * 2 <= max(TUNING["max_row"], block) and n_elems % (row * 2) == 0:
         row *= 2
@@ -99,14 +100,14 @@ def _input_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
 
 
 def _word_view(x: torch.Tensor) -> torch.Tensor:
-    """Rows ``[t, n]`` of a 16-bit tensor (even row stride and offset) as int32 words ``[t, n // 2]``."""
+    """Rows `[t, n]` of a 16-bit tensor (even row stride and offset) as int32 words `[t, n // 2]`."""
     t, n = x.shape
     w = torch.empty(0, dtype=torch.int32, device=x.device)
     return w.set_(x.untyped_storage(), x.storage_offset() // 2, (t, n // 2), (x.stride(0) // 2, 1))
 
 
 def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
-    """``pairs``: one or two ``(x2d, packed, scales, g)``; row ``r`` of ``x2d`` -> slot ``loc[r]``."""
+    """`pairs`: one or two `(x2d, packed, scales, g)`; row `r` of `x2d` -> slot `loc[r]`."""
     rowp, tok, warps = _tile(row, n_rows, "quantize", recipe.name)
     args = []
     for x, packed, scales, g in pairs:
@@ -131,27 +132,27 @@ def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, lo
     fp4.dequantize_kernel[grid](
         packed, p_stride, scales, s_stride, g if g is not None else _dummy(packed.device),
         loc if loc is not None else packed, out_view, n_rows,
-        RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
+        SCALE=scale_id(recipe), BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
         OUT_KIND=_OUT_KIND[out.dtype], HAS_LOC=loc is not None, HW_CAST=not _interpreting(),
         num_warps=warps,
     )
 
 
 def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = None) -> FP4Quantized:
-    """Quantize ``x[..., N]`` with a recipe: bit for bit :func:`nvfp4_kvcache.quantize`.
+    """Quantize `x[..., N]` with a recipe: bit for bit `nvfp4_kvcache.quantize`.
 
     Args:
-        x: ``float32``, ``bfloat16`` or ``float16``, ``N`` a multiple of the recipe's block size;
-            any strides (a non-contiguous ``x`` is copied first).
-        recipe: ``"fp4_mx_block16"``, ``"nvfp4"`` or ``"mxfp4"`` (or a :class:`Recipe`).
-        global_scale: ``nvfp4`` only: the ``float32`` decode multiplier (a float or a 1-element
-            ``float32`` tensor; a CUDA tensor's value is not checked, which would synchronise).
+        x: `float32`, `bfloat16` or `float16`, `N` a multiple of the recipe's block size;
+            any strides (a non-contiguous `x` is copied first).
+        recipe: a name of `RECIPES` (or a `Recipe`).
+        global_scale: recipes with a global scale only: the `float32` decode multiplier (a float or a 1-element
+            `float32` tensor; a CUDA tensor's value is not checked, which would synchronise).
 
     Returns:
-        :class:`FP4Quantized`: ``packed`` ``uint8 [..., N // 2]``, ``scales`` ``uint8 [..., N // B]``.
+        `FP4Quantized`: `packed` `uint8 [..., N // 2]`, `scales` `uint8 [..., N // B]`.
 
     Raises:
-        TypeError, ValueError: as :func:`nvfp4_kvcache.quantize`; also for a tensor on a device
+        TypeError, ValueError: as `nvfp4_kvcache.quantize`; also for a tensor on a device
             the kernels cannot reach.
     """
     r = get_recipe(recipe)
@@ -180,9 +181,9 @@ def dequantize_parts(
     global_scale: object = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Decode loose ``packed [..., N/2]`` + ``scales [..., N/B]``: bit for bit ``Recipe.dequantize_parts``.
+    """Decode loose `packed [..., N/2]` + `scales [..., N/B]`: bit for bit `Recipe.dequantize_parts`.
 
-    Every value is computed in ``float32`` and rounded once (to nearest even) to ``dtype``.
+    Every value is computed in `float32` and rounded once (to nearest even) to `dtype`.
     """
     r = get_recipe(recipe)
     g = _checks.check_dequantize_parts(r, packed, scales, global_scale, dtype)
@@ -198,7 +199,7 @@ def dequantize_parts(
 
 
 def dequantize(q: FP4Quantized, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Decode an :class:`FP4Quantized` with the recipe that made it (as :func:`nvfp4_kvcache.dequantize`)."""
+    """Decode an `FP4Quantized` with the recipe that made it (as `nvfp4_kvcache.dequantize`)."""
     return dequantize_parts(q.packed, q.scales, q.recipe, q.global_scale, dtype)
 
 
@@ -212,23 +213,23 @@ def gather_dequantize(
     *,
     check_slots: bool = True,
 ) -> torch.Tensor:
-    """Decode the slots ``loc`` of one pool layer.
+    """Decode the slots `loc` of one pool layer.
 
     Args:
-        packed: ``uint8 [slots, H, D/2]`` (each slot contiguous).
-        scales: ``uint8 [slots, H*D/B]`` or ``[slots, H, D/B]``.
-        loc: ``int32``/``int64 [n]`` slot indices in ``[0, slots)``.
-        recipe: as :func:`dequantize_parts`.
-        global_scale: as :func:`dequantize_parts`.
+        packed: `uint8 [slots, H, D/2]` (each slot contiguous).
+        scales: `uint8 [slots, H*D/B]` or `[slots, H, D/B]`.
+        loc: `int32`/`int64 [n]` slot indices in `[0, slots)`.
+        recipe: as `dequantize_parts`.
+        global_scale: as `dequantize_parts`.
         dtype: output dtype.
-        check_slots: check that every slot is in range (reads ``loc``, which synchronises a GPU;
-            pass ``False`` inside CUDA-graph capture, where the caller guarantees the slots).
+        check_slots: check that every slot is in range (reads `loc`, which synchronises a GPU;
+            pass `False` inside CUDA-graph capture, where the caller guarantees the slots).
 
     Raises:
-        IndexError: a slot out of range (with ``check_slots``).
+        IndexError: a slot out of range (with `check_slots`).
 
     Returns:
-        ``dtype [n, H, D]``, row ``i`` decoded from slot ``loc[i]``.
+        `dtype [n, H, D]`, row `i` decoded from slot `loc[i]`.
     """
     r = get_recipe(recipe)
     h, d = _checks.check_pool_layer(r, packed, scales, "pool")
@@ -258,28 +259,28 @@ def store_kv(
     *,
     check_slots: bool = True,
 ) -> None:
-    """Quantize K and V and write them to slots ``loc`` of one pool layer, in one launch.
+    """Quantize K and V and write them to slots `loc` of one pool layer, in one launch.
 
-    Byte for byte ``k_data[loc] = quantize(k).packed``, ``k_scales[loc] = quantize(k).scales``
+    Byte for byte `k_data[loc] = quantize(k).packed`, `k_scales[loc] = quantize(k).scales`
     (reshaped to the buffer's layout), and the same for V.
 
     Args:
-        k: ``[tokens, H, D]`` float32/bfloat16/float16; each token's ``[H, D]`` contiguous
+        k: `[tokens, H, D]` float32/bfloat16/float16; each token's `[H, D]` contiguous
             (a strided slice of a fused QKV output is fine).
-        v: same shape and dtype as ``k``.
-        loc: ``int32``/``int64 [tokens]`` destination slots in ``[0, slots)``, distinct except
+        v: same shape and dtype as `k`.
+        loc: `int32`/`int64 [tokens]` destination slots in `[0, slots)`, distinct except
             the padding slot 0.
-        k_data: ``uint8 [slots, H, D/2]``.
-        v_data: like ``k_data``.
-        k_scales: ``uint8 [slots, H*D/B]`` (SGLang's fp4_mx_block16 layout) or
-            ``[slots, H, D/B]`` (its nvfp4 layout).
-        v_scales: like ``k_scales``.
+        k_data: `uint8 [slots, H, D/2]`.
+        v_data: like `k_data`.
+        k_scales: `uint8 [slots, H*D/B]` (SGLang's fp4_mx_block16 layout) or
+            `[slots, H, D/B]` (its nvfp4 layout).
+        v_scales: like `k_scales`.
         recipe: recipe name or object.
-        k_global_scale: ``nvfp4`` only: ``float32`` decode multiplier of K. A tensor's value is
+        k_global_scale: recipes with a global scale only: `float32` decode multiplier of K. A tensor's value is
             not checked here (reading it would synchronise the device).
         v_global_scale: the same for V.
         check_slots: check the slots (range, no repeats) before writing anything. It reads
-            ``loc``, which synchronises a GPU: pass ``False`` inside CUDA-graph capture, where the
+            `loc`, which synchronises a GPU: pass `False` inside CUDA-graph capture, where the
             caller guarantees valid slots (an out-of-range slot then writes out of bounds).
 
     Raises:

@@ -2,25 +2,28 @@
 
 Per token and layer, on one tensor-parallel rank:
 
-* MHA/GQA: ``2 * heads_per_rank * head_dim`` elements (K and V), ``heads_per_rank =
-  max(1, num_kv_heads // tp)`` (SGLang 0.5.23 ``ModelConfig.get_num_kv_heads`` in
-  ``python/sglang/srt/configs/model_config.py``: KV heads split across ranks, replicated when
+* MHA/GQA: `2 * heads_per_rank * head_dim` elements (K and V), `heads_per_rank =
+  max(1, num_kv_heads // tp)` (SGLang 0.5.23 `ModelConfig.get_num_kv_heads` in
+  `python/sglang/srt/configs/model_config.py`: KV heads split across ranks, replicated when
   there are fewer heads than ranks);
-* MLA: ``kv_lora_rank + qk_rope_head_dim`` elements, the same on every rank (the latent has no
-  head dimension to split; every rank builds the same ``MLATokenToKVPool``).
+* MLA: `kv_lora_rank + qk_rope_head_dim` elements, the same on every rank (the latent has no
+  head dimension to split; every rank builds the same `MLATokenToKVPool`).
 
-Bytes for ``n`` elements of each KV dtype: ``bf16`` ``2n``; ``fp8_e4m3`` ``n`` (its per-tensor
-scale ignored); ``fp4_mx_block16`` and ``nvfp4`` ``n/2 + n/16`` (NVFP4's two float32 global
-scales per layer ignored); ``mxfp4`` ``n/2 + n/32``. This matches upstream's
-``compute_cell_size`` for the FP4 recipes, without NVFP4's optional FP8 prefill workspace.
+Bytes for `n` elements of each KV dtype: `bf16` `2n`; `fp8_e4m3` `n` (its per-tensor
+scale ignored); each FP4 recipe `n/2` plus one scale byte per block, read off the recipe
+(`n/2 + n/16` for the block-16 recipes, `n/2 + n/32` for MXFP4; the float32 global scales per
+layer ignored). This matches upstream's `compute_cell_size` for the FP4 recipes, without NVFP4's
+optional FP8 prefill workspace.
 
-``tokens = floor((gpu_bytes * mem_fraction - weight_bytes / tp) / (bytes_per_token_per_layer * layers))``
-with the weights split evenly across ranks and ``mem_fraction`` the share of memory given to
+`tokens = floor((gpu_bytes * mem_fraction - weight_bytes / tp) / (bytes_per_token_per_layer * layers))`
+with the weights split evenly across ranks and `mem_fraction` the share of memory given to
 weights plus KV cache (activations, CUDA graphs and workspaces take the rest).
 
-Command line::
+Command line:
 
-    python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
+``text
+python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
+``
 
 Examples:
     >>> from nvfp4_kvcache.capacity import kv_bytes_per_token_per_layer, tokens_that_fit
@@ -40,6 +43,7 @@ import sys
 from dataclasses import dataclass
 
 from nvfp4_kvcache.model_configs import MODELS, ModelConfig, param_groups
+from nvfp4_kvcache.recipes import RECIPES, get_recipe
 
 __all__ = [
     "KV_DTYPES",
@@ -59,17 +63,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KVDtype:
-    """Storage of one KV element: ``bits`` of data plus one 8-bit scale per ``block`` elements."""
+    """Storage of one KV element: `bits` of data plus one `scale_bits` scale per `block` elements."""
 
     name: str
     bits: int
     block: int | None = None
+    scale_bits: int = 8
 
     def bytes_for(self, n: int) -> float:
-        """Bytes that ``n`` elements take (``n`` a multiple of ``block``)."""
+        """Bytes that `n` elements take (`n` a multiple of `block`)."""
         if self.block and n % self.block:
             raise ValueError(f"{self.name}: {n} elements do not split into blocks of {self.block}")
-        return n * self.bits / 8 + (n // self.block if self.block else 0)
+        return n * self.bits / 8 + (n // self.block * self.scale_bits / 8 if self.block else 0)
 
 
 KV_DTYPES: dict[str, KVDtype] = {
@@ -77,13 +82,11 @@ KV_DTYPES: dict[str, KVDtype] = {
     for d in (
         KVDtype("bf16", 16),
         KVDtype("fp8_e4m3", 8),
-        KVDtype("fp4_mx_block16", 4, 16),
-        KVDtype("nvfp4", 4, 16),
-        KVDtype("mxfp4", 4, 32),
+        *(KVDtype(r.name, r.element.bits, r.block_size, r.scale.bits) for r in RECIPES.values()),
     )
 }
-"""KV cache dtypes of the table. (SGLang 0.5.23 rejects ``--kv-cache-dtype mxfp4``; it is here
-for comparison: OCP MXFP4's block of 32.)"""
+"""KV cache dtypes of the table: BF16, FP8 and every recipe of `RECIPES`. (SGLang 0.5.23
+rejects `--kv-cache-dtype mxfp4`; the recipes no engine pages are here for comparison.)"""
 
 GPUS: dict[str, float] = {"H100": 80e9, "H200": 141e9, "B200": 180e9}
 """GPU -> memory in bytes: the nominal capacities (80, 141 and 180 GB) taken as 10**9 bytes."""
@@ -115,7 +118,7 @@ def _tp(tp: int) -> int:
 
 
 def kv_heads_per_rank(model: str | ModelConfig, tp: int = 1) -> int:
-    """KV heads one rank stores: ``max(1, num_kv_heads // tp)`` (MHA); 1 latent "head" for MLA.
+    """KV heads one rank stores: `max(1, num_kv_heads // tp)` (MHA); 1 latent "head" for MLA.
 
     Examples:
         >>> kv_heads_per_rank("Llama-3.1-8B", tp=2), kv_heads_per_rank("Llama-3.1-8B", tp=16)
@@ -129,7 +132,7 @@ def kv_bytes_per_token_per_layer(model: str | ModelConfig, kv_dtype: str, tp: in
     """KV bytes of one token in one layer on one rank (K and V for MHA, the latent for MLA).
 
     Raises:
-        ValueError: unknown model or dtype, bad ``tp``.
+        ValueError: unknown model or dtype, bad `tp`.
     """
     m, d = _model(model), _dtype(kv_dtype)
     if m.attention == "mla":
@@ -143,12 +146,13 @@ def kv_bytes_per_token(
     """KV bytes of one token over all layers, on one rank.
 
     Args:
-        nvfp4_prefill_workspace: ``nvfp4`` MHA only: add the FP8 E4M3 K/V workspace that SGLang
-            allocates once for all layers when prefill runs FlashInfer on dequantized KV
-            (``2 * heads_per_rank * head_dim`` bytes per token; ``NVFP4KVCacheMethod.compute_cell_size``).
+        nvfp4_prefill_workspace: MHA with a two-level (global-scale) recipe only: add the FP8 E4M3
+            K/V workspace that SGLang allocates once for all layers when prefill runs FlashInfer
+            on dequantized KV (`2 * heads_per_rank * head_dim` bytes per token;
+            `NVFP4KVCacheMethod.compute_cell_size`).
 
     Raises:
-        ValueError: unknown model or dtype, bad ``tp``, or a workspace asked for another dtype/MLA.
+        ValueError: unknown model or dtype, bad `tp`, or a workspace asked for another dtype/MLA.
 
     Examples:
         >>> kv_bytes_per_token("DeepSeek-V3", "fp4_mx_block16")   # 61 layers x 324
@@ -159,14 +163,14 @@ def kv_bytes_per_token(
     m = _model(model)
     total = m.num_layers * kv_bytes_per_token_per_layer(m, kv_dtype, tp)
     if nvfp4_prefill_workspace:
-        if kv_dtype != "nvfp4" or m.attention != "mha":
-            raise ValueError("the NVFP4 prefill workspace exists for nvfp4 MHA pools only")
+        if kv_dtype not in RECIPES or get_recipe(kv_dtype).global_scale is None or m.attention != "mha":
+            raise ValueError(f"the NVFP4 prefill workspace exists for MHA pools of a recipe with a global scale; got {kv_dtype!r}")
         total += 2 * kv_heads_per_rank(m, tp) * m.head_dim
     return total
 
 
 def weight_bytes(model: str | ModelConfig) -> float:
-    """Estimated checkpoint bytes (all ranks together), from :func:`param_groups`.
+    """Estimated checkpoint bytes (all ranks together), from `param_groups`.
 
     Examples:
         >>> round(weight_bytes("Llama-3.1-8B") / 1e9, 2)      # 8.03e9 bf16 parameters
@@ -183,12 +187,12 @@ def tokens_that_fit(
     mem_fraction: float = DEFAULT_MEM_FRACTION,
     nvfp4_prefill_workspace: bool = False,
 ) -> int:
-    """KV tokens one rank can hold (the pool's ``size``); 0 when the weights alone do not fit.
+    """KV tokens one rank can hold (the pool's `size`); 0 when the weights alone do not fit.
 
-    ``nvfp4_prefill_workspace`` as in :func:`kv_bytes_per_token`.
+    `nvfp4_prefill_workspace` as in `kv_bytes_per_token`.
 
     Raises:
-        ValueError: unknown model, dtype or GPU; ``mem_fraction`` outside ``(0, 1]``; bad ``tp``.
+        ValueError: unknown model, dtype or GPU; `mem_fraction` outside `(0, 1]`; bad `tp`.
 
     Examples:
         >>> tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8)   # the weights alone do not fit

@@ -5,8 +5,8 @@ saturation, scale underflow and overflow, NaN, infinity, negative zero). The exp
 derived by hand from each recipe's written rules, not by running the oracle, so the tests that
 compare the oracle with them can fail. Kernel tests and the docs use the same list.
 
-Each :class:`Case` is one block: ``values`` lists the non-zero positions (every other element
-is ``+0.0``), ``codes`` the expected non-zero nibbles (every other code is 0).
+Each `Case` is one block: `values` lists the non-zero positions (every other element
+is `+0.0`), `codes` the expected non-zero nibbles (every other code is 0).
 
 Examples:
     >>> from nvfp4_kvcache.cases import CASES, case_input
@@ -44,13 +44,13 @@ class Case:
     """One block and the bytes its recipe must produce for it.
 
     Attributes:
-        name: ``"<recipe>/<what>"``.
+        name: `"<recipe>/<what>"`.
         recipe: recipe name.
-        values: ``{position: float32 value}``; other positions hold ``+0.0``.
-        scale_byte: expected scale byte (E4M3 bits for ``nvfp4``).
-        codes: ``{position: expected 4-bit code}``; other positions expect code 0.
+        values: `{position: float32 value}`; other positions hold `+0.0`.
+        scale_byte: expected scale byte (E4M3 bits for `nvfp4`).
+        codes: `{position: expected 4-bit code}`; other positions expect code 0.
         why: the rule the case pins, in one sentence.
-        global_scale: ``nvfp4`` only.
+        global_scale: `nvfp4` only.
         dtype: input dtype.
     """
 
@@ -65,7 +65,7 @@ class Case:
 
 
 def case_input(case: Case) -> torch.Tensor:
-    """The case's block as a ``[1, block_size]`` tensor of ``case.dtype``."""
+    """The case's block as a `[1, block_size]` tensor of `case.dtype`."""
     n = get_recipe(case.recipe).block_size
     x = torch.zeros(1, n, dtype=torch.float32)
     for i, v in case.values.items():

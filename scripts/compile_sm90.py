@@ -3,16 +3,18 @@
 Triton ships its own ``ptxas``, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
 CPU-only CI box: an error that only the GPU compiler would raise (a shape ``tl.dot`` rejects, an
 unsupported cast, too much shared memory) fails here instead of on the first GPU run. For each
-variant it prints registers, spills and shared memory; with ``--sass`` it also counts SASS
-instructions with the bundled ``cuobjdump``.
+variant it prints registers, spills and shared memory, and fails a variant that spills registers
+(local memory); with `--sass` it also counts SASS instructions with the bundled `cuobjdump`.
 
-Usage::
+Usage:
 
-    python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
-    python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
-    python scripts/compile_sm90.py --sass     # also SASS instruction counts
+```text
+python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
+python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
+python scripts/compile_sm90.py --sass     # also SASS instruction counts
+```
 
-``TRITON_INTERPRET`` must not be set (the interpreter replaces the compiler).
+`TRITON_INTERPRET` must not be set (the interpreter replaces the compiler).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
-from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS  # noqa: E402
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id  # noqa: E402
 from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -72,7 +74,7 @@ def dequantize_variant(recipe: str, out_kind: int, has_loc: bool, row: int, tok:
     types = dict(q_ptr="*u8", q_stride="i32", s_ptr="*u8", s_stride="i32", g_ptr="*fp32",
                  loc_ptr="*i64" if has_loc else "*u8", o_ptr=out_t, n_rows="i32")
     r = RECIPES[recipe]
-    constexprs = dict(RECIPE=RECIPE_IDS[recipe], BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
+    constexprs = dict(SCALE=scale_id(r), BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
                       TOK=tok, OUT_KIND=out_kind, HAS_LOC=has_loc, HW_CAST=True)
     div16 = {"q_ptr", "q_stride", "s_ptr", "g_ptr", "loc_ptr", "o_ptr"}
     return _src(fp4.dequantize_kernel, types, constexprs, div16)
@@ -132,8 +134,13 @@ def main(argv=None) -> int:
             failures += 1
             print(f"FAIL {name}: flush-to-zero float32 instructions in the PTX")
             continue
+        res = resources(k.asm["cubin"])
+        if "LOCAL:0" not in res:  # register spills go to local memory
+            failures += 1
+            print(f"FAIL {name}: register spills ({res})")
+            continue
         extra = f" SASS:{sass_count(k.asm['cubin'])}" if args.sass else ""
-        print(f"ok   {name}: {resources(k.asm['cubin'])}{extra}")
+        print(f"ok   {name}: {res}{extra}")
     print(f"{'FAILED' if failures else 'all compiled'} for sm_90 ({failures} failures), triton {triton.__version__}")
     return 1 if failures else 0
 

@@ -1,8 +1,8 @@
-"""Every number the kernels use, derived from :mod:`nvfp4_kvcache` and wrapped as ``tl.constexpr``.
+"""Every number the kernels use, derived from `nvfp4_kvcache` and wrapped as `tl.constexpr`.
 
-Nothing numeric is retyped here: the E2M1 midpoints come from ``E2M1.magnitudes``, the E4M3 field
-widths from ``E4M3``, the recipe rules (floor, bias, special bytes) from the recipe modules. The
-kernels refer to these module globals, which Triton accepts because each is a ``tl.constexpr``.
+Nothing numeric is retyped here: the E2M1 midpoints come from `E2M1.magnitudes`, the E4M3 field
+widths from `E4M3`, the recipe rules (floor, bias, special bytes) from the recipe modules. The
+kernels refer to these module globals, which Triton accepts because each is a `tl.constexpr`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import struct
 import triton.language as tl
 
 from nvfp4_kvcache.formats import E2M1, E2M1_MAX, E2M1_SIGN_BIT, E4M3, E4M3_MAX, E8M0
+from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, NVFP4, RECIPES, Recipe
 from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     BLOCK16_SCALE,
     INF_BLOCK_SCALE_BYTE,
@@ -25,15 +26,26 @@ from nvfp4_kvcache.recipes.nvfp4 import E4M3_NAN_BYTE
 
 
 def f32(x: float) -> float:
-    """``x`` rounded to the nearest ``float32`` (so a constexpr is exact whatever Triton does with it)."""
+    """`x` rounded to the nearest `float32` (so a constexpr is exact whatever Triton does with it)."""
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-# -- recipe ids (constexpr switch inside the kernels) ------------------------------------------
-RECIPE_IDS: dict[str, int] = {"fp4_mx_block16": 0, "nvfp4": 1, "mxfp4": 2}
-R_BLOCK16 = tl.constexpr(RECIPE_IDS["fp4_mx_block16"])
-R_NVFP4 = tl.constexpr(RECIPE_IDS["nvfp4"])
-R_MXFP4 = tl.constexpr(RECIPE_IDS["mxfp4"])
+# -- recipe ids (constexpr switch inside the quantize kernel), read off the recipes ------------
+RECIPE_IDS: dict[str, int] = {r.name: r.kernel_id for r in RECIPES.values()}
+R_BLOCK16 = tl.constexpr(FP4_MX_BLOCK16.kernel_id)
+R_NVFP4 = tl.constexpr(NVFP4.kernel_id)
+R_MXFP4 = tl.constexpr(MXFP4.kernel_id)
+
+# -- scale decoders (constexpr SCALE of the dequantize kernel), one per scale format -------------
+SCALE_IDS: dict[str, int] = {E4M3.name: 0, BLOCK16_SCALE.name: 1, E8M0.name: 2}
+S_E4M3 = tl.constexpr(SCALE_IDS[E4M3.name])            # E4M3 value (times the global scale)
+S_POW2_INF = tl.constexpr(SCALE_IDS[BLOCK16_SCALE.name])  # 2**(b - 127), byte 255 = +inf
+S_E8M0 = tl.constexpr(SCALE_IDS[E8M0.name])            # 2**(b - 127), byte 255 = NaN
+
+
+def scale_id(recipe: Recipe) -> int:
+    """The dequantize kernel's decoder for a recipe's scale format (`SCALE_IDS[recipe.scale.name]`)."""
+    return SCALE_IDS[recipe.scale.name]
 
 # -- float32 layout (IEEE 754 binary32) --------------------------------------------------------
 F32_MAN_BITS = 23

@@ -1,22 +1,22 @@
 """Triton bodies of the FP4 quantize, store and dequantize kernels (no argument checks here).
 
-Every rule is the oracle's (:mod:`nvfp4_kvcache.recipes`), restated with integer and float32
-arithmetic that gives the same bits on a GPU and under ``TRITON_INTERPRET=1``:
+Every rule is the oracle's (`nvfp4_kvcache.recipes`), restated with integer and float32
+arithmetic that gives the same bits on a GPU and under `TRITON_INTERPRET=1`:
 
 * no float -> fp8 casts (the interpreter rounds them wrongly): E4M3 scales and E2M1 codes are
   rounded by integer arithmetic on the float32 bits; bf16 outputs likewise under the interpreter
-  (``HW_CAST=False``), by the hardware's ``cvt.rn.bf16`` on the GPU;
+  (`HW_CAST=False`), by the hardware's `cvt.rn.bf16` on the GPU;
 * bf16 inputs are read as raw 32-bit words (two elements) and widened by shifts (the interpreter
   flushes bf16 subnormals to zero);
-* divisions that the oracle does in IEEE arithmetic use ``tl.math.div_rn`` (``/`` is approximate
+* divisions that the oracle does in IEEE arithmetic use `tl.math.div_rn` (`/` is approximate
   on the GPU);
-* ``ceil(log2(.))`` of fp4_mx_block16 is computed exactly from the float bits (see
-  :func:`_block16_exponent`), never with a floating-point logarithm.
+* `ceil(log2(.))` of fp4_mx_block16 is computed exactly from the float bits (see
+  `_block16_exponent`), never with a floating-point logarithm.
 
-Tile: a program owns ``TOK`` rows of ``ROW`` elements (``ROWP`` = ``ROW`` rounded up to a power of
+Tile: a program owns `TOK` rows of `ROW` elements (`ROWP` = `ROW` rounded up to a power of
 two, the rest masked). Elements are handled as (even, odd) pairs, the two nibbles of one packed
-byte, and the packed byte is ``code_even | code_odd << 4``. Both lay a tile out as
-``[TOK, NB, BS // 2]`` pairs (``NB`` blocks per row).
+byte, and the packed byte is `code_even | code_odd << 4`. Both lay a tile out as
+`[TOK, NB, BS // 2]` pairs (`NB` blocks per row).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ from nvfp4_kvcache_triton._triton.constants import (
     R_MXFP4,
     R_NVFP4,
     RCP_E2M1_MAX,
+    S_E4M3,
+    S_E8M0,
     RNE_MAGIC,
     RNE_MAGIC_BITS,
     E2M1_DROP,
@@ -89,13 +91,13 @@ IN_F16: tl.constexpr = tl.constexpr(2)    # read as int32 words, two fp16 each
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def e2m1_magnitude(m, TIES_AWAY: tl.constexpr):
-    """``|y|`` (float32, >= 0, not NaN) -> E2M1 magnitude code 0..7 (int32), saturating at 6.
+    """`|y|` (float32, >= 0, not NaN) -> E2M1 magnitude code 0..7 (int32), saturating at 6.
 
-    ``|y| >= 1`` (E2M1 normals): round the float32 mantissa to E2M1's one bit by integer
+    `|y| >= 1` (E2M1 normals): round the float32 mantissa to E2M1's one bit by integer
     arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even, clear the dropped
-    bits; a carry rolls into the exponent), then ``bits >> 22`` is ``exponent << 1 | mantissa``
-    and the code is that minus ``126 << 1``. ``|y| < 1`` (0, 0.5, 1: a fixed step of 0.5):
-    ties-to-even is ``2|y| + 2**23`` rounded by the float32 add; ties-away counts the two
+    bits; a carry rolls into the exponent), then `bits >> 22` is `exponent << 1 | mantissa`
+    and the code is that minus `126 << 1`. `|y| < 1` (0, 0.5, 1: a fixed step of 0.5):
+    ties-to-even is `2|y| + 2**23` rounded by the float32 add; ties-away counts the two
     midpoints 0.25 and 0.75.
     """
     m = tl.minimum(m, E2M1_MAXV)
@@ -111,12 +113,12 @@ def e2m1_magnitude(m, TIES_AWAY: tl.constexpr):
 
 @triton.jit
 def e2m1_decode(c):
-    """E2M1 code (int32, low 4 bits used) -> float32 value, ``-0.0`` for code 8.
+    """E2M1 code (int32, low 4 bits used) -> float32 value, `-0.0` for code 8.
 
-    ``(c & 7) << 22`` read as float32 is the E2M1 magnitude times 2**-126 (the exponent and
+    `(c & 7) << 22` read as float32 is the E2M1 magnitude times 2**-126 (the exponent and
     mantissa fields line up; code 1 lands on the float32 subnormal 2**-127); the sign bit goes to
     bit 31, and one exact multiply by 2**126 restores the value. Needs float32 subnormals (the
-    kernels are compiled without flush-to-zero; ``scripts/compile_sm90.py`` checks the PTX).
+    kernels are compiled without flush-to-zero; `scripts/compile_sm90.py` checks the PTX).
     """
     bits = ((c & E2M1_MAG_MASK) << E2M1_DROP) | ((c & E2M1_SIGN) << 28)
     return bits.to(tl.float32, bitcast=True) * E2M1_DECODE_SCALE
@@ -124,11 +126,11 @@ def e2m1_decode(c):
 
 @triton.jit
 def e4m3_encode(s):
-    """float32 ``s`` (>= 0, maybe +inf, not NaN) -> (E4M3 byte as int32, its float32 value): RNE, saturating at 448.
+    """float32 `s` (>= 0, maybe +inf, not NaN) -> (E4M3 byte as int32, its float32 value): RNE, saturating at 448.
 
-    Normal range (``s >= 2**-6``): round the float32 mantissa to 3 bits by integer arithmetic
-    (add ``0x7FFFF`` plus the lowest kept bit, clear the dropped bits; a carry rolls into the
-    exponent by itself). Subnormal range: ``s * 512`` rounded to an integer (``+ 2**23 - 2**23``,
+    Normal range (`s >= 2**-6`): round the float32 mantissa to 3 bits by integer arithmetic
+    (add `0x7FFFF` plus the lowest kept bit, clear the dropped bits; a carry rolls into the
+    exponent by itself). Subnormal range: `s * 512` rounded to an integer (`+ 2**23 - 2**23`,
     ties to even); 8 is the smallest normal 2**-6, whose byte is also 8.
     """
     s = tl.minimum(s, E4M3_MAXV)
@@ -157,8 +159,8 @@ def e4m3_decode(sb):
 
 @triton.jit
 def pow2_byte_decode(sb, BYTE255_NAN: tl.constexpr):
-    """Byte ``b`` -> ``2**(b - 127)`` (float32; byte 0 is the subnormal 2**-127). Byte 255 is +inf
-    (fp4_mx_block16) or NaN (E8M0, when ``BYTE255_NAN``)."""
+    """Byte `b` -> `2**(b - 127)` (float32; byte 0 is the subnormal 2**-127). Byte 255 is +inf
+    (fp4_mx_block16) or NaN (E8M0, when `BYTE255_NAN`)."""
     b = sb.to(tl.int32) & 0xFF
     bits = tl.where(b > 0, b << 23, F32_TWO_M127_BITS)
     if BYTE255_NAN:
@@ -168,14 +170,14 @@ def pow2_byte_decode(sb, BYTE255_NAN: tl.constexpr):
 
 @triton.jit
 def _block16_exponent(ratio):
-    """``ceil(fl32(log2(ratio)))`` for positive normal float32 ``ratio``, exactly, from its bits.
+    """`ceil(fl32(log2(ratio)))` for positive normal float32 `ratio`, exactly, from its bits.
 
-    With ``ratio = 2**k * (1 + M * 2**-23)``: ``M == 0`` gives ``k``. Otherwise
-    ``log2 = k + d``, ``0 < d < 1``, and the ceiling is ``k + 1`` unless float32 rounds
-    ``k + d`` back to ``k``: that happens when ``d`` is under half an ulp at ``k``, i.e. when
-    ``2 * M < ln2 * 2**j`` with ``2**j`` the largest power of two <= ``n``, ``n = k`` for ``k > 0``
-    and ``n = -k - 1`` for ``k < 0`` (below a power of two the ulp halves). ``k = 0`` or ``-1``:
-    never. Example: ``16 * (1 + 2**-23)`` gives 4, ``2**-4 * (1 + 2**-23)`` gives -3.
+    With `ratio = 2**k * (1 + M * 2**-23)`: `M == 0` gives `k`. Otherwise
+    `log2 = k + d`, `0 < d < 1`, and the ceiling is `k + 1` unless float32 rounds
+    `k + d` back to `k`: that happens when `d` is under half an ulp at `k`, i.e. when
+    `2 * M < ln2 * 2**j` with `2**j` the largest power of two <= `n`, `n = k` for `k > 0`
+    and `n = -k - 1` for `k < 0` (below a power of two the ulp halves). `k = 0` or `-1`:
+    never. Example: `16 * (1 + 2**-23)` gives 4, `2**-4 * (1 + 2**-23)` gives -3.
     """
     rb = ratio.to(tl.int32, bitcast=True)
     k = (rb >> 23) - 127
@@ -190,9 +192,9 @@ def _block16_exponent(ratio):
 def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
     """Per block: amax (float32, NaN blocks flagged) -> (scale byte, element multiplier, keep_a, keep_b).
 
-    The multiplier is what an element is multiplied by before E2M1 rounding: ``fl(1/fl(sf*g))``
-    (nvfp4), ``2**-e`` (fp4_mx_block16), ``2**-shared`` (mxfp4); the last two are exact.
-    ``keep_a``/``keep_b`` say which code bits the oracle forces to 0 (see :func:`encode_elements`).
+    The multiplier is what an element is multiplied by before E2M1 rounding: `fl(1/fl(sf*g))`
+    (nvfp4), `2**-e` (fp4_mx_block16), `2**-shared` (mxfp4); the last two are exact.
+    `keep_a`/`keep_b` say which code bits the oracle forces to 0 (see `encode_elements`).
     """
     amax = tl.where(has_nan, 0.0, amax)
     if RECIPE == R_NVFP4:
@@ -234,16 +236,16 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
 
 @triton.jit
 def encode_elements(x, mult, keep_a, keep_b, RECIPE: tl.constexpr):
-    """float32 elements -> E2M1 codes (int32, 0..15); the per-block arguments broadcast to ``x``.
+    """float32 elements -> E2M1 codes (int32, 0..15); the per-block arguments broadcast to `x`.
 
-    ``nvfp4``: ``keep_a``/``keep_b`` are a sign mask (8 or 0) and a magnitude mask (7 or 0) per
-    block. A NaN block has both 0; a block whose multiplier is 0 (``sf * g`` overflowed, so
-    ``y = x * 0``, NaN for an infinite ``x``) keeps only its signs, as the oracle does. Masking the
-    code bits (one ``LOP3``) replaces a per-element NaN test and select, and makes whatever a NaN
-    ``y`` would give irrelevant.
+    `nvfp4`: `keep_a`/`keep_b` are a sign mask (8 or 0) and a magnitude mask (7 or 0) per
+    block. A NaN block has both 0; a block whose multiplier is 0 (`sf * g` overflowed, so
+    `y = x * 0`, NaN for an infinite `x`) keeps only its signs, as the oracle does. Masking the
+    code bits (one `LOP3`) replaces a per-element NaN test and select, and makes whatever a NaN
+    `y` would give irrelevant.
 
-    ``fp4_mx_block16``, ``mxfp4``: ``keep_a`` is the block's ok flag (False: every code 0);
-    ``keep_b`` is unused. (The mask form was measured slower for these two recipes on an H100.)
+    `fp4_mx_block16`, `mxfp4`: `keep_a` is the block's ok flag (False: every code 0);
+    `keep_b` is unused. (The mask form was measured slower for these two recipes on an H100.)
     """
     y = x * mult
     if RECIPE == R_NVFP4:
@@ -266,14 +268,14 @@ def encode_elements(x, mult, keep_a, keep_b, RECIPE: tl.constexpr):
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _max_nan(a, b):
-    """max that propagates NaN (``max.NaN.f32``); plain ``tl.maximum`` drops NaN on the GPU."""
+    """max that propagates NaN (`max.NaN.f32`); plain `tl.maximum` drops NaN on the GPU."""
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
 @triton.jit
 def _load_pairs(ptr, rows, x_stride, n_rows, IN_KIND: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
                 TOK: tl.constexpr):
-    """Rows ``[TOK, ROWP]`` of the input as (even, odd) float32 element pairs, each ``[TOK, ROWP // 2]``."""
+    """Rows `[TOK, ROWP]` of the input as (even, odd) float32 element pairs, each `[TOK, ROWP // 2]`."""
     rmask = rows < n_rows
     if IN_KIND == IN_F32:
         cols = tl.arange(0, ROWP)
@@ -329,8 +331,8 @@ def quantize_kernel(x0, xs0, q0, qs0, s0, ss0, g0,
                     loc_ptr, n_rows,
                     RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
                     TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr):
-    """Quantize rows of ``x`` into ``q`` (packed) and ``s`` (scale bytes), row ``r`` going to slot
-    ``loc[r]`` (or ``r``). Grid ``(cdiv(n_rows, TOK), n)``: axis 1 picks tensor 0 (K) or 1 (V)."""
+    """Quantize rows of `x` into `q` (packed) and `s` (scale bytes), row `r` going to slot
+    `loc[r]` (or `r`). Grid `(cdiv(n_rows, TOK), n)`: axis 1 picks tensor 0 (K) or 1 (V)."""
     pid = tl.program_id(0)
     if tl.program_id(1) == 0:
         _quantize_tile(x0, xs0, q0, qs0, s0, ss0, g0, loc_ptr, n_rows, pid,
@@ -354,10 +356,13 @@ def _to_bf16_bits(v, HW_CAST: tl.constexpr):
 
 @triton.jit
 def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n_rows,
-                      RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                      SCALE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
                       TOK: tl.constexpr, OUT_KIND: tl.constexpr, HAS_LOC: tl.constexpr,
                       HW_CAST: tl.constexpr):
-    """Decode rows (slot ``loc[r]``, or ``r``) of packed codes + scale bytes into row ``r`` of ``o``.
+    """Decode rows (slot `loc[r]`, or `r`) of packed codes + scale bytes into row `r` of `o`.
+
+    Decoding depends on the recipe's scale format only (`SCALE`, see `constants.scale_id`):
+    `S_E4M3` is `fl(E2M1 * sf) * g`, the power-of-two bytes are `E2M1 * 2**(b - 127)`.
 
     Each packed byte is decoded as a pair (low nibble = element 2i, high = 2i+1). 16-bit outputs
     are written as int32 words holding both elements of a pair, so no interleave is needed.
@@ -380,13 +385,13 @@ def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n
     p3 = tl.reshape(p, (TOK, NB, HB))
     v_lo = e2m1_decode(p3)
     v_hi = e2m1_decode(p3 >> 4)
-    if RECIPE == R_NVFP4:
+    if SCALE == S_E4M3:
         sf = e4m3_decode(sb)[:, :, None]
         g = tl.load(g_ptr)
         v_lo = (v_lo * sf) * g
         v_hi = (v_hi * sf) * g
     else:
-        scale = pow2_byte_decode(sb, RECIPE == R_MXFP4)[:, :, None]
+        scale = pow2_byte_decode(sb, SCALE == S_E8M0)[:, :, None]
         v_lo = v_lo * scale
         v_hi = v_hi * scale
     v_lo = tl.reshape(v_lo, (TOK, ROWP // 2))
@@ -394,7 +399,7 @@ def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n
     rows64 = rows.to(tl.int64)
     if OUT_KIND == OUT_BF16 or OUT_KIND == OUT_F16:  # o_ptr is int32 words: (odd << 16) | even
         if OUT_KIND == OUT_BF16:
-            if RECIPE == R_NVFP4:
+            if SCALE == S_E4M3:
                 b_lo = _to_bf16_bits(v_lo, HW_CAST)
                 b_hi = _to_bf16_bits(v_hi, HW_CAST)
             else:  # E2M1 * 2**k has 2 significant bits: exact in bf16, so RNE = the top half

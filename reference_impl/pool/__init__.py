@@ -1,8 +1,8 @@
 """Reference FP4 KV pools in SGLang's vocabulary: the way a serving engine stores an FP4 KV cache.
 
-* :class:`MHATokenToKVPoolFP4`: per layer, packed K and V plus separate scale buffers, by slot;
-* :class:`MLATokenToKVPoolFP4`: DeepSeek-style latent (NoPE + RoPE, quantized separately);
-* :mod:`nvfp4_kvcache.pool.layout`: their shapes and byte counts, without allocating.
+* `MHATokenToKVPoolFP4`: per layer, packed K and V plus separate scale buffers, by slot;
+* `MLATokenToKVPoolFP4`: DeepSeek-style latent (NoPE + RoPE, quantized separately);
+* `nvfp4_kvcache.pool.layout`: their shapes and byte counts, without allocating.
 
 Examples:
     >>> import torch

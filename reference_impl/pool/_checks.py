@@ -8,15 +8,16 @@ from collections.abc import Sequence
 import torch
 
 from nvfp4_kvcache.checks import FLOAT_INPUT_DTYPES
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["check_device", "check_loc", "check_kv_tensor", "global_scales", "resolve_layer_id"]
 
 INDEX_DTYPES: tuple[torch.dtype, ...] = (torch.int64, torch.int32)
-"""Slot-index dtypes accepted (SGLang passes ``int64``; ``int32`` is common in kernels)."""
+"""Slot-index dtypes accepted (SGLang passes `int64`; `int32` is common in kernels)."""
 
 
 def check_device(device: object) -> torch.device:
-    """Turn ``device`` into a :class:`torch.device` (``TypeError``/``ValueError`` if it is not one)."""
+    """Turn `device` into a `torch.device` (`TypeError`/`ValueError` if it is not one)."""
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
     try:
@@ -32,11 +33,11 @@ def _same_device(t: torch.Tensor, device: torch.device) -> bool:
 
 
 def resolve_layer_id(layer: object, start_layer: int, layer_num: int) -> int:
-    """Global layer id (an int, or an object with ``.layer_id`` like SGLang's ``RadixAttention``) -> local index.
+    """Global layer id (an int, or an object with `.layer_id` like SGLang's `RadixAttention`) -> local index.
 
     Raises:
-        TypeError: not an int and no int ``layer_id`` attribute.
-        IndexError: outside ``[start_layer, start_layer + layer_num)``.
+        TypeError: not an int and no int `layer_id` attribute.
+        IndexError: outside `[start_layer, start_layer + layer_num)`.
     """
     layer_id = getattr(layer, "layer_id", layer)
     if isinstance(layer_id, bool) or not isinstance(layer_id, int):
@@ -51,19 +52,19 @@ def resolve_layer_id(layer: object, start_layer: int, layer_num: int) -> int:
 
 
 def check_loc(loc: object, rows: int, device: torch.device, *, name: str = "loc", unique: bool = True) -> torch.Tensor:
-    """Check slot indices and return them as ``int64``.
+    """Check slot indices and return them as `int64`.
 
     Args:
-        loc: 1-D ``int64``/``int32`` tensor on the pool's device.
-        rows: number of rows of the pool (``size + page_size``); valid slots are ``[0, rows)``.
+        loc: 1-D `int64`/`int32` tensor on the pool's device.
+        rows: number of rows of the pool (`size + page_size`); valid slots are `[0, rows)`.
         device: the pool's device.
         name: argument name for messages.
         unique: reject repeated slots (writes). Slot 0, the padding slot, may repeat.
 
     Raises:
         TypeError: not a tensor.
-        ValueError: wrong dtype, rank or device; duplicate slots (when ``unique``).
-        IndexError: a slot outside ``[0, rows)``.
+        ValueError: wrong dtype, rank or device; duplicate slots (when `unique`).
+        IndexError: a slot outside `[0, rows)`.
     """
     if not isinstance(loc, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of slot indices, got {type(loc).__name__}")
@@ -110,17 +111,17 @@ def check_kv_tensor(t: object, name: str, shape: tuple[int, ...], device: torch.
 def global_scales(
     values: object, name: str, recipe: str, layer_num: int, device: torch.device
 ) -> torch.Tensor | None:
-    """Per-layer ``float32`` decode global scales for ``nvfp4`` (default 1.0); ``None`` otherwise.
+    """Per-layer `float32` decode global scales for a recipe with a global scale (default 1.0); `None` otherwise.
 
     Args:
-        values: ``None``, a float, a sequence of ``layer_num`` floats, or a ``float32`` tensor of
-            shape ``[layer_num]``. Each is the NVFP4 *decode* multiplier ``g``
-            (``x ~= e2m1 * block_scale * g``), positive, finite and normal.
+        values: `None`, a float, a sequence of `layer_num` floats, or a `float32` tensor of
+            shape `[layer_num]`. Each is the NVFP4 *decode* multiplier `g`
+            (`x ~= e2m1 * block_scale * g`), positive, finite and normal.
 
     Raises:
-        TypeError, ValueError: a scale for ``fp4_mx_block16``, a wrong length, or a bad value.
+        TypeError, ValueError: a scale for a recipe without one, a wrong length, or a bad value.
     """
-    if recipe != "nvfp4":
+    if get_recipe(recipe).global_scale is None:
         if values is not None:
             raise ValueError(f"recipe {recipe!r} has no global scale; pass {name}=None")
         return None

@@ -1,7 +1,7 @@
 """What the MHA and MLA FP4 pools share: geometry, layer lookup, slot moves, host copies, digests.
 
-A pool is a list of per-layer ``uint8`` tensors (packed data and scale bytes) plus, for ``nvfp4``,
-per-layer ``float32`` global scales. Every public method checks all its arguments before it
+A pool is a list of per-layer `uint8` tensors (packed data and scale bytes) plus, for `nvfp4`,
+per-layer `float32` global scales. Every public method checks all its arguments before it
 writes anything, so a rejected call leaves every byte of the pool as it was.
 """
 
@@ -23,8 +23,8 @@ PADDING_SLOT = 0
 
 
 class FP4TokenToKVPoolBase(abc.ABC):
-    """Common part of :class:`~nvfp4_kvcache.pool.MHATokenToKVPoolFP4` and
-    :class:`~nvfp4_kvcache.pool.MLATokenToKVPoolFP4` (not used directly)."""
+    """Common part of `MHATokenToKVPoolFP4` and
+    `MLATokenToKVPoolFP4` (not used directly)."""
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
     # -- geometry -------------------------------------------------------------------------------
     @property
     def rows(self) -> int:
-        """Rows per layer buffer: ``size + page_size`` (slot 0 is the padding slot)."""
+        """Rows per layer buffer: `size + page_size` (slot 0 is the padding slot)."""
         return pool_rows(self.size, self.page_size)
 
     def _local(self, layer: object) -> int:
@@ -60,7 +60,7 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
     @staticmethod
     def _last_write_wins(loc: torch.Tensor) -> torch.Tensor:
-        """Rows of ``loc`` to write so that the padding slot, which may repeat, gets one write."""
+        """Rows of `loc` to write so that the padding slot, which may repeat, gets one write."""
         keep = torch.ones_like(loc, dtype=torch.bool)
         pad = (loc == PADDING_SLOT).nonzero().flatten()
         if pad.numel() > 1:
@@ -69,10 +69,10 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
     @abc.abstractmethod
     def layer_tensors(self, layer: object) -> dict[str, torch.Tensor]:
-        """Name -> per-layer ``uint8`` tensor (all indexed by slot on dim 0) of one layer."""
+        """Name -> per-layer `uint8` tensor (all indexed by slot on dim 0) of one layer."""
 
     def global_scale_tensors(self) -> dict[str, torch.Tensor]:
-        """Name -> ``float32 [layer_num]`` global scales (empty for ``fp4_mx_block16``)."""
+        """Name -> `float32 [layer_num]` global scales (empty for `fp4_mx_block16`)."""
         return {}
 
     @property
@@ -109,11 +109,11 @@ class FP4TokenToKVPoolBase(abc.ABC):
 
     # -- slot moves and host copies: data and scales always travel together --------------------
     def move_kv_cache(self, tgt_loc: torch.Tensor, src_loc: torch.Tensor) -> None:
-        """Copy slots ``src_loc`` to ``tgt_loc`` in every layer, data **and** scales.
+        """Copy slots `src_loc` to `tgt_loc` in every layer, data **and** scales.
 
         Args:
-            tgt_loc: ``int64``/``int32 [n]``, distinct slots (slot 0 may repeat).
-            src_loc: ``int64``/``int32 [n]``; may overlap ``tgt_loc`` (all rows are read first).
+            tgt_loc: `int64`/`int32 [n]`, distinct slots (slot 0 may repeat).
+            src_loc: `int64`/`int32 [n]`; may overlap `tgt_loc` (all rows are read first).
 
         Raises:
             TypeError, ValueError, IndexError: bad indices or lengths that differ.
@@ -138,10 +138,10 @@ class FP4TokenToKVPoolBase(abc.ABC):
                 t[tgt[keep]] = rows
 
     def get_cpu_copy(self, loc: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Host copy of slots ``loc``: per layer, every buffer's rows (data and scales).
+        """Host copy of slots `loc`: per layer, every buffer's rows (data and scales).
 
         Returns:
-            ``layer_num`` dicts, name -> CPU ``uint8`` tensor whose dim 0 follows ``loc``.
+            `layer_num` dicts, name -> CPU `uint8` tensor whose dim 0 follows `loc`.
 
         Examples:
             >>> import torch
@@ -158,10 +158,10 @@ class FP4TokenToKVPoolBase(abc.ABC):
         ]
 
     def load_cpu_copy(self, copy: list[dict[str, torch.Tensor]], loc: torch.Tensor) -> None:
-        """Write a :meth:`get_cpu_copy` result back into slots ``loc``.
+        """Write a `get_cpu_copy` result back into slots `loc`.
 
         Raises:
-            TypeError, ValueError, IndexError: bad ``loc``, or a copy whose layers, buffer names,
+            TypeError, ValueError, IndexError: bad `loc`, or a copy whose layers, buffer names,
                 shapes or dtypes do not match this pool (e.g. one that lost its scale buffers).
 
         Examples:

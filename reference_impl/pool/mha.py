@@ -1,24 +1,24 @@
-"""``MHATokenToKVPoolFP4``: a token-to-KV pool that stores K and V in FP4, per layer, by slot.
+"""`MHATokenToKVPoolFP4`: a token-to-KV pool that stores K and V in FP4, per layer, by slot.
 
-Same buffers as SGLang 0.5.23 (``python/sglang/srt/mem_cache/memory_pool.py``, class
-``MHATokenToKVPoolFP4``, and ``python/sglang/srt/layers/quantization/fp4_kv_cache_quant_method.py``,
-``FP4MXBlock16KVCacheMethod`` / ``NVFP4KVCacheMethod``), with ``m = size + page_size`` rows:
+Same buffers as SGLang 0.5.23 (`python/sglang/srt/mem_cache/memory_pool.py`, class
+`MHATokenToKVPoolFP4`, and `python/sglang/srt/layers/quantization/fp4_kv_cache_quant_method.py`,
+`FP4MXBlock16KVCacheMethod` / `NVFP4KVCacheMethod`), with `m = size + page_size` rows:
 
-==================  =============================  =============================================
-buffer (per layer)  ``fp4_mx_block16``             ``nvfp4``
-==================  =============================  =============================================
-``k_buffer[l]``     ``uint8 (m, H, D/2)``          ``uint8 (m, H, D/2)``
-``v_buffer[l]``     ``uint8 (m, H, D/2)``          ``uint8 (m, H, D/2)``
-``k_scale_buffer``  ``uint8 (m, H*D/16)``          ``uint8 (m, H, D/16)`` (E4M3 bits)
-``v_scale_buffer``  ``uint8 (m, H*D/16)``          ``uint8 (m, H, D/16)`` (E4M3 bits)
-``k_scales``        --                             ``float32 (layer_num,)`` decode global scales
-``v_scales``        --                             ``float32 (layer_num,)``
-==================  =============================  =============================================
+| buffer (per layer) | flat scale layout (`fp4_mx_block16`) | per-head scale layout (`nvfp4`, `nvfp4_4over6`) |
+|---|---|---|
+| `k_buffer[l]` | `uint8 (m, H, D/2)` | `uint8 (m, H, D/2)` |
+| `v_buffer[l]` | `uint8 (m, H, D/2)` | `uint8 (m, H, D/2)` |
+| `k_scale_buffer` | `uint8 (m, H*D/16)` | `uint8 (m, H, D/16)` (E4M3 bits) |
+| `v_scale_buffer` | `uint8 (m, H*D/16)` | `uint8 (m, H, D/16)` (E4M3 bits) |
+| `k_scales` | -- | `float32 (layer_num,)` decode global scales |
+| `v_scales` | -- | `float32 (layer_num,)` |
 
-NVFP4 global-scale convention: ``k_scales[l]`` / ``v_scales[l]`` are the *decode* multipliers
-``g`` of :mod:`nvfp4_kvcache.recipes.nvfp4` (``x ~= e2m1 * block_scale * g``), default 1.0 as
-upstream's ``NVFP4KVCacheMethod`` when a checkpoint has none. A checkpoint calibrated as
-``amax / (6 * 448)`` and one calibrated as ``amax / 448`` both load as-is: the pool never rescales
+The recipe's `pool_scale_layout` picks the column and its `global_scale` the last two rows.
+
+NVFP4 global-scale convention: `k_scales[l]` / `v_scales[l]` are the *decode* multipliers
+`g` of `nvfp4_kvcache.recipes.nvfp4` (`x ~= e2m1 * block_scale * g`), default 1.0 as
+upstream's `NVFP4KVCacheMethod` when a checkpoint has none. A checkpoint calibrated as
+`amax / (6 * 448)` and one calibrated as `amax / 448` both load as-is: the pool never rescales
 (upstream multiplies non-default scales by 6 on SM100; do that before constructing the pool if
 you model that path).
 
@@ -49,18 +49,18 @@ __all__ = ["MHATokenToKVPoolFP4"]
 
 
 class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
-    """FP4 MHA/GQA KV pool (``fp4_mx_block16`` or ``nvfp4``).
+    """FP4 MHA/GQA KV pool (any recipe of `POOL_RECIPES`).
 
     Args:
-        size: usable token slots (a multiple of ``page_size``).
-        page_size: tokens per page; the pool allocates ``size + page_size`` rows.
+        size: usable token slots (a multiple of `page_size`).
+        page_size: tokens per page; the pool allocates `size + page_size` rows.
         layer_num: layers held by this pool (pipeline stage).
         head_num: KV heads on this rank.
         head_dim: head dimension (multiple of 16; K and V share it).
-        recipe: ``"fp4_mx_block16"`` (default) or ``"nvfp4"``.
+        recipe: a recipe of `POOL_RECIPES` (default `"fp4_mx_block16"`).
         device: where the buffers live.
-        k_scales: ``nvfp4`` only: per-layer decode global scales of K (a float for all
-            layers, a sequence of ``layer_num`` floats, or a ``float32 [layer_num]`` tensor);
+        k_scales: recipes with a global scale only: per-layer decode global scales of K (a float for all
+            layers, a sequence of `layer_num` floats, or a `float32 [layer_num]` tensor);
             default 1.0.
         v_scales: the same for V.
         start_layer: global id of the first layer (layer ids passed to methods are global).
@@ -102,7 +102,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
     # -- introspection ----------------------------------------------------------------------------
     def layer_tensors(self, layer: object) -> dict[str, torch.Tensor]:
-        """``{"k", "v", "k_scale", "v_scale"}`` -> this layer's ``uint8`` buffers.
+        """`{"k", "v", "k_scale", "v_scale"}` -> this layer's `uint8` buffers.
 
         Examples:
             >>> import torch
@@ -125,14 +125,14 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
 
     # -- write path -------------------------------------------------------------------------------
     def set_kv_buffer(self, layer: object, loc: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor) -> None:
-        """Quantize ``cache_k``/``cache_v`` and scatter data and scales into slots ``loc``.
+        """Quantize `cache_k`/`cache_v` and scatter data and scales into slots `loc`.
 
         Args:
-            layer: global layer id (or an object with ``.layer_id``).
-            loc: ``int64``/``int32 [n]`` on the pool's device, distinct slots in
-                ``[0, size + page_size)``; slot 0 (padding) may repeat, the last write wins.
-            cache_k: ``float32``/``bfloat16``/``float16 [n, head_num, head_dim]``.
-            cache_v: same shape and dtype as ``cache_k``.
+            layer: global layer id (or an object with `.layer_id`).
+            loc: `int64`/`int32 [n]` on the pool's device, distinct slots in
+                `[0, size + page_size)`; slot 0 (padding) may repeat, the last write wins.
+            cache_k: `float32`/`bfloat16`/`float16 [n, head_num, head_dim]`.
+            cache_v: same shape and dtype as `cache_k`.
 
         Raises:
             TypeError, ValueError, IndexError: any bad argument; nothing is written then.
@@ -178,10 +178,10 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self.recipe.dequantize_parts(data, scales, self._g(which, i), dtype)
 
     def get_key_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-        """Dequantize the **whole layer's** K, as upstream's ``get_key_buffer`` does on every call.
+        """Dequantize the **whole layer's** K, as upstream's `get_key_buffer` does on every call.
 
         Returns:
-            ``dtype [size + page_size, head_num, head_dim]`` (a new tensor; default ``bfloat16``).
+            `dtype [size + page_size, head_num, head_dim]` (a new tensor; default `bfloat16`).
 
         Examples:
             >>> import torch
@@ -195,7 +195,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self._dequant("k", self._local(layer), None, dtype)
 
     def get_value_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-        """Dequantize the whole layer's V: ``dtype [size + page_size, head_num, head_dim]``.
+        """Dequantize the whole layer's V: `dtype [size + page_size, head_num, head_dim]`.
 
         Examples:
             >>> import torch
@@ -208,7 +208,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self._dequant("v", self._local(layer), None, dtype)
 
     def get_kv_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(get_key_buffer(layer), get_value_buffer(layer))``.
+        """`(get_key_buffer(layer), get_value_buffer(layer))`.
 
         Examples:
             >>> import torch
@@ -223,10 +223,10 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
     def gather_kv(
         self, layer: object, loc: torch.Tensor, dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dequantize only slots ``loc`` (repeats allowed): what a fused FP4 attention kernel reads.
+        """Dequantize only slots `loc` (repeats allowed): what a fused FP4 attention kernel reads.
 
         Returns:
-            ``(k, v)``, each ``dtype [n, head_num, head_dim]``.
+            `(k, v)`, each `dtype [n, head_num, head_dim]`.
 
         Raises:
             TypeError, ValueError, IndexError: bad layer, indices or dtype.
@@ -246,10 +246,10 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self._dequant("k", i, idx, dtype), self._dequant("v", i, idx, dtype)
 
     def get_raw_kv_buffer(self, layer: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(k_data, v_data, k_scales, v_scales)`` of one layer, as stored (views, no copy).
+        """`(k_data, v_data, k_scales, v_scales)` of one layer, as stored (views, no copy).
 
-        For ``nvfp4`` the scale views have dtype ``float8_e4m3fn``, as upstream's
-        ``get_raw_kv_buffer`` returns them; for ``fp4_mx_block16`` they are the ``uint8`` bytes.
+        For `nvfp4` the scale views have dtype `float8_e4m3fn`, as upstream's
+        `get_raw_kv_buffer` returns them; for `fp4_mx_block16` they are the `uint8` bytes.
 
         Examples:
             >>> import torch
@@ -262,6 +262,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """
         i = self._local(layer)
         ks, vs = self.k_scale_buffer[i], self.v_scale_buffer[i]
-        if self.recipe.name == "nvfp4":
-            ks, vs = ks.view(torch.float8_e4m3fn), vs.view(torch.float8_e4m3fn)
+        view = self.recipe.scale.torch_dtype
+        if view is not None:
+            ks, vs = ks.view(view), vs.view(view)
         return self.k_buffer[i], self.v_buffer[i], ks, vs

@@ -1,20 +1,20 @@
-"""``MLATokenToKVPoolFP4``: DeepSeek-style latent cache in FP4 (NoPE and RoPE parts quantized separately).
+"""`MLATokenToKVPoolFP4`: DeepSeek-style latent cache in FP4 (NoPE and RoPE parts quantized separately).
 
-Buffers of SGLang 0.5.23's ``MLATokenToKVPoolFP4`` (``python/sglang/srt/mem_cache/memory_pool.py``),
-``m = size + page_size`` rows, ``C = kv_lora_rank + qk_rope_head_dim``:
+Buffers of SGLang 0.5.23's `MLATokenToKVPoolFP4` (`python/sglang/srt/mem_cache/memory_pool.py`),
+`m = size + page_size` rows, `C = kv_lora_rank + qk_rope_head_dim`:
 
-* ``kv_buffer[l]``: ``uint8 (m, 1, C/2)``: bytes ``[0, kv_lora_rank/2)`` NoPE, the rest RoPE;
-* ``kv_scale_buffer[l]``: ``uint8 (m, C/16)``: bytes ``[0, kv_lora_rank/16)`` NoPE, the rest RoPE.
+* `kv_buffer[l]`: `uint8 (m, 1, C/2)`: bytes `[0, kv_lora_rank/2)` NoPE, the rest RoPE;
+* `kv_scale_buffer[l]`: `uint8 (m, C/16)`: bytes `[0, kv_lora_rank/16)` NoPE, the rest RoPE.
 
 DeepSeek-V3 (512 + 64): 288 data bytes and 36 scale bytes per token per layer.
 
 Padding slot: writes addressed to slot 0 are **skipped** (slot 0 keeps its bytes), as upstream's
-``set_mla_kv_buffer_triton`` / ``set_mla_kv_scale_buffer_triton``
-(``python/sglang/kernels/ops/kvcache/mla_buffer.py``, ``reserved_skip_index=0``) do.
+`set_mla_kv_buffer_triton` / `set_mla_kv_scale_buffer_triton`
+(`python/sglang/kernels/ops/kvcache/mla_buffer.py`, `reserved_skip_index=0`) do.
 
-Upstream stores this pool with the ``fp4_mx_block16`` recipe only. ``recipe="nvfp4"`` here is this
+Upstream stores this pool with the `fp4_mx_block16` recipe only. `recipe="nvfp4"` here is this
 project's extension (same shapes, E4M3 scale bytes, one decode global scale per layer,
-``kv_scales``, shared by both parts, default 1.0); no upstream release serves NVFP4 MLA.
+`kv_scales`, shared by both parts, default 1.0); no upstream release serves NVFP4 MLA.
 
 Examples:
     >>> import torch
@@ -45,14 +45,14 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
     """FP4 MLA latent pool.
 
     Args:
-        size: usable token slots (a multiple of ``page_size``).
-        page_size: tokens per page; the pool allocates ``size + page_size`` rows.
+        size: usable token slots (a multiple of `page_size`).
+        page_size: tokens per page; the pool allocates `size + page_size` rows.
         layer_num: layers held by this pool.
         kv_lora_rank: NoPE latent width (multiple of 16).
         qk_rope_head_dim: RoPE part width (multiple of 16).
-        recipe: ``"fp4_mx_block16"`` (default, as upstream) or ``"nvfp4"`` (extension).
+        recipe: `"fp4_mx_block16"` (default, as upstream) or `"nvfp4"` (extension).
         device: where the buffers live.
-        kv_scales: ``nvfp4`` only: per-layer decode global scales, default 1.0.
+        kv_scales: `nvfp4` only: per-layer decode global scales, default 1.0.
         start_layer: global id of the first layer.
 
     Raises:
@@ -86,7 +86,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
                                 for _ in range(layer_num)]
 
     def layer_tensors(self, layer: object) -> dict[str, torch.Tensor]:
-        """``{"kv", "kv_scale"}`` -> this layer's ``uint8`` buffers.
+        """`{"kv", "kv_scale"}` -> this layer's `uint8` buffers.
 
         Examples:
             >>> import torch
@@ -108,14 +108,14 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
     def set_mla_kv_buffer(
         self, layer: object, loc: torch.Tensor, cache_k_nope: torch.Tensor, cache_k_rope: torch.Tensor
     ) -> None:
-        """Quantize the NoPE and RoPE parts separately and scatter them into slots ``loc``.
+        """Quantize the NoPE and RoPE parts separately and scatter them into slots `loc`.
 
         Args:
-            layer: global layer id (or an object with ``.layer_id``).
-            loc: ``int64``/``int32 [n]``, distinct slots; slot 0 (padding) may repeat and is
+            layer: global layer id (or an object with `.layer_id`).
+            loc: `int64`/`int32 [n]`, distinct slots; slot 0 (padding) may repeat and is
                 not written.
-            cache_k_nope: ``float32``/``bfloat16``/``float16 [n, 1, kv_lora_rank]``.
-            cache_k_rope: same dtypes, ``[n, 1, qk_rope_head_dim]``.
+            cache_k_nope: `float32`/`bfloat16`/`float16 [n, 1, kv_lora_rank]`.
+            cache_k_rope: same dtypes, `[n, 1, qk_rope_head_dim]`.
 
         Raises:
             TypeError, ValueError, IndexError: any bad argument; nothing is written then.
@@ -146,11 +146,11 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
     def set_kv_buffer(
         self, layer: object, loc: torch.Tensor, cache_k: torch.Tensor, cache_v: object = None
     ) -> None:
-        """Write whole latents ``cache_k [n, 1, kv_lora_rank + qk_rope_head_dim]``; ``cache_v`` is ignored.
+        """Write whole latents `cache_k [n, 1, kv_lora_rank + qk_rope_head_dim]`; `cache_v` is ignored.
 
-        Same bytes as :meth:`set_mla_kv_buffer` on the two slices (block boundaries fall on the
-        NoPE/RoPE split because ``kv_lora_rank`` is a multiple of 16), slot 0 skipped likewise
-        (upstream's ``set_kv_buffer`` indexes ``kv_buffer[l][loc]`` and so does write slot 0; the
+        Same bytes as `set_mla_kv_buffer` on the two slices (block boundaries fall on the
+        NoPE/RoPE split because `kv_lora_rank` is a multiple of 16), slot 0 skipped likewise
+        (upstream's `set_kv_buffer` indexes `kv_buffer[l][loc]` and so does write slot 0; the
         padding slot's contents are unspecified either way).
 
         Examples:
@@ -181,7 +181,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """Dequantize the **whole layer** (upstream does this on every call).
 
         Returns:
-            ``dtype [size + page_size, 1, kv_lora_rank + qk_rope_head_dim]``.
+            `dtype [size + page_size, 1, kv_lora_rank + qk_rope_head_dim]`.
 
         Examples:
             >>> import torch
@@ -193,9 +193,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self._dequant(self._local(layer), None, dtype)
 
     def get_value_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-        """The NoPE part of the whole layer, dequantized: ``dtype [size + page_size, 1, kv_lora_rank]``.
+        """The NoPE part of the whole layer, dequantized: `dtype [size + page_size, 1, kv_lora_rank]`.
 
-        (Upstream's FP4 pool inherits a ``get_value_buffer`` that slices the *packed* bytes; this
+        (Upstream's FP4 pool inherits a `get_value_buffer` that slices the *packed* bytes; this
         one returns values.)
 
         Examples:
@@ -208,7 +208,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self.get_key_buffer(layer, dtype)[..., : self.kv_lora_rank]
 
     def get_kv_buffer(self, layer: object, dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(get_key_buffer(layer), get_value_buffer(layer))``.
+        """`(get_key_buffer(layer), get_value_buffer(layer))`.
 
         Examples:
             >>> import torch
@@ -221,7 +221,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return full, full[..., : self.kv_lora_rank]
 
     def gather_kv(self, layer: object, loc: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Dequantize only slots ``loc`` (repeats allowed): ``dtype [n, 1, kv_lora_rank + qk_rope_head_dim]``.
+        """Dequantize only slots `loc` (repeats allowed): `dtype [n, 1, kv_lora_rank + qk_rope_head_dim]`.
 
         Examples:
             >>> import torch
@@ -234,7 +234,7 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         return self._dequant(i, self._loc(loc, unique=False), dtype)
 
     def get_raw_kv_buffer(self, layer: object) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(kv_data, kv_scales)`` of one layer as stored (views); ``nvfp4`` scales as ``float8_e4m3fn``.
+        """`(kv_data, kv_scales)` of one layer as stored (views); `nvfp4` scales as `float8_e4m3fn`.
 
         Examples:
             >>> import torch
@@ -245,4 +245,5 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """
         i = self._local(layer)
         s = self.kv_scale_buffer[i]
-        return self.kv_buffer[i], (s.view(torch.float8_e4m3fn) if self.recipe.name == "nvfp4" else s)
+        view = self.recipe.scale.torch_dtype
+        return self.kv_buffer[i], (s if view is None else s.view(view))
