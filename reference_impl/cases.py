@@ -161,6 +161,36 @@ _LIST = [
          "NaN makes the shared scale NaN (0xFF), all codes 0"),
     Case("mxfp4/inf_block", "mxfp4", {0: -math.inf, 1: 1.0}, 0xFF, {},
          "infinity makes the shared scale NaN (0xFF), all codes 0"),
+    # ---- mxfp4_rceil: E = clamp(min{E : amax <= 6 * 2**E}, -127, 127), byte E+127, RNE, sign = signbit(x)
+    Case("mxfp4_rceil/zero_block", "mxfp4_rceil", {3: -0.0}, 0, {3: 0x8},
+         "a zero block gets the smallest scale 2**-127 (byte 0); -0.0 keeps its sign (code 8)"),
+    Case("mxfp4_rceil/amax_is_6", "mxfp4_rceil", {0: 6.0, 1: 0.2, 2: -0.2}, 127, {0: 7, 2: 0x8},
+         "amax = 6 * 2**0 exactly: E = 0 (byte 127), 6 is code 7; +-0.2 round to +-0 (the sign is kept)"),
+    Case("mxfp4_rceil/amax_just_above_6", "mxfp4_rceil", {0: _next_up(6.0)}, 128, {0: 5},
+         "amax one float32 ulp above 6 would clip at E = 0: E = 1 (byte 128), 6.0000005 / 2 = 3.0000002 -> 3 (code 5)"),
+    Case("mxfp4_rceil/amax_7", "mxfp4_rceil", {0: 7.0, 1: 0.3}, 128, {0: 6},
+         "OCP's floor rule gives byte 127 and clips 7 to 6; rounding up gives byte 128: 7/2 = 3.5 ties to 4 "
+         "(even code 6), 0.3/2 = 0.15 -> 0"),
+    Case("mxfp4_rceil/ties_even", "mxfp4_rceil",
+         {0: 6.0, **{i + 1: t for i, t in enumerate(_TIES)}, 8: -0.25, 9: -2.5}, 127,
+         {0: 7, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6, 8: 0x8, 9: 0xC},
+         "E = 0: the midpoints go to the even code: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4"),
+    Case("mxfp4_rceil/log2_float32_rounds_down", "mxfp4_rceil", {0: _next_up(96.0)}, 132, {0: 5},
+         "amax/6 = 16 (1 + 2**-23): exactly above 2**4, so E = 5 (byte 132) and 96.00001/32 -> 3 (code 5); a "
+         "float32 log2 rounds to 4.0 and picks byte 131, clipping to 6"),
+    Case("mxfp4_rceil/subnormal_block", "mxfp4_rceil", {0: 5 * 2.0**-127, 1: -(2.0**-128)}, 0, {0: 6, 1: 0x9},
+         "a subnormal amax clamps to E = -127 (byte 0); elements scale by 2**127 exactly: 5 ties to 4 (code 6), "
+         "-0.5 is code 9"),
+    Case("mxfp4_rceil/quotient_rounds_onto_power_of_two", "mxfp4_rceil", {0: 6 * 2.0**-127 + 2.0**-148}, 1, {0: 5},
+         "amax = 6 * 2**-127 + 2**-148 exceeds 6 * 2**-127: E = -126 (byte 1) and amax / 2**-126 = 3 + 2**-22 -> 3; "
+         "the float32 quotient amax/6 rounds down onto the subnormal 2**-127, which a rounded-quotient rule maps to byte 0"),
+    Case("mxfp4_rceil/float32_max", "mxfp4_rceil", {0: _F32_MAX}, 253, {0: 6},
+         "the largest finite input: E = 126 (byte 253); 3.4e38 / 2**126 = 3.9999998 -> 4 (code 6)"),
+    Case("mxfp4_rceil/nan_block", "mxfp4_rceil", {0: math.nan, 1: 3.0}, 0xFF, {},
+         "NaN makes the shared scale NaN (0xFF), all codes 0"),
+    Case("mxfp4_rceil/inf_block", "mxfp4_rceil", {0: -math.inf, 1: 1.0, 2: 1.75 * 2.0**127}, 0xFE, {0: 0xF, 2: 4},
+         "infinity saturates the scale to 2**127 (byte 0xFE, as cvt.rp.satfinite); -inf -> -6 (code 0xF), "
+         "1.0 / 2**127 -> 0, 1.75 * 2**127 / 2**127 = 1.75 ties to 2 (code 4)"),
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}

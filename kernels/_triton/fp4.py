@@ -59,7 +59,10 @@ from nvfp4_kvcache_triton._triton.constants import (
     NVFP4_NAN_BYTE,
     R_BLOCK16,
     R_MXFP4,
+    R_MXFP4_RCEIL,
     R_NVFP4,
+    RCEIL_CLIP_MAN,
+    RCEIL_INF_BYTE,
     RCP_E2M1_MAX,
     S_E4M3,
     S_E8M0,
@@ -216,6 +219,19 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         mult = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-e, exact: e in [-33, 126]
         sign_mask = ok
         mag_mask = ok
+    elif RECIPE == R_MXFP4_RCEIL:
+        # exact ceil(log2(amax / 6)): the mxfp4 exponent of a normal amax, plus one when its
+        # mantissa exceeds 6's; subnormal and zero amax clamp to -127; inf -> byte 0xFE (2**127)
+        abits = amax.to(tl.int32, bitcast=True)
+        is_inf = (~has_nan) & (abits == F32_INF_BITS)
+        ef = abits >> 23
+        e = ef - 127 - MX_EMAX + ((abits & 0x7FFFFF) > RCEIL_CLIP_MAN).to(tl.int32)
+        shared = tl.minimum(tl.maximum(tl.where(ef > 0, e, E8M0_MIN_EXP), E8M0_MIN_EXP), E8M0_MAX_EXP)
+        sbyte = tl.where(has_nan, E8M0_NAN, tl.where(is_inf, RCEIL_INF_BYTE, shared + E8M0_BIAS))
+        # 2**-shared, exact; an infinite block's 2**-127 is the float32 subnormal (bits 1 << 22)
+        mult = tl.where(is_inf, F32_TWO_M127_BITS, (127 - shared) << 23).to(tl.float32, bitcast=True)
+        sign_mask = ~has_nan
+        mag_mask = ~has_nan
     else:
         tl.static_assert(RECIPE == R_MXFP4)
         abits = amax.to(tl.int32, bitcast=True)
