@@ -38,6 +38,9 @@ TUNING: dict[str, int] = {
     "quantize_elems:nvfp4": 1024, "quantize_warps:nvfp4": 1,
     "quantize_elems:fp4_mx_block16": 1024, "quantize_warps:fp4_mx_block16": 1,
     "quantize_elems:mxfp4": 2048, "quantize_warps:mxfp4": 1,
+    # the 4-over-6 search keeps both candidates' errors live: one row per program, 4 warps (no
+    # register spills at sm_90; not yet timed on a GPU)
+    "quantize_elems:nvfp4_4over6": 1024, "quantize_warps:nvfp4_4over6": 4,
     "dequantize_elems:nvfp4": 1024, "dequantize_warps:nvfp4": 4,
     "dequantize_elems:fp4_mx_block16": 2048, "dequantize_warps:fp4_mx_block16": 8,
     "dequantize_elems:mxfp4": 2048, "dequantize_warps:mxfp4": 8,
@@ -120,7 +123,7 @@ def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
     fp4.quantize_kernel[grid](
         *args, loc if loc is not None else pairs[0][1], n_rows,
         RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
-        IN_KIND=in_kind, HAS_LOC=loc is not None, num_warps=warps,
+        IN_KIND=in_kind, HAS_LOC=loc is not None, HW_FMA=not _interpreting(), num_warps=warps,
     )
 
 

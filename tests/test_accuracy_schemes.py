@@ -23,7 +23,9 @@ def _grid_tensor() -> torch.Tensor:
 
 
 # calibration amax that makes every per-tensor scale exactly 1
-AMAX_FOR_UNIT_SCALE = {"fp8_e4m3/calibrated": 448.0, "nvfp4/amax448": 448.0, "nvfp4/amax6x448": 6 * 448.0}
+AMAX_FOR_UNIT_SCALE = {"fp8_e4m3/calibrated": 448.0,
+                       **{n: 448.0 for n in SCHEMES if n.endswith("/amax448")},
+                       **{n: 6 * 448.0 for n in SCHEMES if n.endswith("/amax6x448")}}
 
 
 @pytest.mark.parametrize("name", [n for n in SCHEMES if n != "int4_g32"])
@@ -91,7 +93,8 @@ def test_mxfp4_scheme_is_the_recipe():
 
 
 def test_bits_and_registry():
-    assert FP4_SCHEMES == ("fp4_mx_block16", "mxfp4", "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448")
+    assert FP4_SCHEMES == ("fp4_mx_block16", "mxfp4", "mxfp4_rceil", "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448",
+                           "nvfp4_4over6/g1", "nvfp4_4over6/amax6x448", "nvfp4_4over6/amax448")
     for name in FP4_SCHEMES:
         r = get_recipe(name.split("/")[0])
         assert SCHEMES[name].bits_per_value == 4 + 8 / r.block_size

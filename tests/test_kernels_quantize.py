@@ -21,6 +21,7 @@ import nvfp4_kvcache_triton  # noqa: E402
 import nvfp4_kvcache_triton.reference  # noqa: E402
 import nvfp4_kvcache as ri  # noqa: E402
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
+from nvfp4_kvcache.cases import CASES, case_codes, case_input  # noqa: E402
 from nvfp4_kvcache.recipes import OUTPUT_DTYPES, RECIPES, nvfp4_global_scale  # noqa: E402
 from nvfp4_kvcache.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
 from nvfp4_kvcache.rounding import Rounding  # noqa: E402
@@ -121,11 +122,26 @@ def test_quantize_specials_bit_exact(recipe, dtype, device):
         _check_quantize(nvfp4_kvcache_triton, x, recipe, g)
 
 
+E4M3_RECIPES = [n for n, r in RECIPES.items() if r.scale.torch_dtype is torch.float8_e4m3fn]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-def test_nvfp4_every_e4m3_scale_and_tie(device):
+@pytest.mark.parametrize("recipe", E4M3_RECIPES)
+def test_every_e4m3_scale_and_tie(recipe, device):
     x = e4m3_sweep_blocks().to(device)
     for g in (1.0, 0.5, 1.0 / 3.0, 7.0):
-        _check_quantize(nvfp4_kvcache_triton, x, "nvfp4", torch.tensor(g, dtype=torch.float32, device=device))
+        _check_quantize(nvfp4_kvcache_triton, x, recipe, torch.tensor(g, dtype=torch.float32, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("recipe", RECIPE_NAMES)
+def test_named_cases(recipe, device):
+    """Every named case of the recipe, one block per row, against its hand-derived bytes."""
+    for case in [c for c in CASES.values() if c.recipe == recipe]:
+        g = None if case.global_scale is None else torch.tensor(case.global_scale, dtype=torch.float32, device=device)
+        q = nvfp4_kvcache_triton.quantize(case_input(case).to(device), recipe, global_scale=g)
+        assert q.scales.cpu().tolist() == [[case.scale_byte]], case.name
+        assert ri.packing.unpack_nibbles(q.packed.cpu())[0].tolist() == case_codes(case), case.name
 
 
 @pytest.mark.parametrize("device", DEVICES)

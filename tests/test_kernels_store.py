@@ -32,7 +32,8 @@ DEVICES = [
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
 ]
 # (recipe, flat scales?)  flat = [slots, H*D/B] (SGLang fp4_mx_block16), else [slots, H, D/B] (SGLang nvfp4)
-LAYOUTS = [("fp4_mx_block16", True), ("nvfp4", False), ("mxfp4", False), ("mxfp4", True), ("mxfp4_rceil", False)]
+LAYOUTS = [("fp4_mx_block16", True), ("nvfp4", False), ("mxfp4", False), ("mxfp4", True), ("mxfp4_rceil", False),
+           ("nvfp4_4over6", False)]
 
 
 def make_layer(recipe, flat, slots, h, d, device, seed=0):

@@ -13,7 +13,7 @@ import struct
 import triton.language as tl
 
 from nvfp4_kvcache.formats import E2M1, E2M1_MAX, E2M1_SIGN_BIT, E4M3, E4M3_MAX, E8M0
-from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, MXFP4_RCEIL, NVFP4, RECIPES, Recipe
+from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, MXFP4_RCEIL, NVFP4, NVFP4_4OVER6, RECIPES, Recipe
 from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     BLOCK16_SCALE,
     INF_BLOCK_SCALE_BYTE,
@@ -22,6 +22,7 @@ from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     SCALE_FLOOR,
 )
 from nvfp4_kvcache.recipes.mxfp4 import E2M1_EMAX
+from nvfp4_kvcache.recipes.nvfp4_4over6 import CANDIDATE_RATIO
 from nvfp4_kvcache.recipes.mxfp4_rceil import INF_BLOCK_SCALE_BYTE as RCEIL_INF_BLOCK_SCALE_BYTE
 from nvfp4_kvcache.recipes.nvfp4 import E4M3_NAN_BYTE
 
@@ -37,6 +38,7 @@ R_BLOCK16 = tl.constexpr(FP4_MX_BLOCK16.kernel_id)
 R_NVFP4 = tl.constexpr(NVFP4.kernel_id)
 R_MXFP4 = tl.constexpr(MXFP4.kernel_id)
 R_MXFP4_RCEIL = tl.constexpr(MXFP4_RCEIL.kernel_id)
+R_NVFP4_4OVER6 = tl.constexpr(NVFP4_4OVER6.kernel_id)
 
 # -- scale decoders (constexpr SCALE of the dequantize kernel), one per scale format -------------
 SCALE_IDS: dict[str, int] = {E4M3.name: 0, BLOCK16_SCALE.name: 1, E8M0.name: 2}
@@ -104,6 +106,11 @@ RCEIL_CLIP_MAN = tl.constexpr(struct.unpack("<i", struct.pack("<f", E2M1_MAX))[0
 RCEIL_INF_BYTE = tl.constexpr(RCEIL_INF_BLOCK_SCALE_BYTE)     # 0xFE
 # 2**-127 (byte 0) is a float32 subnormal: bits 1 << 22
 F32_TWO_M127_BITS = tl.constexpr(1 << (F32_MAN_BITS - 1))
+
+# -- nvfp4_4over6 -------------------------------------------------------------------------------
+CANDIDATE_RATIO_46 = tl.constexpr(CANDIDATE_RATIO)            # 1.5: the max-to-4 candidate scale
+F32_TINY = tl.constexpr(math.ldexp(1.0, 1 - F32_BIAS))         # 2**-126: below it, ftz flushes
+F32_SIGN_BITS = tl.constexpr(-(1 << 31))                      # 0x80000000 as int32
 
 F32_QNAN_BITS = tl.constexpr(0x7FC00000)
 F32_INF_BITS = tl.constexpr(0x7F800000)

@@ -10,11 +10,11 @@ Adding a recipe: write its module (the rule and one `Recipe`), list it in `_ALL`
 Examples:
     >>> from nvfp4_kvcache.recipes import get_recipe, RECIPES
     >>> sorted(RECIPES)
-    ['fp4_mx_block16', 'mxfp4', 'mxfp4_rceil', 'nvfp4']
+    ['fp4_mx_block16', 'mxfp4', 'mxfp4_rceil', 'nvfp4', 'nvfp4_4over6']
     >>> get_recipe("mxfp4").block_size, get_recipe("mxfp4").bits_per_value
     (32, 4.25)
     >>> [r.name for r in RECIPES.values() if r.global_scale is not None]
-    ['nvfp4']
+    ['nvfp4', 'nvfp4_4over6']
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from nvfp4_kvcache.recipes.fp4_mx_block16 import FP4_MX_BLOCK16
 from nvfp4_kvcache.recipes.mxfp4 import MXFP4
 from nvfp4_kvcache.recipes.mxfp4_rceil import MXFP4_RCEIL
 from nvfp4_kvcache.recipes.nvfp4 import GLOBAL_SCALE_CONVENTIONS, NVFP4, nvfp4_global_scale
+from nvfp4_kvcache.recipes.nvfp4_4over6 import NVFP4_4OVER6
 
 __all__ = [
     "FP4Quantized",
@@ -43,6 +44,7 @@ __all__ = [
     "NVFP4",
     "MXFP4",
     "MXFP4_RCEIL",
+    "NVFP4_4OVER6",
     "RECIPES",
     "POOL_RECIPES",
     "get_recipe",
@@ -50,7 +52,7 @@ __all__ = [
     "GLOBAL_SCALE_CONVENTIONS",
 ]
 
-_ALL: tuple[Recipe, ...] = (FP4_MX_BLOCK16, NVFP4, MXFP4, MXFP4_RCEIL)
+_ALL: tuple[Recipe, ...] = (FP4_MX_BLOCK16, NVFP4, MXFP4, MXFP4_RCEIL, NVFP4_4OVER6)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in _ALL}
 """Name -> recipe, in the order tables list them."""
