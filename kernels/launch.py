@@ -30,26 +30,27 @@ from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 __all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING"]
 
 TUNING: dict[str, int] = {
-    "quantize_elems": 2048,    # elements per program (quantize and store)
-    "quantize_warps": 1,
+    # the four defaults serve recipes that have not been timed yet: a quantize tile of one
+    # 1024-element row over 4 warps (8 elements per thread) compiles without register spills for
+    # every recipe, the 4-over-6 search included (scripts/compile_sm90.py checks)
+    "quantize_elems": 1024,    # elements per program (quantize and store)
+    "quantize_warps": 4,
     "dequantize_elems": 2048,  # elements per program (dequantize and gather)
     "dequantize_warps": 8,
-    # per-recipe choices ("{kind}_{elems|warps}:{recipe}") override the four above
+    # per-recipe choices ("{kind}_{elems|warps}:{recipe}"), measured, override the four above
     "quantize_elems:nvfp4": 1024, "quantize_warps:nvfp4": 1,
     "quantize_elems:fp4_mx_block16": 1024, "quantize_warps:fp4_mx_block16": 1,
     "quantize_elems:mxfp4": 2048, "quantize_warps:mxfp4": 1,
-    # the 4-over-6 search keeps both candidates' errors live: one row per program, 4 warps (no
-    # register spills at sm_90; not yet timed on a GPU)
-    "quantize_elems:nvfp4_4over6": 1024, "quantize_warps:nvfp4_4over6": 4,
     "dequantize_elems:nvfp4": 1024, "dequantize_warps:nvfp4": 4,
     "dequantize_elems:fp4_mx_block16": 2048, "dequantize_warps:fp4_mx_block16": 8,
     "dequantize_elems:mxfp4": 2048, "dequantize_warps:mxfp4": 8,
     "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
     "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
 }
-"""Tile sizes and warps: the fastest of the sweeps that `scripts/bench_quant_kernels.py` ran on an
-H100 (store_kv and dequantize, 131072 x 8 x 128 bf16, per recipe; the rows are kept in
-`docs/data/perf/quant_kernels_tuning.json`). Under the interpreter only `interpret_elems` counts."""
+"""Tile sizes and warps: the per-recipe entries are the fastest of the sweeps that
+`scripts/bench_quant_kernels.py` ran on an H100 (store_kv and dequantize, 131072 x 8 x 128 bf16;
+the rows are kept in `docs/data/perf/quant_kernels_tuning.json`); a recipe without entries (not
+timed yet) gets the defaults. Under the interpreter only `interpret_elems` counts."""
 
 _OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.float16: fp4.OUT_F16,
              torch.float64: fp4.OUT_F64}

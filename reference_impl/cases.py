@@ -222,7 +222,7 @@ _LIST = [
     Case("nvfp4_4over6/global_scale", "nvfp4_4over6", {0: 3.0, 1: 0.5}, 0x38, {0: 7, 1: 2},
          "g = 0.5: s = 3 * R(3) rounds to 1.0; at 1.5, 0.5 -> 0.375 (error 2**-6) loses to scale 1.0 (exact)",
          global_scale=0.5),
-    Case("nvfp4_4over6/nan_element", "nvfp4_4over6", {0: math.nan, 1: 6.0, 2: -1.0}, 0x38, {1: 7, 2: 0xA},
+    Case("nvfp4_4over6/nan_block", "nvfp4_4over6", {0: math.nan, 1: 6.0, 2: -1.0}, 0x38, {1: 7, 2: 0xA},
          "NaN is skipped by amax and gets code 0; both errors are NaN, so the max-to-6 scale (1.0) is kept and "
          "the other elements quantize normally", global_scale=1.0),
     Case("nvfp4_4over6/inf_block", "nvfp4_4over6", {0: math.inf, 1: 1.0, 2: -math.inf}, 0x7E, {0: 7, 2: 0xF},

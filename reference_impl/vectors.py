@@ -1,25 +1,25 @@
-"""Golden test vectors: the oracle's answers written as plain ``.npy`` files plus a JSON manifest.
+"""Golden test vectors: the oracle's answers written as plain `.npy` files plus a JSON manifest.
 
 The format is language-neutral on purpose, so C++, CUDA or Rust test suites can read it with any
 NumPy-format reader:
 
-* every array is one ``.npy`` file (NumPy format version 1.0, little-endian, C order);
-* inputs are stored as ``float32`` holding exactly the values of the original dtype (bf16 and
+* every array is one `.npy` file (NumPy format version 1.0, little-endian, C order);
+* inputs are stored as `float32` holding exactly the values of the original dtype (bf16 and
   fp16 convert to fp32 exactly); the manifest records the original dtype;
-* ``packed`` and ``scales`` are ``uint8`` (E4M3 scales as their bit patterns), ``dequantized``
-  is ``float32`` (the oracle's value before any cast);
-* ``manifest.json`` lists every set: recipe, kind, input dtype, seed, global scale(s), pool
-  geometry where there is one, and per file its role (``input`` or ``output``), path, dtype,
+* `packed` and `scales` are `uint8` (E4M3 scales as their bit patterns), `dequantized`
+  is `float32` (the oracle's value before any cast);
+* `manifest.json` lists every set: recipe, kind, input dtype, seed, global scale(s), pool
+  geometry where there is one, and per file its role (`input` or `output`), path, dtype,
   shape and SHA-256.
 
 Three kinds of set:
 
-* ``quantize``: ``input [..., N]`` -> ``packed``, ``scales``, ``dequantized``;
-* ``pool_store``: an MHA pool (geometry in the manifest) after ``set_kv_buffer(0, loc, k, v)``:
-  inputs ``k``, ``v`` ``[n, heads, head_dim]`` and ``loc`` (``int64 [n]``); outputs the whole
-  layer's ``k_data``, ``v_data``, ``k_scales``, ``v_scales`` buffers;
-* ``decode_attention``: that pool, then ``q [B, Hq, head_dim]``, ``kv_indptr``, ``kv_indices``
-  (``int64``) -> ``output`` (``float64 [B, Hq, head_dim]``), the float64 attention over the
+* `quantize`: `input [..., N]` -> `packed`, `scales`, `dequantized`;
+* `pool_store`: an MHA pool (geometry in the manifest) after `set_kv_buffer(0, loc, k, v)`:
+  inputs `k`, `v` `[n, heads, head_dim]` and `loc` (`int64 [n]`); outputs the whole
+  layer's `k_data`, `v_data`, `k_scales`, `v_scales` buffers;
+* `decode_attention`: that pool, then `q [B, Hq, head_dim]`, `kv_indptr`, `kv_indices`
+  (`int64`) -> `output` (`float64 [B, Hq, head_dim]`), the float64 attention over the
   dequantized cache. Its last bits depend on the CPU's summation order (vectorized BLAS and
   reductions differ between processors by an ulp or two), so [`check_vectors`][nvfp4_kvcache.vectors.check_vectors]
   compares it within [`ATTENTION_TOLERANCE`][nvfp4_kvcache.vectors.ATTENTION_TOLERANCE]; every
@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ FORMAT_VERSION = 1
 """Bumped whenever the layout of the files or the manifest changes."""
 
 ATTENTION_TOLERANCE = {"rtol": 1e-12, "atol": 1e-12}
-"""How far a regenerated ``decode_attention`` output may move from the stored one.
+"""How far a regenerated `decode_attention` output may move from the stored one.
 
 Both are float64 attention over the same dequantized values; only the order of float64 sums
 differs between machines (seen: 1 ulp, 4.4e-16, on a third of the elements between two x86
@@ -72,7 +73,7 @@ that a wrong code or scale byte would move the output by.
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SHAPE = (4, 4, 128)
-"""``[tokens, heads, head_dim]`` of the random sets: small enough for the repository."""
+"""`[tokens, heads, head_dim]` of the random sets: small enough for the repository."""
 
 POOL = {"size": 32, "page_size": 4, "layer_num": 1, "head_num": 2, "head_dim": 64}
 """Geometry of the pool sets (one layer, 36 rows including the padding page)."""
@@ -85,7 +86,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def load_array(path: Path) -> np.ndarray:
-    """Read one ``.npy`` file (no pickles)."""
+    """Read one `.npy` file (no pickles)."""
     return np.load(path, allow_pickle=False)
 
 
@@ -106,7 +107,7 @@ def _pool_inputs(recipe: str, seed: int) -> tuple[dict, dict[str, torch.Tensor]]
     v = torch.randn(shape, generator=g).to(torch.bfloat16)
     loc = torch.randperm(POOL["size"], generator=g)[:n] + POOL["page_size"]   # real slots, past the padding page
     meta = {"pool": dict(POOL), "input_dtype": "bfloat16", "seed": seed}
-    if RECIPES[recipe].needs_global_scale:
+    if RECIPES[recipe].global_scale is not None:
         meta["k_global_scale"] = nvfp4_global_scale(k.abs().amax().float(), "amax/(6*448)").item()
         meta["v_global_scale"] = nvfp4_global_scale(v.abs().amax().float(), "amax/(6*448)").item()
         meta["global_scale_convention"] = "amax/(6*448)"
@@ -119,24 +120,28 @@ def _decode_inputs(seed: int, loc: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"q": q, "kv_indptr": torch.tensor([0, 9, 24]), "kv_indices": loc.clone()}
 
 
+def _seed(name: str) -> int:
+    """A set's seed, from its name alone: adding a recipe or a dtype leaves every other set as it was."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
 def _sets(recipes, dtypes):
-    seed = 0
     for recipe in recipes:
         r = get_recipe(recipe)
         for dtype in dtypes:
-            seed += 1
+            seed = _seed(f"{recipe}.quantize.{dtype}")
             x = _random_input(recipe, dtype, seed)
-            g = nvfp4_global_scale(x.abs().amax().float(), "amax/(6*448)").item() if r.needs_global_scale else None
+            g = nvfp4_global_scale(x.abs().amax().float(), "amax/(6*448)").item() if r.global_scale is not None else None
             yield {"name": f"{recipe}.quantize.{dtype}", "recipe": recipe, "kind": "quantize", "input_dtype": dtype,
                    "seed": seed, "global_scale": g, "global_scale_convention": "amax/(6*448)" if g else None}, {"input": x}
         # the named cases quantized with global scale 1 (or none), one block per row; the input is
         # float32 (the one bf16 case holds a bf16-representable value)
         cases = [c for c in CASES.values() if c.recipe == recipe and c.global_scale in (None, 1.0)]
         yield {"name": f"{recipe}.quantize.named_cases", "recipe": recipe, "kind": "quantize", "input_dtype": "float32",
-               "seed": None, "global_scale": 1.0 if r.needs_global_scale else None, "global_scale_convention": None,
+               "seed": None, "global_scale": 1.0 if r.global_scale is not None else None, "global_scale_convention": None,
                "cases": [c.name for c in cases]}, {"input": torch.cat([case_input(c).float() for c in cases])}
         if recipe in POOL_RECIPES and "bfloat16" in dtypes:
-            seed += 1
+            seed = _seed(f"{recipe}.pool_store")
             meta, inputs = _pool_inputs(recipe, seed)
             yield {"name": f"{recipe}.pool_store", "recipe": recipe, "kind": "pool_store", **meta}, inputs
             yield ({"name": f"{recipe}.decode_attention", "recipe": recipe, "kind": "decode_attention", **meta},
@@ -176,7 +181,7 @@ def _build(recipes, dtypes):
         "reference_version": nvfp4_kvcache.__version__,
         "generator": "python -m nvfp4_kvcache vectors write DIR",
         "layout": "packed: uint8 [..., N/2], element 2i in the low nibble; scales: uint8 [..., N/block] "
-                  "(nvfp4: E4M3 bits); floating inputs: float32 holding the input dtype's values exactly",
+                  "(E4M3-scaled recipes: E4M3 bits); floating inputs: float32 holding the input dtype's values exactly",
         "sets": [],
     }
     blobs: dict[str, bytes] = {}
@@ -196,7 +201,7 @@ def _build(recipes, dtypes):
 
 
 def write_vectors(directory: Path | str, recipes=None, dtypes=None) -> dict:
-    """Write the vector sets and ``manifest.json`` into ``directory``; return the manifest."""
+    """Write the vector sets and `manifest.json` into `directory`; return the manifest."""
     directory = Path(directory)
     recipes = list(recipes or sorted(RECIPES))
     dtypes = list(dtypes or DTYPES)

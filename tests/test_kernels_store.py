@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 import nvfp4_kvcache_triton  # noqa: E402
 import nvfp4_kvcache_triton.reference  # noqa: E402
 import nvfp4_kvcache as ri  # noqa: E402
-from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES, PoolScaleLayout, nvfp4_global_scale  # noqa: E402
 from tests._kernel_cases import equal_values, random_blocks, special_blocks  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -31,9 +31,10 @@ DEVICES = [
     pytest.param("cpu", id="interp", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1")),
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
 ]
-# (recipe, flat scales?)  flat = [slots, H*D/B] (SGLang fp4_mx_block16), else [slots, H, D/B] (SGLang nvfp4)
-LAYOUTS = [("fp4_mx_block16", True), ("nvfp4", False), ("mxfp4", False), ("mxfp4", True), ("mxfp4_rceil", False),
-           ("nvfp4_4over6", False)]
+# (recipe, flat scales?)  flat = [slots, H*D/B] (SGLang fp4_mx_block16), else [slots, H, D/B] (SGLang nvfp4):
+# each recipe in its pool's layout; a recipe no pool stores in both
+LAYOUTS = [(name, flat) for name, r in RECIPES.items()
+           for flat in ((True, False) if r.pool_scale_layout is None else (r.pool_scale_layout is PoolScaleLayout.FLAT,))]
 
 
 def make_layer(recipe, flat, slots, h, d, device, seed=0):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():  # before triton is imported anywhere
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from nvfp4_kvcache.accuracy.schemes import FP4_SCHEMES, SCHEMES
 from nvfp4_kvcache.capacity import KV_DTYPES
@@ -93,3 +97,38 @@ def test_the_name_check_catches_a_comparison():
     assert _COMPARISON.search('if recipe == "nvfp4":')
     assert _COMPARISON.search("if name in ('fp4_mx_block16', 'nvfp4'):")
     assert not _COMPARISON.search("if recipe.global_scale is not None:")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_decode_attention_reads_every_recipe_its_formats_decode(name):
+    """The kernel's KV formats are read off the recipes: a block-16 recipe with an E4M3 or a
+    power-of-two block-16 scale is read (and agrees with the oracle); any other is refused."""
+    from nvfp4_kvcache.attention import decode_attention
+    from nvfp4_kvcache_triton._triton.decode_attention import FMT_IDS
+    from nvfp4_kvcache_triton.decode_attention import FP4KVLayer, decode_attention_fp4
+
+    r = RECIPES[name]
+    readable = r.block_size == 16 and r.scale.name in ("E4M3", "UE8M0 (block16)")
+    assert (name in FMT_IDS) == readable
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs under Triton's interpreter (the decode-attention GPU tests cover CUDA)")
+    device = "cpu"
+    if not readable:
+        t = torch.zeros(4, 1, 32, dtype=torch.uint8)
+        s = torch.zeros(4, 1, 64 // r.block_size, dtype=torch.uint8)
+        with pytest.raises(ValueError, match="recipe must be one of"):
+            decode_attention_fp4(torch.zeros(1, 1, 64), FP4KVLayer(t, t, s, s, name), None,
+                                 torch.tensor([0, 1]), torch.tensor([1]))
+        return
+    kw = {"k_scales": [0.5], "v_scales": [2.0]} if r.global_scale is not None else {}
+    pool = MHATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, head_num=2, head_dim=64, recipe=name,
+                               device=device, **kw)
+    gen = torch.Generator().manual_seed(0)
+    pool.set_kv_buffer(0, torch.arange(16, 36, device=device), torch.randn(20, 2, 64, generator=gen).to(device),
+                       torch.randn(20, 2, 64, generator=gen).to(device))
+    q = torch.randn(2, 8, 64, generator=gen).to(device)
+    indptr, idx = torch.tensor([0, 5, 20], device=device), torch.arange(16, 36, device=device)
+    out = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2)
+    ref = decode_attention(q, pool, 0, indptr, idx)
+    assert (out.double() - ref).abs().max() < 1e-3

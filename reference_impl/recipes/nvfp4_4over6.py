@@ -5,11 +5,16 @@ block, a `float32` decode global scale `g` per tensor, E2M1 elements rounded to 
 and so is the decode. The difference is the block scale: besides the one that maps the block max
 to 6, the writer tries the one that maps it to 4 (1.5 times larger, so the top of the block lands
 on the finer part of the E2M1 grid) and keeps whichever reconstructs the block with the smaller
-squared error. vLLM 0.34.0 serves it as a KV-cache dtype; the arithmetic below is FlashInfer
-0.7.4's (`nvfp4_append_quantize_block` in `flashinfer/data/include/flashinfer/page.cuh`, compiled
-with `-DFLASHINFER_NVFP4_APPEND_4OVER6`, reached through
-`flashinfer.page.nvfp4_quantize_append_paged_kv_cache_with_slot_mapping(..., nvfp4_4over6=...)`,
-which accepts only the MSE error metric).
+squared error. The arithmetic below is FlashInfer 0.7.4's (`nvfp4_append_quantize_block` in
+`flashinfer/data/include/flashinfer/page.cuh`, compiled with `-DFLASHINFER_NVFP4_APPEND_4OVER6`,
+reached through `flashinfer.page.nvfp4_quantize_append_paged_kv_cache_with_slot_mapping(...,
+nvfp4_4over6=NVFP44Over6Config(err_mode="MSE"))`, which accepts only the MSE error metric).
+
+vLLM 0.34.0 lists `nvfp4_4over6` as a KV-cache dtype (`vllm/config/cache.py`), but its Python
+code tests `cache_dtype.startswith("nvfp4")` and treats it as `nvfp4`: its FlashInfer path
+(`do_kv_cache_update` in `vllm/v1/attention/backends/flashinfer.py`) calls the writer above
+without `nvfp4_4over6=`, whose default `None` turns the search off, and its TRT-LLM path passes the
+dtype string to its own compiled `reshape_and_cache_flash`, whose source the wheel does not hold.
 
 Rules, per block of 16 (each step one `float32` operation rounded to nearest even; "ftz" flushes
 a `float32` subnormal to a zero of the same sign, as FlashInfer's `-use_fast_math` build does for
