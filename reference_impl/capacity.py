@@ -21,9 +21,9 @@ weights plus KV cache (activations, CUDA graphs and workspaces take the rest).
 
 Command line:
 
-``text
+```text
 python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
-``
+```
 
 Examples:
     >>> from nvfp4_kvcache.capacity import kv_bytes_per_token_per_layer, tokens_that_fit

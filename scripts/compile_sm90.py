@@ -1,7 +1,7 @@
-"""Compile every Triton kernel of ``nvfp4_kvcache_triton`` for sm_90 (H100/H200) on a machine with no GPU.
+"""Compile every Triton kernel of `nvfp4_kvcache_triton` for sm_90 (H100/H200) on a machine with no GPU.
 
-Triton ships its own ``ptxas``, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
-CPU-only CI box: an error that only the GPU compiler would raise (a shape ``tl.dot`` rejects, an
+Triton ships its own `ptxas`, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
+CPU-only CI box: an error that only the GPU compiler would raise (a shape `tl.dot` rejects, an
 unsupported cast, too much shared memory) fails here instead of on the first GPU run. For each
 variant it prints registers, spills and shared memory, and fails a variant that spills registers
 (stack or local memory); with `--sass` it also counts SASS instructions with the bundled `cuobjdump`.
@@ -121,7 +121,7 @@ def sass_count(cubin: bytes) -> int:
 
 
 def resources(cubin: bytes) -> str:
-    """``REG:.. STACK:.. SHARED:.. LOCAL:..`` as cuobjdump reports them."""
+    """`REG:.. STACK:.. SHARED:.. LOCAL:..` as cuobjdump reports them."""
     m = re.search(r"(REG:\d+ STACK:\d+ SHARED:\d+ LOCAL:\d+)", _cuobjdump(cubin, "-res-usage"))
     return m.group(1) if m else "?"
 

@@ -1,7 +1,7 @@
 """Markdown tables for the site, computed from the code and from data files written by scripts.
 
-The docs build calls these through ``docs/hooks/generated.py`` (a page writes
-``<!-- generated: NAME -->``). Print one in a terminal with `python scripts/tables.py e2m1`.
+The docs build calls these through `docs/hooks/generated.py` (a page writes
+`<!-- generated: NAME -->`). Print one in a terminal with `python scripts/tables.py e2m1`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _load(name: str) -> dict:
 
 
 def block16_devices() -> str:
-    """Upstream SGLang's block-16 quantizer measured on CPU and on CUDA (``scripts/upstream_block16_behaviour.py``)."""
+    """Upstream SGLang's block-16 quantizer measured on CPU and on CUDA (`scripts/upstream_block16_behaviour.py`)."""
     runs = [_load("block16_cpu.json"), _load("block16_cuda.json")]
     head = ["measurement"] + [f"{r['device_type'].upper()}: {r['device']}" for r in runs]
     rows = []
@@ -211,7 +211,7 @@ def decode_attention_anchors() -> str:
 
 def decode_attention_limits() -> str:
     """Where the nvfp4 time goes, per pool layout: the gather ceiling, attention without decoding,
-    the kernels (``scripts/limits_decode_attention.py``)."""
+    the kernels (`scripts/limits_decode_attention.py`)."""
     d = _perf("decode_attention_limits.json")
     copy = d["copy"]["bytes_per_s"]
     rows = []
@@ -254,7 +254,7 @@ def decode_attention_shapes() -> str:
 
 
 def decode_attention_shapes_tuned() -> str:
-    """Each format's best launch at head dims 64 and 256 (``scripts/tune_shapes_decode_attention.py``)."""
+    """Each format's best launch at head dims 64 and 256 (`scripts/tune_shapes_decode_attention.py`)."""
     d = _perf("decode_attention_shapes_tuned.json")
     rows = []
     for r in sorted(d["rows"], key=lambda r: (r["head_dim"], r["ms"])):

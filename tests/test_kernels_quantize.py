@@ -1,6 +1,6 @@
 """Triton quantize / dequantize against the oracle: packed bytes and scale bytes equal, zero tolerance.
 
-On CPU the kernels run in Triton's interpreter on small shapes; ``@pytest.mark.gpu`` cases run the
+On CPU the kernels run in Triton's interpreter on small shapes; `@pytest.mark.gpu` cases run the
 same checks on CUDA at full size (the oracle always runs on the CPU: it is the definition).
 """
 
@@ -183,7 +183,7 @@ def test_block16_exponent_equals_oracle_ceil_log2_above_powers_of_two(device):
     """The kernel's exact bit formula equals ceil(fl32(log2 y)) for every binade, at y = 2**k (1 + M 2**-23).
 
     The oracle's float32 rounding of log2 keeps ceil = k for small M when |k| is large: e.g.
-    ``16 (1 + 2**-23)`` -> 4 (not 5), while ``2**-4 (1 + 2**-23)`` -> -3: below a negative power of
+    `16 (1 + 2**-23)` -> 4 (not 5), while `2**-4 (1 + 2**-23)` -> -3: below a negative power of
     two the float32 grid is twice as fine.
     """
     ratios = block16_boundary_amax()

@@ -1,7 +1,7 @@
 """Fused quantize-and-store into a pool layer, and gather-dequantize, against reference quantize + indexing.
 
-Buffers have SGLang 0.5.23's MHA FP4 shapes: data ``[size + page_size, H, D/2]``; scales
-``[size + page_size, H*D/16]`` (fp4_mx_block16) or ``[size + page_size, H, D/16]`` (nvfp4); mxfp4
+Buffers have SGLang 0.5.23's MHA FP4 shapes: data `[size + page_size, H, D/2]`; scales
+`[size + page_size, H*D/16]` (fp4_mx_block16) or `[size + page_size, H, D/16]` (nvfp4); mxfp4
 (not upstream) is tested in both scale layouts. Buffers start as random bytes, so a slot written
 wrongly, or a slot written that should not be, shows.
 """
