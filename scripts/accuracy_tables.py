@@ -1,8 +1,8 @@
-"""Markdown tables of the Accuracy chapter, rendered from ``docs/data/accuracy/`` (written by
-``scripts/accuracy_lab.py``) and from the quoted upstream numbers in ``docs/data/accuracy/upstream.yaml``.
+"""Markdown tables of the Accuracy chapter, rendered from `docs/data/accuracy/` (written by
+`scripts/accuracy_lab.py`) and from the quoted upstream numbers in `docs/data/accuracy/upstream.yaml`.
 
-Print one in a terminal with ``python scripts/accuracy_tables.py NAME``; :data:`TABLES` maps
-the names a page uses in ``<!-- generated: NAME -->`` to the functions.
+Print one in a terminal with `python scripts/accuracy_tables.py NAME`; `TABLES` maps
+the names a page uses in `<!-- generated: NAME -->` to the functions.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "accuracy"
 
-SCHEME_ORDER = ["fp8_e4m3/scale1", "fp8_e4m3/calibrated", "int4_g32", "fp4_mx_block16", "mxfp4",
-                "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from nvfp4_kvcache.accuracy.schemes import SCHEMES  # noqa: E402
+
+SCHEME_ORDER = list(SCHEMES)
+"""Rows in the registry's order: the baselines, then every recipe's schemes."""
 DIST_ORDER = ["gaussian", "laplace", "student_t3", "outlier_channels", "rope_keys", "tiny_blocks", "small_tensor",
               "one_huge"]
 
 
 def load(part: str, data_dir: Path | None = None) -> dict:
-    """The lab's JSON for ``part`` (``elements``, ``attention``, ``model``)."""
+    """The lab's JSON for `part` (`elements`, `attention`, `model`)."""
     return json.loads(((data_dir or DATA) / f"{part}.json").read_text())
 
 
@@ -35,7 +39,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def db(v: float) -> str:
-    """dB with one decimal; ``inf`` for exact."""
+    """dB with one decimal; `inf` for exact."""
     return "exact" if v == math.inf else ("-inf" if v == -math.inf else f"{v:.1f}")
 
 
@@ -55,9 +59,6 @@ def _s(name: str) -> str:
 
 def schemes() -> str:
     """The schemes the lab compares, read off the registry."""
-    sys.path.insert(0, str(ROOT))
-    from nvfp4_kvcache.accuracy.schemes import SCHEMES
-
     rows = [[_s(n), s.label, f"{s.bits_per_value:g}", s.block, "yes" if s.uses_amax else "no"]
             for n, s in SCHEMES.items()]
     return _table(["scheme", "what", "bits / value", "block", "per-tensor calibration"], rows)
@@ -106,7 +107,7 @@ def attention_context(data_dir: Path | None = None, scenario: str = "rope_keys",
 
 
 def attention_context_gaussian(data_dir: Path | None = None) -> str:
-    """:func:`attention_context` for Gaussian K and V."""
+    """`attention_context` for Gaussian K and V."""
     return attention_context(data_dir, "gaussian")
 
 
@@ -206,7 +207,7 @@ TABLES = {
     "accuracy_upstream": upstream_numbers,
     "accuracy_provenance": provenance,
 }
-"""Name -> function returning Markdown (to be merged into ``scripts/tables.py``'s registry)."""
+"""Name -> function returning Markdown (to be merged into `scripts/tables.py`'s registry)."""
 
 
 if __name__ == "__main__":
