@@ -1,6 +1,6 @@
 """Triton kernels for FP4 KV caches: bit for bit [`nvfp4_kvcache`][nvfp4_kvcache], at memory speed.
 
-Recipes `nvfp4`, `fp4_mx_block16` and `mxfp4`. Each function here has a PyTorch twin of the
+Every recipe of `nvfp4_kvcache.recipes.RECIPES`. Each function here has a PyTorch twin of the
 same signature in [`nvfp4_kvcache_triton.reference`][nvfp4_kvcache_triton.reference], and the same tests run against both.
 
 Examples:

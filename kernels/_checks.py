@@ -13,7 +13,7 @@ import torch
 from nvfp4_kvcache.checks import check_float_input, check_same_device, check_uint8
 from nvfp4_kvcache.pool import PADDING_SLOT
 from nvfp4_kvcache.recipes import Recipe
-from nvfp4_kvcache.recipes.nvfp4 import check_global_scale_tensor
+from nvfp4_kvcache.recipes.base import check_global_scale_tensor
 
 __all__ = ["check_dequantize_parts", "check_pool_layer", "check_loc", "check_store_args", "check_scale_tensor"]
 
@@ -115,7 +115,7 @@ def check_scale_tensor(recipe: Recipe, g: object, device: torch.device, name: st
     `name` prefixes the message (`store_kv` has two scales).
     """
     prefix = f"{name}: " if name else ""
-    if not (recipe.needs_global_scale and isinstance(g, torch.Tensor) and g.device.type == "cuda"):
+    if not (recipe.global_scale is not None and isinstance(g, torch.Tensor) and g.device.type == "cuda"):
         try:
             return recipe.check_global_scale(g, device)
         except (TypeError, ValueError) as e:

@@ -2,7 +2,7 @@
 
 | function | reads |
 |---|---|
-| [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4] | an FP4 pool layer (`nvfp4` or `fp4_mx_block16`): packed E2M1 + scale bytes, decoded in registers |
+| [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4] | an FP4 pool layer (a block-16 recipe with an E4M3 or power-of-two scale: `nvfp4`, `fp4_mx_block16`, ...): packed E2M1 + scale bytes, decoded in registers |
 | [`decode_attention_dense`][nvfp4_kvcache_triton.decode_attention.decode_attention_dense] | a `bfloat16` or `float8_e4m3fn` `[slots, H, D]` cache (FP8 with per-tensor K/V scales): the baselines |
 
 Both have the public shapes of [`nvfp4_kvcache.attention.decode_attention`][nvfp4_kvcache.attention.decode_attention] (`q` `[B, Hq,
@@ -45,6 +45,7 @@ from nvfp4_kvcache_triton._triton import decode_attention as _k
 from nvfp4_kvcache.attention import _check_indptr, _check_q
 from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["FP4KVLayer", "decode_attention_fp4", "decode_attention_dense", "fp4_layer", "TUNING",
            "DEFAULT_SPLITS", "DECODES", "attention_tolerance"]
@@ -64,6 +65,8 @@ TUNING: dict[str, int] = {
 `launch` in `docs/data/perf/decode_attention.json`; pass them as `**launch`."""
 
 _OUT_DTYPES = (torch.float32, torch.bfloat16)
+_FP4_RECIPES = tuple(name for name in _k.FMT_IDS if name not in ("bf16", "fp8_e4m3"))
+"""The recipes the kernel reads: block 16 with an E4M3 or a block-16 power-of-two scale."""
 DECODES = tuple(_k.DECODE_IDS)
 """E2M1 decoders of [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4] (`decode=`). `"prmt"` and `"prmt_bf16"` are
 inline PTX only (refused under the interpreter); `"cvt_f16"` runs its pure-Triton twin there."""
@@ -80,9 +83,10 @@ class FP4KVLayer:
             contiguous, any slot and head strides (SGLang's slot-major pool, or a head-major view).
         k_scale, v_scale: `uint8` (or, nvfp4, `float8_e4m3fn`) `[slots, H*D/16]` or
             `[slots, H, D/16]`, rows contiguous, any other strides (the same for both).
-        recipe: `"nvfp4"` or `"fp4_mx_block16"`.
-        k_global, v_global: nvfp4 only: `float32 [1]` (or 0-d) decode global scales on the
-            buffers' device; `None` for fp4_mx_block16.
+        recipe: a block-16 recipe with an E4M3 or power-of-two scale (`"nvfp4"`,
+            `"fp4_mx_block16"`, ...; the kernel's formats are read off the recipes).
+        k_global, v_global: recipes with a global scale only: `float32 [1]` (or 0-d) decode
+            global scales on the buffers' device; `None` otherwise.
     """
 
     k: torch.Tensor
@@ -109,7 +113,7 @@ def fp4_layer(pool: MHATokenToKVPoolFP4, layer: object) -> FP4KVLayer:
     i = resolve_layer_id(layer, pool.start_layer, pool.layer_num)
     t = pool.layer_tensors(layer)
     gk = gv = None
-    if pool.recipe.name == "nvfp4":
+    if pool.recipe.global_scale is not None:
         gk, gv = pool.k_scales[i : i + 1], pool.v_scales[i : i + 1]
     return FP4KVLayer(t["k"], t["v"], t["k_scale"], t["v_scale"], pool.recipe.name, gk, gv)
 
@@ -353,8 +357,9 @@ def decode_attention_fp4(
         fl = pool_or_buffers
     else:
         raise TypeError(f"pool_or_buffers must be an MHATokenToKVPoolFP4 or FP4KVLayer, got {type(pool_or_buffers).__name__}")
-    if fl.recipe not in ("nvfp4", "fp4_mx_block16"):
-        raise ValueError(f"recipe must be 'nvfp4' or 'fp4_mx_block16', got {fl.recipe!r}")
+    if fl.recipe not in _FP4_RECIPES:
+        raise ValueError(f"recipe must be one of {_FP4_RECIPES}, got {fl.recipe!r}")
+    recipe = get_recipe(fl.recipe)
     for name in ("k", "v"):
         t = getattr(fl, name)
         if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1:
@@ -381,11 +386,11 @@ def decode_attention_fp4(
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     for name, t in (("k", fl.k), ("v", fl.v), ("k_scale", ks), ("v_scale", vs)):
         _same_device(name, t, q)
-    if fl.recipe == "nvfp4":
+    if recipe.global_scale is not None:
         if fl.k_global is None or fl.v_global is None:
-            raise ValueError("nvfp4 needs k_global and v_global (float32 decode global scales)")
+            raise ValueError(f"{fl.recipe} needs k_global and v_global (float32 decode global scales)")
     elif fl.k_global is not None or fl.v_global is not None:
-        raise ValueError("fp4_mx_block16 has no global scale; pass k_global=v_global=None")
+        raise ValueError(f"{fl.recipe} has no global scale; pass k_global=v_global=None")
     gk = _scale_tensor(fl.k_global, "k_global", q.device)
     gv = _scale_tensor(fl.v_global, "v_global", q.device)
     page = _check_page(page_size)
@@ -398,7 +403,7 @@ def decode_attention_fp4(
     if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
-    if decode == "cvt_f16" and fl.recipe != "nvfp4":
+    if decode == "cvt_f16" and recipe.scale.torch_dtype is not torch.float8_e4m3fn:
         raise ValueError("decode='cvt_f16' needs E4M3 block scales (nvfp4): a power-of-two scale times an "
                          "E2M1 value does not fit float16 in general")
     fmt = _k.FMT_IDS[fl.recipe]

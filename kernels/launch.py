@@ -8,6 +8,9 @@
 | [`gather_dequantize`][nvfp4_kvcache_triton.launch.gather_dequantize] | slots `loc` of a pool layer -> `[n, H, D]` | [`nvfp4_kvcache_triton.reference`][nvfp4_kvcache_triton.reference] |
 | [`store_kv`][nvfp4_kvcache_triton.launch.store_kv] | quantize K and V and scatter them into a pool layer | [`nvfp4_kvcache_triton.reference`][nvfp4_kvcache_triton.reference] |
 
+Every recipe of `nvfp4_kvcache.recipes.RECIPES` runs here: the quantize kernel branches on the
+recipe's `kernel_id`, the dequantize kernel on its scale format.
+
 Tensors must be on a CUDA device, or on the CPU with `TRITON_INTERPRET=1` set before Triton is
 imported (Triton's interpreter, which CI uses).
 """
@@ -20,18 +23,21 @@ import triton
 
 from nvfp4_kvcache_triton import _checks
 from nvfp4_kvcache_triton._triton import fp4
-from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id
 from nvfp4_kvcache.checks import check_float_input
 from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 
 __all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING"]
 
 TUNING: dict[str, int] = {
-    "quantize_elems": 2048,    # elements per program (quantize and store)
-    "quantize_warps": 1,
+    # the four defaults serve recipes that have not been timed yet: a quantize tile of one
+    # 1024-element row over 4 warps (8 elements per thread) compiles without register spills for
+    # every recipe, the 4-over-6 search included (scripts/compile_sm90.py checks)
+    "quantize_elems": 1024,    # elements per program (quantize and store)
+    "quantize_warps": 4,
     "dequantize_elems": 2048,  # elements per program (dequantize and gather)
     "dequantize_warps": 8,
-    # per-recipe choices ("{kind}_{elems|warps}:{recipe}") override the four above
+    # per-recipe choices ("{kind}_{elems|warps}:{recipe}"), measured, override the four above
     "quantize_elems:nvfp4": 1024, "quantize_warps:nvfp4": 1,
     "quantize_elems:fp4_mx_block16": 1024, "quantize_warps:fp4_mx_block16": 1,
     "quantize_elems:mxfp4": 2048, "quantize_warps:mxfp4": 1,
@@ -41,9 +47,10 @@ TUNING: dict[str, int] = {
     "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
     "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
 }
-"""Tile sizes and warps: the fastest of the sweeps that `scripts/bench_quant_kernels.py` ran on an
-H100 (store_kv and dequantize, 131072 x 8 x 128 bf16, per recipe; the rows are kept in
-`docs/data/perf/quant_kernels_tuning.json`). Under the interpreter only `interpret_elems` counts."""
+"""Tile sizes and warps: the per-recipe entries are the fastest of the sweeps that
+`scripts/bench_quant_kernels.py` ran on an H100 (store_kv and dequantize, 131072 x 8 x 128 bf16;
+the rows are kept in `docs/data/perf/quant_kernels_tuning.json`); a recipe without entries (not
+timed yet) gets the defaults. Under the interpreter only `interpret_elems` counts."""
 
 _OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.float16: fp4.OUT_F16,
              torch.float64: fp4.OUT_F64}
@@ -117,7 +124,7 @@ def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
     fp4.quantize_kernel[grid](
         *args, loc if loc is not None else pairs[0][1], n_rows,
         RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
-        IN_KIND=in_kind, HAS_LOC=loc is not None, num_warps=warps,
+        IN_KIND=in_kind, HAS_LOC=loc is not None, HW_FMA=not _interpreting(), num_warps=warps,
     )
 
 
@@ -129,7 +136,7 @@ def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, lo
     fp4.dequantize_kernel[grid](
         packed, p_stride, scales, s_stride, g if g is not None else _dummy(packed.device),
         loc if loc is not None else packed, out_view, n_rows,
-        RECIPE=RECIPE_IDS[recipe.name], BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
+        SCALE=scale_id(recipe), BS=recipe.block_size, ROW=row, ROWP=rowp, TOK=tok,
         OUT_KIND=_OUT_KIND[out.dtype], HAS_LOC=loc is not None, HW_CAST=not _interpreting(),
         num_warps=warps,
     )
@@ -141,8 +148,8 @@ def quantize(x: torch.Tensor, recipe: str | Recipe, *, global_scale: object = No
     Args:
         x: `float32`, `bfloat16` or `float16`, `N` a multiple of the recipe's block size;
             any strides (a non-contiguous `x` is copied first).
-        recipe: `"fp4_mx_block16"`, `"nvfp4"` or `"mxfp4"` (or a [`Recipe`][nvfp4_kvcache.recipes.Recipe]).
-        global_scale: `nvfp4` only: the `float32` decode multiplier (a float or a 1-element
+        recipe: a name of `RECIPES` (or a [`Recipe`][nvfp4_kvcache.recipes.Recipe]).
+        global_scale: recipes with a global scale only: the `float32` decode multiplier (a float or a 1-element
             `float32` tensor; a CUDA tensor's value is not checked, which would synchronise).
 
     Returns:
@@ -273,7 +280,7 @@ def store_kv(
             `[slots, H, D/B]` (its nvfp4 layout).
         v_scales: like `k_scales`.
         recipe: recipe name or object.
-        k_global_scale: `nvfp4` only: `float32` decode multiplier of K. A tensor's value is
+        k_global_scale: recipes with a global scale only: `float32` decode multiplier of K. A tensor's value is
             not checked here (reading it would synchronise the device).
         v_global_scale: the same for V.
         check_slots: check the slots (range, no repeats) before writing anything. It reads

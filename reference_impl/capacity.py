@@ -10,9 +10,10 @@ Per token and layer, on one tensor-parallel rank:
   head dimension to split; every rank builds the same `MLATokenToKVPool`).
 
 Bytes for `n` elements of each KV dtype: `bf16` `2n`; `fp8_e4m3` `n` (its per-tensor
-scale ignored); `fp4_mx_block16` and `nvfp4` `n/2 + n/16` (NVFP4's two float32 global
-scales per layer ignored); `mxfp4` `n/2 + n/32`. This matches upstream's
-`compute_cell_size` for the FP4 recipes, without NVFP4's optional FP8 prefill workspace.
+scale ignored); each FP4 recipe `n/2` plus one scale byte per block, read off the recipe
+(`n/2 + n/16` for the block-16 recipes, `n/2 + n/32` for MXFP4; the float32 global scales per
+layer ignored). This matches upstream's `compute_cell_size` for the FP4 recipes, without NVFP4's
+optional FP8 prefill workspace.
 
 `tokens = floor((gpu_bytes * mem_fraction - weight_bytes / tp) / (bytes_per_token_per_layer * layers))`
 with the weights split evenly across ranks and `mem_fraction` the share of memory given to
@@ -20,7 +21,7 @@ weights plus KV cache (activations, CUDA graphs and workspaces take the rest).
 
 Command line:
 
-```bash
+```text
 python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp4
 ```
 
@@ -42,6 +43,7 @@ import sys
 from dataclasses import dataclass
 
 from nvfp4_kvcache.model_configs import MODELS, ModelConfig, param_groups
+from nvfp4_kvcache.recipes import RECIPES, get_recipe
 
 __all__ = [
     "KV_DTYPES",
@@ -61,17 +63,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KVDtype:
-    """Storage of one KV element: `bits` of data plus one 8-bit scale per `block` elements."""
+    """Storage of one KV element: `bits` of data plus one `scale_bits` scale per `block` elements."""
 
     name: str
     bits: int
     block: int | None = None
+    scale_bits: int = 8
 
     def bytes_for(self, n: int) -> float:
         """Bytes that `n` elements take (`n` a multiple of `block`)."""
         if self.block and n % self.block:
             raise ValueError(f"{self.name}: {n} elements do not split into blocks of {self.block}")
-        return n * self.bits / 8 + (n // self.block if self.block else 0)
+        return n * self.bits / 8 + (n // self.block * self.scale_bits / 8 if self.block else 0)
 
 
 KV_DTYPES: dict[str, KVDtype] = {
@@ -79,13 +82,11 @@ KV_DTYPES: dict[str, KVDtype] = {
     for d in (
         KVDtype("bf16", 16),
         KVDtype("fp8_e4m3", 8),
-        KVDtype("fp4_mx_block16", 4, 16),
-        KVDtype("nvfp4", 4, 16),
-        KVDtype("mxfp4", 4, 32),
+        *(KVDtype(r.name, r.element.bits, r.block_size, r.scale.bits) for r in RECIPES.values()),
     )
 }
-"""KV cache dtypes of the table. (SGLang 0.5.23 rejects `--kv-cache-dtype mxfp4`; it is here
-for comparison: OCP MXFP4's block of 32.)"""
+"""KV cache dtypes of the table: BF16, FP8 and every recipe of `RECIPES`. (SGLang 0.5.23
+rejects `--kv-cache-dtype mxfp4`; the recipes no engine pages are here for comparison.)"""
 
 GPUS: dict[str, float] = {"H100": 80e9, "H200": 141e9, "B200": 180e9}
 """GPU -> memory in bytes: the nominal capacities (80, 141 and 180 GB) taken as 10**9 bytes."""
@@ -145,9 +146,10 @@ def kv_bytes_per_token(
     """KV bytes of one token over all layers, on one rank.
 
     Args:
-        nvfp4_prefill_workspace: `nvfp4` MHA only: add the FP8 E4M3 K/V workspace that SGLang
-            allocates once for all layers when prefill runs FlashInfer on dequantized KV
-            (`2 * heads_per_rank * head_dim` bytes per token; `NVFP4KVCacheMethod.compute_cell_size`).
+        nvfp4_prefill_workspace: MHA with a two-level (global-scale) recipe only: add the FP8 E4M3
+            K/V workspace that SGLang allocates once for all layers when prefill runs FlashInfer
+            on dequantized KV (`2 * heads_per_rank * head_dim` bytes per token;
+            `NVFP4KVCacheMethod.compute_cell_size`).
 
     Raises:
         ValueError: unknown model or dtype, bad `tp`, or a workspace asked for another dtype/MLA.
@@ -161,8 +163,8 @@ def kv_bytes_per_token(
     m = _model(model)
     total = m.num_layers * kv_bytes_per_token_per_layer(m, kv_dtype, tp)
     if nvfp4_prefill_workspace:
-        if kv_dtype != "nvfp4" or m.attention != "mha":
-            raise ValueError("the NVFP4 prefill workspace exists for nvfp4 MHA pools only")
+        if kv_dtype not in RECIPES or get_recipe(kv_dtype).global_scale is None or m.attention != "mha":
+            raise ValueError(f"the NVFP4 prefill workspace exists for MHA pools of a recipe with a global scale; got {kv_dtype!r}")
         total += 2 * kv_heads_per_rank(m, tp) * m.head_dim
     return total
 

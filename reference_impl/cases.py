@@ -5,8 +5,8 @@ saturation, scale underflow and overflow, NaN, infinity, negative zero). The exp
 derived by hand from each recipe's written rules, not by running the oracle, so the tests that
 compare the oracle with them can fail. Kernel tests and the docs use the same list.
 
-Each :class:`Case` is one block: ``values`` lists the non-zero positions (every other element
-is ``+0.0``), ``codes`` the expected non-zero nibbles (every other code is 0).
+Each `Case` is one block: `values` lists the non-zero positions (every other element
+is `+0.0`), `codes` the expected non-zero nibbles (every other code is 0).
 
 Examples:
     >>> from nvfp4_kvcache.cases import CASES, case_input
@@ -44,13 +44,13 @@ class Case:
     """One block and the bytes its recipe must produce for it.
 
     Attributes:
-        name: ``"<recipe>/<what>"``.
+        name: `"<recipe>/<what>"`.
         recipe: recipe name.
-        values: ``{position: float32 value}``; other positions hold ``+0.0``.
-        scale_byte: expected scale byte (E4M3 bits for ``nvfp4``).
-        codes: ``{position: expected 4-bit code}``; other positions expect code 0.
+        values: `{position: float32 value}`; other positions hold `+0.0`.
+        scale_byte: expected scale byte (E4M3 bits for `nvfp4`).
+        codes: `{position: expected 4-bit code}`; other positions expect code 0.
         why: the rule the case pins, in one sentence.
-        global_scale: ``nvfp4`` only.
+        global_scale: `nvfp4` only.
         dtype: input dtype.
     """
 
@@ -65,7 +65,7 @@ class Case:
 
 
 def case_input(case: Case) -> torch.Tensor:
-    """The case's block as a ``[1, block_size]`` tensor of ``case.dtype``."""
+    """The case's block as a `[1, block_size]` tensor of `case.dtype`."""
     n = get_recipe(case.recipe).block_size
     x = torch.zeros(1, n, dtype=torch.float32)
     for i, v in case.values.items():
@@ -161,6 +161,90 @@ _LIST = [
          "NaN makes the shared scale NaN (0xFF), all codes 0"),
     Case("mxfp4/inf_block", "mxfp4", {0: -math.inf, 1: 1.0}, 0xFF, {},
          "infinity makes the shared scale NaN (0xFF), all codes 0"),
+    # ---- mxfp4_rceil: E = clamp(min{E : amax <= 6 * 2**E}, -127, 127), byte E+127, RNE, sign = signbit(x)
+    Case("mxfp4_rceil/zero_block", "mxfp4_rceil", {3: -0.0}, 0, {3: 0x8},
+         "a zero block gets the smallest scale 2**-127 (byte 0); -0.0 keeps its sign (code 8)"),
+    Case("mxfp4_rceil/amax_is_6", "mxfp4_rceil", {0: 6.0, 1: 0.2, 2: -0.2}, 127, {0: 7, 2: 0x8},
+         "amax = 6 * 2**0 exactly: E = 0 (byte 127), 6 is code 7; +-0.2 round to +-0 (the sign is kept)"),
+    Case("mxfp4_rceil/amax_just_above_6", "mxfp4_rceil", {0: _next_up(6.0)}, 128, {0: 5},
+         "amax one float32 ulp above 6 would clip at E = 0: E = 1 (byte 128), 6.0000005 / 2 = 3.0000002 -> 3 (code 5)"),
+    Case("mxfp4_rceil/amax_7", "mxfp4_rceil", {0: 7.0, 1: 0.3}, 128, {0: 6},
+         "OCP's floor rule gives byte 127 and clips 7 to 6; rounding up gives byte 128: 7/2 = 3.5 ties to 4 "
+         "(even code 6), 0.3/2 = 0.15 -> 0"),
+    Case("mxfp4_rceil/ties_even", "mxfp4_rceil",
+         {0: 6.0, **{i + 1: t for i, t in enumerate(_TIES)}, 8: -0.25, 9: -2.5}, 127,
+         {0: 7, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6, 8: 0x8, 9: 0xC},
+         "E = 0: the midpoints go to the even code: 0.25->0, 0.75->1, 1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4"),
+    Case("mxfp4_rceil/log2_float32_rounds_down", "mxfp4_rceil", {0: _next_up(96.0)}, 132, {0: 5},
+         "amax/6 = 16 (1 + 2**-23): exactly above 2**4, so E = 5 (byte 132) and 96.00001/32 -> 3 (code 5); a "
+         "float32 log2 rounds to 4.0 and picks byte 131, clipping to 6"),
+    Case("mxfp4_rceil/subnormal_block", "mxfp4_rceil", {0: 5 * 2.0**-127, 1: -(2.0**-128)}, 0, {0: 6, 1: 0x9},
+         "a subnormal amax clamps to E = -127 (byte 0); elements scale by 2**127 exactly: 5 ties to 4 (code 6), "
+         "-0.5 is code 9"),
+    Case("mxfp4_rceil/quotient_rounds_onto_power_of_two", "mxfp4_rceil", {0: 6 * 2.0**-127 + 2.0**-148}, 1, {0: 5},
+         "amax = 6 * 2**-127 + 2**-148 exceeds 6 * 2**-127: E = -126 (byte 1) and amax / 2**-126 = 3 + 2**-22 -> 3; "
+         "the float32 quotient amax/6 rounds down onto the subnormal 2**-127, which a rounded-quotient rule maps to byte 0"),
+    Case("mxfp4_rceil/float32_max", "mxfp4_rceil", {0: _F32_MAX}, 253, {0: 6},
+         "the largest finite input: E = 126 (byte 253); 3.4e38 / 2**126 = 3.9999998 -> 4 (code 6)"),
+    Case("mxfp4_rceil/nan_block", "mxfp4_rceil", {0: math.nan, 1: 3.0}, 0xFF, {},
+         "NaN makes the shared scale NaN (0xFF), all codes 0"),
+    Case("mxfp4_rceil/inf_block", "mxfp4_rceil", {0: -math.inf, 1: 1.0, 2: 1.75 * 2.0**127}, 0xFE, {0: 0xF, 2: 4},
+         "infinity saturates the scale to 2**127 (byte 0xFE, as cvt.rp.satfinite); -inf -> -6 (code 0xF), "
+         "1.0 / 2**127 -> 0, 1.75 * 2**127 / 2**127 = 1.75 ties to 2 (code 4)"),
+    # ---- nvfp4_4over6: candidates E4M3(amax * R(6g)) and E4M3(1.5 * that), the smaller squared
+    # error wins (a tie keeps the first), ftz on every float32 step, NaN elements skipped
+    Case("nvfp4_4over6/zero_block", "nvfp4_4over6", {1: -0.0}, 0x00, {1: 0x8},
+         "amax 0: both candidates 0 with equal errors; every element scales by 0 and keeps its sign (code 8)",
+         global_scale=1.0),
+    Case("nvfp4_4over6/four_wins", "nvfp4_4over6", {0: 6.0, 1: 4.5}, 0x3C, {0: 6, 1: 5},
+         "E4M3(6/6) = 1 leaves 4.5 -> 4 (error 0.25); the 1.5 scale maps 6 -> 4 and 4.5 -> 3 exactly (error 0): "
+         "block scale 1.5 (0x3C)", global_scale=1.0),
+    Case("nvfp4_4over6/six_wins", "nvfp4_4over6", {0: 6.0, 1: 1.0}, 0x38, {0: 7, 1: 2},
+         "scale 1 is exact; scale 1.5 turns 1 into 0.75 (error 0.0625): block scale 1.0 (0x38)", global_scale=1.0),
+    Case("nvfp4_4over6/tie_keeps_six", "nvfp4_4over6", {0: 6.0}, 0x38, {0: 7},
+         "6 is exact under both scales (6 -> code 7 at 1.0, 4 at 1.5): equal errors keep the max-to-6 scale",
+         global_scale=1.0),
+    Case("nvfp4_4over6/ties_even", "nvfp4_4over6",
+         {0: 6.0, **{i + 1: t for i, t in enumerate(_TIES)}, 8: -0.25, 9: -2.5, **{i: 4.0 for i in range(10, 16)}},
+         0x38, {0: 7, 1: 0, 2: 2, 3: 2, 4: 4, 5: 4, 6: 6, 7: 6, 8: 0x8, 9: 0xC, **{i: 6 for i in range(10, 16)}},
+         "six 4.0s (off the 1.5 grid) keep scale 1.0; the midpoints go to the even code: 0.25->0, 0.75->1, "
+         "1.25->1, 1.75->2, 2.5->2, 3.5->4, 5->4; -0.25 -> -0 (code 8)", global_scale=1.0),
+    Case("nvfp4_4over6/four_rescues_underflow", "nvfp4_4over6", {0: 5.5 * 2.0**-10}, 0x01, {0: 5},
+         "amax/6 = 0.92 * 2**-10 rounds to scale 0 (error amax**2), 1.5 times it to 2**-9: 5.5 * 2**-10 / 2**-9 "
+         "= 2.75 -> 3 (code 5), error 2**-22: the smallest subnormal scale (0x01) wins", global_scale=1.0),
+    Case("nvfp4_4over6/scale_underflow", "nvfp4_4over6", {0: 1e-4, 1: -1e-4}, 0x00, {1: 0x8},
+         "amax/6 = 1.7e-5 and 1.5 times it are below 2**-10: both candidates 0, codes +-0", global_scale=1.0),
+    Case("nvfp4_4over6/subnormal_input_flushed", "nvfp4_4over6", {0: 3 * 2.0**-128}, 0x00, {},
+         "a float32 subnormal is flushed to 0 before anything (nvfp4 would give scale 2**-9 and code 7 at "
+         "g = 2**-120)", global_scale=2.0**-120),
+    Case("nvfp4_4over6/scale_saturates", "nvfp4_4over6", {0: 1e4, 1: 448.0}, 0x7E, {0: 7, 1: 2},
+         "amax/6 = 1667 and 1.5 times it saturate at 448 (0x7E); 1e4/448 = 22 -> 6, 448/448 = 1", global_scale=1.0),
+    Case("nvfp4_4over6/global_scale", "nvfp4_4over6", {0: 3.0, 1: 0.5}, 0x38, {0: 7, 1: 2},
+         "g = 0.5: s = 3 * R(3) rounds to 1.0; at 1.5, 0.5 -> 0.375 (error 2**-6) loses to scale 1.0 (exact)",
+         global_scale=0.5),
+    Case("nvfp4_4over6/nan_block", "nvfp4_4over6", {0: math.nan, 1: 6.0, 2: -1.0}, 0x38, {1: 7, 2: 0xA},
+         "NaN is skipped by amax and gets code 0; both errors are NaN, so the max-to-6 scale (1.0) is kept and "
+         "the other elements quantize normally", global_scale=1.0),
+    Case("nvfp4_4over6/inf_block", "nvfp4_4over6", {0: math.inf, 1: 1.0, 2: -math.inf}, 0x7E, {0: 7, 2: 0xF},
+         "inf saturates both candidates to 448: +-inf -> +-6, 1/448 -> 0", global_scale=1.0),
+    # two blocks found by search (their bytes are the oracle's; the tests check that a plausible
+    # wrong rule changes them): the choice hangs on a rounding of the error, or of a candidate
+    Case("nvfp4_4over6/error_sum_is_fused", "nvfp4_4over6",
+         dict(enumerate([-0.09375, 0.484375, 1.203125, -1.15625, 1.0, 1.328125, -1.1875, -0.90625, 0.015625,
+                         -1.40625, 0.859375, 1.0, 0.578125, -0.21875, 0.109375, -0.171875])),
+         0x39, {0: 0x9, 1: 0x3, 2: 0x6, 3: 0xD, 4: 0x5, 5: 0x6, 6: 0xE, 7: 0xD, 9: 0xE, 10: 0x5, 11: 0x5,
+                12: 0x3, 13: 0x9, 14: 0x1, 15: 0x9},
+         "g = fl(0.3): the two candidates' errors are within a rounding of each other; with each d_i and each "
+         "running sum a fused multiply-add the max-to-6 scale (0x39) wins, with separate roundings 0x34 would",
+         global_scale=0.3),
+    Case("nvfp4_4over6/candidate_ties_to_even", "nvfp4_4over6",
+         dict(enumerate([0.875, -0.546875, -0.71875, -0.359375, -0.515625, -0.234375, -0.40625, 0.484375,
+                         0.34375, 0.0, 0.53125, 0.3125, -0.796875, -0.265625, -0.1875, -0.859375])),
+         0x36, {0: 0x7, 1: 0xE, 2: 0xE, 3: 0xC, 4: 0xE, 5: 0xB, 6: 0xD, 7: 0x5, 8: 0x4, 10: 0x6, 11: 0x4,
+                12: 0xF, 13: 0xC, 14: 0xB, 15: 0xF},
+         "g = fl(1/6) makes R(6g) = 1, so s = amax = 0.875 (0x36) and 1.5 s = 1.3125, the E4M3 midpoint of 1.25 "
+         "and 1.375: ties to even give 1.25, which loses to 0.875; rounding the tie away (1.375) would win",
+         global_scale=1.0 / 6.0),
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}

@@ -66,6 +66,8 @@ class MiniFloat:
         nan_magnitude_codes: Magnitude codes (sign bit cleared) that mean NaN. `()` for a
             format with no NaN (E2M1); `(0x7F,)` for `float8_e4m3fn`. No format here has
             an infinity.
+        torch_dtype: the PyTorch dtype whose bytes are this format's codes, if any (a view
+            of the stored `uint8` bytes as that dtype reads the same values).
     """
 
     name: str
@@ -73,6 +75,7 @@ class MiniFloat:
     man_bits: int
     bias: int
     nan_magnitude_codes: tuple[int, ...] = ()
+    torch_dtype: torch.dtype | None = None
 
     @property
     def bits(self) -> int:
@@ -172,6 +175,12 @@ class PowerOfTwoScale:
     name: str
     bias: int = 127
     nan_code: int | None = 0xFF
+    torch_dtype: torch.dtype | None = None
+
+    @property
+    def bits(self) -> int:
+        """Width in bits: one byte."""
+        return 8
 
     @property
     def min_exponent(self) -> int:
@@ -203,10 +212,10 @@ class PowerOfTwoScale:
 E2M1 = MiniFloat("E2M1", exp_bits=2, man_bits=1, bias=1)
 """FP4 element format: 16 codes, magnitudes `0, 0.5, 1, 1.5, 2, 3, 4, 6`, no Inf/NaN."""
 
-E4M3 = MiniFloat("E4M3", exp_bits=4, man_bits=3, bias=7, nan_magnitude_codes=(0x7F,))
+E4M3 = MiniFloat("E4M3", exp_bits=4, man_bits=3, bias=7, nan_magnitude_codes=(0x7F,), torch_dtype=torch.float8_e4m3fn)
 """FP8 `float8_e4m3fn`: NVFP4's block scale. Max 448, min subnormal `2**-9`, NaN `0x7F`/`0xFF`."""
 
-E8M0 = PowerOfTwoScale("E8M0")
+E8M0 = PowerOfTwoScale("E8M0", torch_dtype=torch.float8_e8m0fnu)
 """OCP MX shared scale: `2**(b - 127)` for `b` in 0..254, `0xFF` is NaN."""
 
 E2M1_MAX: float = E2M1.max_finite

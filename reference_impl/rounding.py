@@ -1,7 +1,7 @@
 """Rounding modes, named precisely, and one exact round-to-table routine.
 
-"Round to nearest" is not a rounding mode until it says what happens at a tie. The recipes use
-two:
+"Round to nearest" is not a rounding mode until it says what happens at a tie. Elements and
+E4M3 scales use two:
 
 * [`Rounding.NEAREST_EVEN`][nvfp4_kvcache.rounding.Rounding.NEAREST_EVEN]: IEEE 754 roundTiesToEven. At an exact midpoint between two
   representable values pick the one whose code is even (mantissa bit 0). This is what PTX
@@ -12,6 +12,10 @@ two:
   (`code = #{t : |x| >= t}` over the seven midpoints): `0.25 -> 0.5`, `2.5 -> 3.0`,
   `5.0 -> 6.0`.
 
+Power-of-two scales round an exponent instead, with [`Rounding.FLOOR`][nvfp4_kvcache.rounding.Rounding.FLOOR]
+(OCP MX) or [`Rounding.CEIL`][nvfp4_kvcache.rounding.Rounding.CEIL] (SGLang's block-16 recipe,
+`mxfp4_rceil`); `round_to_table` implements all four.
+
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.rounding import Rounding, round_to_table
@@ -21,6 +25,8 @@ Examples:
     [0, 4, 6, 7, 7]
     >>> round_to_table(x, table, Rounding.NEAREST_AWAY).tolist()
     [1, 5, 7, 7, 7]
+    >>> round_to_table(x, table, Rounding.CEIL).tolist(), round_to_table(x, table, Rounding.FLOOR).tolist()
+    ([1, 5, 7, 7, 7], [0, 4, 6, 6, 7])
 """
 
 from __future__ import annotations
@@ -41,6 +47,13 @@ class Rounding(enum.Enum):
     NEAREST_AWAY = "nearest-away"
     """Nearest; an exact tie goes to the larger magnitude (IEEE roundTiesToAway)."""
 
+    CEIL = "ceil"
+    """Up, toward +infinity: `ceil(v)`. Power-of-two scales round their exponent this way when
+    the block max must not exceed the element's largest value (`2**ceil(log2(amax / 6))`)."""
+
+    FLOOR = "floor"
+    """Down, toward -infinity: `floor(v)`. OCP MX's shared exponent, `floor(log2(amax)) - 2`."""
+
 
 def round_to_table(x: torch.Tensor, table: torch.Tensor, rounding: Rounding) -> torch.Tensor:
     """Index of the nearest entry of an ascending table, saturating at both ends.
@@ -51,7 +64,7 @@ def round_to_table(x: torch.Tensor, table: torch.Tensor, rounding: Rounding) -> 
         table: `float64`, 1-D, strictly ascending. When the table holds the magnitudes of a
             sign-magnitude format, the index *is* the magnitude code, so "even index" is
             "even code".
-        rounding: Tie rule.
+        rounding: Tie rule (nearest modes) or direction (`CEIL`, `FLOOR`).
 
     Returns:
         `int64` indices, same shape as `x`.
@@ -65,6 +78,10 @@ def round_to_table(x: torch.Tensor, table: torch.Tensor, rounding: Rounding) -> 
         raise ValueError("round_to_table got NaN; NaN handling belongs to the recipe")
     last = table.numel() - 1
     hi = torch.searchsorted(table, x).clamp(max=last)  # first entry >= x (or the last one)
+    if rounding is Rounding.CEIL:
+        return hi
+    if rounding is Rounding.FLOOR:
+        return (torch.searchsorted(table, x, right=True) - 1).clamp(min=0)
     lo = (hi - 1).clamp(min=0)
     d_lo = x - table[lo]
     d_hi = table[hi] - x

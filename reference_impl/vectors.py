@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def _pool_inputs(recipe: str, seed: int) -> tuple[dict, dict[str, torch.Tensor]]
     v = torch.randn(shape, generator=g).to(torch.bfloat16)
     loc = torch.randperm(POOL["size"], generator=g)[:n] + POOL["page_size"]   # real slots, past the padding page
     meta = {"pool": dict(POOL), "input_dtype": "bfloat16", "seed": seed}
-    if RECIPES[recipe].needs_global_scale:
+    if RECIPES[recipe].global_scale is not None:
         meta["k_global_scale"] = nvfp4_global_scale(k.abs().amax().float(), "amax/(6*448)").item()
         meta["v_global_scale"] = nvfp4_global_scale(v.abs().amax().float(), "amax/(6*448)").item()
         meta["global_scale_convention"] = "amax/(6*448)"
@@ -119,24 +120,28 @@ def _decode_inputs(seed: int, loc: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"q": q, "kv_indptr": torch.tensor([0, 9, 24]), "kv_indices": loc.clone()}
 
 
+def _seed(name: str) -> int:
+    """A set's seed, from its name alone: adding a recipe or a dtype leaves every other set as it was."""
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
 def _sets(recipes, dtypes):
-    seed = 0
     for recipe in recipes:
         r = get_recipe(recipe)
         for dtype in dtypes:
-            seed += 1
+            seed = _seed(f"{recipe}.quantize.{dtype}")
             x = _random_input(recipe, dtype, seed)
-            g = nvfp4_global_scale(x.abs().amax().float(), "amax/(6*448)").item() if r.needs_global_scale else None
+            g = nvfp4_global_scale(x.abs().amax().float(), "amax/(6*448)").item() if r.global_scale is not None else None
             yield {"name": f"{recipe}.quantize.{dtype}", "recipe": recipe, "kind": "quantize", "input_dtype": dtype,
                    "seed": seed, "global_scale": g, "global_scale_convention": "amax/(6*448)" if g else None}, {"input": x}
         # the named cases quantized with global scale 1 (or none), one block per row; the input is
         # float32 (the one bf16 case holds a bf16-representable value)
         cases = [c for c in CASES.values() if c.recipe == recipe and c.global_scale in (None, 1.0)]
         yield {"name": f"{recipe}.quantize.named_cases", "recipe": recipe, "kind": "quantize", "input_dtype": "float32",
-               "seed": None, "global_scale": 1.0 if r.needs_global_scale else None, "global_scale_convention": None,
+               "seed": None, "global_scale": 1.0 if r.global_scale is not None else None, "global_scale_convention": None,
                "cases": [c.name for c in cases]}, {"input": torch.cat([case_input(c).float() for c in cases])}
         if recipe in POOL_RECIPES and "bfloat16" in dtypes:
-            seed += 1
+            seed = _seed(f"{recipe}.pool_store")
             meta, inputs = _pool_inputs(recipe, seed)
             yield {"name": f"{recipe}.pool_store", "recipe": recipe, "kind": "pool_store", **meta}, inputs
             yield ({"name": f"{recipe}.decode_attention", "recipe": recipe, "kind": "decode_attention", **meta},
@@ -176,7 +181,7 @@ def _build(recipes, dtypes):
         "reference_version": nvfp4_kvcache.__version__,
         "generator": "python -m nvfp4_kvcache vectors write DIR",
         "layout": "packed: uint8 [..., N/2], element 2i in the low nibble; scales: uint8 [..., N/block] "
-                  "(nvfp4: E4M3 bits); floating inputs: float32 holding the input dtype's values exactly",
+                  "(E4M3-scaled recipes: E4M3 bits); floating inputs: float32 holding the input dtype's values exactly",
         "sets": [],
     }
     blobs: dict[str, bytes] = {}

@@ -17,8 +17,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "accuracy"
 
-SCHEME_ORDER = ["fp8_e4m3/scale1", "fp8_e4m3/calibrated", "int4_g32", "fp4_mx_block16", "mxfp4",
-                "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from nvfp4_kvcache.accuracy.schemes import SCHEMES  # noqa: E402
+
+SCHEME_ORDER = list(SCHEMES)
+"""Rows in the registry's order: the baselines, then every recipe's schemes."""
 DIST_ORDER = ["gaussian", "laplace", "student_t3", "outlier_channels", "rope_keys", "tiny_blocks", "small_tensor",
               "one_huge"]
 
@@ -55,9 +59,6 @@ def _s(name: str) -> str:
 
 def schemes() -> str:
     """The schemes the lab compares, read off the registry."""
-    sys.path.insert(0, str(ROOT))
-    from nvfp4_kvcache.accuracy.schemes import SCHEMES
-
     rows = [[_s(n), s.label, f"{s.bits_per_value:g}", s.block, "yes" if s.uses_amax else "no"]
             for n, s in SCHEMES.items()]
     return _table(["scheme", "what", "bits / value", "block", "per-tensor calibration"], rows)

@@ -3,12 +3,12 @@
 Triton ships its own `ptxas`, so the whole pipeline (Triton IR -> LLVM -> PTX -> cubin) runs on a
 CPU-only CI box: an error that only the GPU compiler would raise (a shape `tl.dot` rejects, an
 unsupported cast, too much shared memory) fails here instead of on the first GPU run. For each
-variant it prints registers, spills and shared memory; with `--sass` it also counts SASS
-instructions with the bundled `cuobjdump`.
+variant it prints registers, spills and shared memory, and fails a variant that spills registers
+(stack or local memory); with `--sass` it also counts SASS instructions with the bundled `cuobjdump`.
 
 Usage:
 
-```bash
+```text
 python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
 python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
 python scripts/compile_sm90.py --sass     # also SASS instruction counts
@@ -37,7 +37,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
-from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS  # noqa: E402
+from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id  # noqa: E402
+from nvfp4_kvcache_triton.launch import TUNING  # noqa: E402
 from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -53,6 +54,13 @@ def _src(fn, types: dict[str, str], constexprs: dict[str, object], div16: set[st
     return ASTSource(fn, signature, consts, attrs)
 
 
+def _launch_tile(kind: str, recipe: str, row: int, tok: int) -> tuple[int, int]:
+    """(TOK, num_warps): `tok` capped at the launcher's elements per program for the recipe, and its warps."""
+    elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
+    warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
+    return min(tok, max(1, elems // triton.next_power_of_2(row))), warps
+
+
 def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: int):
     x_t = {"fp32": "*fp32", "bf16": "*i32", "fp16": "*i32"}[in_dtype]
     types = {}
@@ -61,9 +69,10 @@ def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: i
                       f"ss{i}": "i32", f"g{i}": "*fp32"})
     types.update(loc_ptr="*i64" if has_loc else "*u8", n_rows="i32")
     r = RECIPES[recipe]
+    tok, _ = _launch_tile("quantize", recipe, row, tok)
     constexprs = dict(RECIPE=RECIPE_IDS[recipe], BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
                       TOK=tok, IN_KIND={"fp32": fp4.IN_F32, "bf16": fp4.IN_BF16, "fp16": fp4.IN_F16}[in_dtype].value,
-                      HAS_LOC=has_loc)
+                      HAS_LOC=has_loc, HW_FMA=True)
     div16 = {f"{p}{i}" for p in ("x", "q", "s", "g", "xs", "qs") for i in "01"} | {"loc_ptr"}
     return _src(fp4.quantize_kernel, types, constexprs, div16)
 
@@ -74,7 +83,7 @@ def dequantize_variant(recipe: str, out_kind: int, has_loc: bool, row: int, tok:
     types = dict(q_ptr="*u8", q_stride="i32", s_ptr="*u8", s_stride="i32", g_ptr="*fp32",
                  loc_ptr="*i64" if has_loc else "*u8", o_ptr=out_t, n_rows="i32")
     r = RECIPES[recipe]
-    constexprs = dict(RECIPE=RECIPE_IDS[recipe], BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
+    constexprs = dict(SCALE=scale_id(r), BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
                       TOK=tok, OUT_KIND=out_kind, HAS_LOC=has_loc, HW_CAST=True)
     div16 = {"q_ptr", "q_stride", "s_ptr", "g_ptr", "loc_ptr", "o_ptr"}
     return _src(fp4.dequantize_kernel, types, constexprs, div16)
@@ -121,11 +130,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one variant per recipe and kernel")
     ap.add_argument("--sass", action="store_true", help="count SASS instructions (cuobjdump)")
+    ap.add_argument("--recipe", action="append", help="only these recipes (repeatable)")
     args = ap.parse_args(argv)
     failures = 0
     for name, src in variants(args.quick):
+        kind, recipe = name.split("/")[:2]
+        if args.recipe and recipe not in args.recipe:
+            continue
         try:
-            k = triton.compile(src, target=TARGET, options={"num_warps": 4})
+            k = triton.compile(src, target=TARGET, options={"num_warps": _launch_tile(kind, recipe, 1024, 1)[1]})
         except Exception as e:  # noqa: BLE001 - report every failing variant, then fail
             failures += 1
             print(f"FAIL {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -134,8 +147,13 @@ def main(argv=None) -> int:
             failures += 1
             print(f"FAIL {name}: flush-to-zero float32 instructions in the PTX")
             continue
+        res = resources(k.asm["cubin"])
+        if "LOCAL:0" not in res or "STACK:0" not in res:  # register spills go to the stack / local memory
+            failures += 1
+            print(f"FAIL {name}: register spills ({res})")
+            continue
         extra = f" SASS:{sass_count(k.asm['cubin'])}" if args.sass else ""
-        print(f"ok   {name}: {resources(k.asm['cubin'])}{extra}")
+        print(f"ok   {name}: {res}{extra}")
     print(f"{'FAILED' if failures else 'all compiled'} for sm_90 ({failures} failures), triton {triton.__version__}")
     return 1 if failures else 0
 

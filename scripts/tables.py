@@ -1,11 +1,7 @@
 """Markdown tables for the site, computed from the code and from data files written by scripts.
 
 The docs build calls these through `docs/hooks/generated.py` (a page writes
-`<!-- generated: NAME -->`). Print one in a terminal with:
-
-```bash
-python scripts/tables.py e2m1
-```
+`<!-- generated: NAME -->`). Print one in a terminal with `python scripts/tables.py e2m1`.
 """
 
 from __future__ import annotations
@@ -65,32 +61,33 @@ def formats() -> str:
     return _table(["format", "bits", "exponent bits", "mantissa bits", "bias", "max", "min > 0", "Inf", "NaN"], rows)
 
 
-def _bits_per_value(recipe) -> float:
-    return 4 + 8 / recipe.block_size
+def _scale_format(r) -> str:
+    f = r.scale
+    if hasattr(f, "nan_magnitude_codes"):  # a MiniFloat (E4M3)
+        return f"FP8 {f.name}, RNE, saturating (NaN `0x{f.nan_magnitude_codes[0]:02X}`)"
+    tail = f"`0x{f.nan_code:02X}` = NaN" if f.nan_code is not None else "255 -> inf"
+    return f"{f.name}: `2^(b-{f.bias})` ({tail})"
 
 
 def recipes() -> str:
-    """The three recipes side by side, read off the recipe objects."""
-    scale = {"fp4_mx_block16": "power of two, 1 byte (`2^(b-127)`, 255 -> inf)",
-             "nvfp4": "FP8 E4M3, 1 byte, RNE, saturating", "mxfp4": "E8M0, 1 byte (`0xFF` = NaN)"}
-    exponent = {"fp4_mx_block16": "`ceil(log2(amax / 6))`", "nvfp4": "`amax / 6 / g` rounded to E4M3",
-                "mxfp4": "`floor(log2(amax)) - 2`"}
-    second = {"fp4_mx_block16": "none", "nvfp4": "float32 per tensor / layer (decode multiplier)", "mxfp4": "none"}
+    """The recipes side by side, read off the recipe descriptors."""
     rows = []
-    for name in ("fp4_mx_block16", "nvfp4", "mxfp4"):
-        r = RECIPES[name]
-        rows.append([f"`{name}`", r.block_size, scale[name], exponent[name],
-                     r.element_rounding.value, second[name], f"{_bits_per_value(r):g}"])
-    return _table(["recipe", "block", "block scale", "scale chosen as", "element rounding", "second-level scale",
-                   "bits / value"], rows)
+    for r in RECIPES.values():
+        second = "float32 per tensor / layer (decode multiplier)" if r.global_scale is not None else "none"
+        pool = r.pool_scale_layout.value if r.pool_scale_layout is not None else "not paged"
+        rows.append([f"`{r.name}`", r.block_size, _scale_format(r), f"`{r.scale_rule.formula}`",
+                     r.scale_rule.rounding.value + (f", best of {r.scale_rule.candidates}" if r.scale_rule.candidates > 1 else ""),
+                     r.element_rounding.value, second, pool, f"{r.bits_per_value:g}"])
+    return _table(["recipe", "block", "block scale", "scale chosen as", "scale rounding", "element rounding",
+                   "second-level scale", "pool scales", "bits / value"], rows)
 
 
 def memory() -> str:
     """Bits per value and how many more tokens fit than with BF16 or FP8 (scales included)."""
     rows = [["BF16", 16, "1.00", "0.50"], ["FP8 E4M3 (per-tensor scale)", 8, "2.00", "1.00"]]
-    for name in ("fp4_mx_block16", "nvfp4", "mxfp4"):
-        b = _bits_per_value(RECIPES[name])
-        rows.append([f"`{name}`", f"{b:g}", f"{16 / b:.2f}", f"{8 / b:.2f}"])
+    for r in RECIPES.values():
+        b = r.bits_per_value
+        rows.append([f"`{r.name}`", f"{b:g}", f"{16 / b:.2f}", f"{8 / b:.2f}"])
     return _table(["KV dtype", "bits / value", "tokens vs BF16", "tokens vs FP8"], rows)
 
 

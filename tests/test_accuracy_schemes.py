@@ -7,7 +7,7 @@ from nvfp4_kvcache.accuracy.schemes import FP4_SCHEMES, SCHEMES, bf16_round
 from nvfp4_kvcache.accuracy.distributions import generate
 from nvfp4_kvcache.accuracy.metrics import flush_to_zero_fraction, sqnr_db
 from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-from nvfp4_kvcache.recipes import get_recipe, nvfp4_global_scale
+from nvfp4_kvcache.recipes import RECIPES, get_recipe, nvfp4_global_scale
 
 GRID = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 
@@ -23,7 +23,9 @@ def _grid_tensor() -> torch.Tensor:
 
 
 # calibration amax that makes every per-tensor scale exactly 1
-AMAX_FOR_UNIT_SCALE = {"fp8_e4m3/calibrated": 448.0, "nvfp4/amax448": 448.0, "nvfp4/amax6x448": 6 * 448.0}
+AMAX_FOR_UNIT_SCALE = {"fp8_e4m3/calibrated": 448.0,
+                       **{n: 448.0 for n in SCHEMES if n.endswith("/amax448")},
+                       **{n: 6 * 448.0 for n in SCHEMES if n.endswith("/amax6x448")}}
 
 
 @pytest.mark.parametrize("name", [n for n in SCHEMES if n != "int4_g32"])
@@ -91,7 +93,11 @@ def test_mxfp4_scheme_is_the_recipe():
 
 
 def test_bits_and_registry():
-    assert FP4_SCHEMES == ("fp4_mx_block16", "mxfp4", "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448")
+    assert FP4_SCHEMES[:6] == ("fp4_mx_block16", "mxfp4", "mxfp4_rceil", "nvfp4/g1", "nvfp4/amax6x448", "nvfp4/amax448")
+    # one scheme per single-level recipe (first), three per two-level recipe
+    single = [n for n, r in RECIPES.items() if r.global_scale is None]
+    two = [f"{n}/{s}" for n, r in RECIPES.items() if r.global_scale is not None for s in ("g1", "amax6x448", "amax448")]
+    assert FP4_SCHEMES == tuple(single + two)
     for name in FP4_SCHEMES:
         r = get_recipe(name.split("/")[0])
         assert SCHEMES[name].bits_per_value == 4 + 8 / r.block_size

@@ -105,5 +105,5 @@ def test_nvfp4_prefill_workspace_option():
     assert cap.tokens_that_fit("Qwen3-32B", "nvfp4", "H200", nvfp4_prefill_workspace=True) < \
         cap.tokens_that_fit("Qwen3-32B", "nvfp4", "H200")
     for args in (("DeepSeek-V3", "nvfp4"), ("Llama-3.1-8B", "fp4_mx_block16")):
-        with pytest.raises(ValueError, match="nvfp4 MHA pools only"):
+        with pytest.raises(ValueError, match="MHA pools of a recipe with a global scale"):
             cap.kv_bytes_per_token(*args, nvfp4_prefill_workspace=True)

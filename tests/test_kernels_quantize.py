@@ -1,6 +1,6 @@
 """Triton quantize / dequantize against the oracle: packed bytes and scale bytes equal, zero tolerance.
 
-On CPU the kernels run in Triton's interpreter on small shapes; ``@pytest.mark.gpu`` cases run the
+On CPU the kernels run in Triton's interpreter on small shapes; `@pytest.mark.gpu` cases run the
 same checks on CUDA at full size (the oracle always runs on the CPU: it is the definition).
 """
 
@@ -21,8 +21,10 @@ import nvfp4_kvcache_triton  # noqa: E402
 import nvfp4_kvcache_triton.reference  # noqa: E402
 import nvfp4_kvcache as ri  # noqa: E402
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
+from nvfp4_kvcache.cases import CASES, case_codes, case_input  # noqa: E402
 from nvfp4_kvcache.recipes import OUTPUT_DTYPES, RECIPES, nvfp4_global_scale  # noqa: E402
 from nvfp4_kvcache.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
+from nvfp4_kvcache.rounding import Rounding  # noqa: E402
 from tests._kernel_cases import (  # noqa: E402
     block16_boundary_amax,
     e4m3_sweep_blocks,
@@ -46,8 +48,12 @@ DEVICES = [
 ]
 
 
+def _has_g(recipe: str) -> bool:
+    return RECIPES[recipe].global_scale is not None
+
+
 def _g(recipe: str, x: torch.Tensor, convention: str = "amax/(6*448)"):
-    if recipe != "nvfp4":
+    if not _has_g(recipe):
         return None
     finite = x.float().abs()
     finite = finite[torch.isfinite(finite)]
@@ -81,7 +87,7 @@ def test_quantize_random_bit_exact(recipe, dtype, device):
         x = random_blocks(shape, dtype, seed=i, device=device)
         for convention in ("amax/(6*448)", "amax/448"):
             _check_quantize(nvfp4_kvcache_triton, x, recipe, _g(recipe, x, convention))
-            if recipe != "nvfp4" or device == "cuda":
+            if not _has_g(recipe) or device == "cuda":
                 break
 
 
@@ -111,16 +117,31 @@ def test_twins_agree_on_random_data(recipe, impl):
 @pytest.mark.parametrize("recipe", RECIPE_NAMES)
 def test_quantize_specials_bit_exact(recipe, dtype, device):
     x = special_blocks().to(dtype).to(device)
-    gs = [None] if recipe != "nvfp4" else [torch.tensor(v, device=device) for v in (1.0, 2.0**-20, 3.0, 2.0**40)]
+    gs = [None] if not _has_g(recipe) else [torch.tensor(v, device=device) for v in (1.0, 2.0**-20, 3.0, 2.0**40)]
     for g in gs:
         _check_quantize(nvfp4_kvcache_triton, x, recipe, g)
 
 
+E4M3_RECIPES = [n for n, r in RECIPES.items() if r.scale.torch_dtype is torch.float8_e4m3fn]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-def test_nvfp4_every_e4m3_scale_and_tie(device):
+@pytest.mark.parametrize("recipe", E4M3_RECIPES)
+def test_every_e4m3_scale_and_tie(recipe, device):
     x = e4m3_sweep_blocks().to(device)
     for g in (1.0, 0.5, 1.0 / 3.0, 7.0):
-        _check_quantize(nvfp4_kvcache_triton, x, "nvfp4", torch.tensor(g, dtype=torch.float32, device=device))
+        _check_quantize(nvfp4_kvcache_triton, x, recipe, torch.tensor(g, dtype=torch.float32, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("recipe", RECIPE_NAMES)
+def test_named_cases(recipe, device):
+    """Every named case of the recipe, one block per row, against its hand-derived bytes."""
+    for case in [c for c in CASES.values() if c.recipe == recipe]:
+        g = None if case.global_scale is None else torch.tensor(case.global_scale, dtype=torch.float32, device=device)
+        q = nvfp4_kvcache_triton.quantize(case_input(case).to(device), recipe, global_scale=g)
+        assert q.scales.cpu().tolist() == [[case.scale_byte]], case.name
+        assert ri.packing.unpack_nibbles(q.packed.cpu())[0].tolist() == case_codes(case), case.name
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -132,17 +153,16 @@ def test_all_16_codes_round_trip(recipe, device):
     codes = torch.randint(0, 16, (64, r.block_size), generator=gen, dtype=torch.uint8)
     codes[:, 0] = 7  # the block max is 6 * scale, so the scale is recovered exactly
     codes[:16, 1] = torch.arange(16, dtype=torch.uint8)
-    if recipe == "fp4_mx_block16":
-        scale = torch.randint(100, 240, (64,), generator=gen).to(torch.uint8)
-    elif recipe == "mxfp4":
-        scale = torch.randint(5, 250, (64,), generator=gen).to(torch.uint8)
-        codes[:, 0] = 6  # mxfp4: max 4 * 2**s keeps the shared exponent
-    else:
+    if r.scale.torch_dtype is torch.float8_e4m3fn:
         scale = torch.tensor([0x38] * 64, dtype=torch.uint8)  # E4M3 1.0
+    else:  # power-of-two bytes
+        scale = torch.randint(100, 240, (64,), generator=gen).to(torch.uint8)
+    if r.scale_rule.rounding is Rounding.FLOOR:
+        codes[:, 0] = 6  # floor(log2 amax) - 2: a max of 4 * 2**s keeps the shared exponent
     from nvfp4_kvcache.packing import pack_nibbles
 
     packed = pack_nibbles(codes)
-    g = torch.tensor(1.0) if recipe == "nvfp4" else None
+    g = torch.tensor(1.0) if _has_g(recipe) else None
     x = r.dequantize_parts(packed, scale[:, None], g, torch.float32).to(device)
     q, _ = _check_quantize(nvfp4_kvcache_triton, x, recipe, None if g is None else g.to(device))
     nonzero = codes & 7 != 0  # -0 and +0 both quantize to the sign of the input's zero
@@ -163,7 +183,7 @@ def test_block16_exponent_equals_oracle_ceil_log2_above_powers_of_two(device):
     """The kernel's exact bit formula equals ceil(fl32(log2 y)) for every binade, at y = 2**k (1 + M 2**-23).
 
     The oracle's float32 rounding of log2 keeps ceil = k for small M when |k| is large: e.g.
-    ``16 (1 + 2**-23)`` -> 4 (not 5), while ``2**-4 (1 + 2**-23)`` -> -3: below a negative power of
+    `16 (1 + 2**-23)` -> 4 (not 5), while `2**-4 (1 + 2**-23)` -> -3: below a negative power of
     two the float32 grid is twice as fine.
     """
     ratios = block16_boundary_amax()
@@ -200,7 +220,7 @@ def test_dequantize_all_scale_bytes_all_codes(recipe, device):
     scales = torch.arange(256, dtype=torch.int32).to(torch.uint8).repeat(2)[:, None]  # [512, 1]
     packed = torch.randint(0, 256, (512, r.block_size // 2), generator=gen).to(torch.uint8)
     packed[:256, :8] = torch.arange(256, dtype=torch.int32).to(torch.uint8).reshape(32, 8).repeat(8, 1)[:256]
-    gs = [None] if recipe != "nvfp4" else [1.0, 2.0**-30, 1.7e30]
+    gs = [None] if not _has_g(recipe) else [1.0, 2.0**-30, 1.7e30]
     for g in gs:
         for dtype in OUTPUT_DTYPES:
             want = r.dequantize_parts(packed, scales, g, dtype)

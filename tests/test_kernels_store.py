@@ -1,7 +1,7 @@
 """Fused quantize-and-store into a pool layer, and gather-dequantize, against reference quantize + indexing.
 
-Buffers have SGLang 0.5.23's MHA FP4 shapes: data ``[size + page_size, H, D/2]``; scales
-``[size + page_size, H*D/16]`` (fp4_mx_block16) or ``[size + page_size, H, D/16]`` (nvfp4); mxfp4
+Buffers have SGLang 0.5.23's MHA FP4 shapes: data `[size + page_size, H, D/2]`; scales
+`[size + page_size, H*D/16]` (fp4_mx_block16) or `[size + page_size, H, D/16]` (nvfp4); mxfp4
 (not upstream) is tested in both scale layouts. Buffers start as random bytes, so a slot written
 wrongly, or a slot written that should not be, shows.
 """
@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 import nvfp4_kvcache_triton  # noqa: E402
 import nvfp4_kvcache_triton.reference  # noqa: E402
 import nvfp4_kvcache as ri  # noqa: E402
-from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
+from nvfp4_kvcache.recipes import RECIPES, PoolScaleLayout, nvfp4_global_scale  # noqa: E402
 from tests._kernel_cases import equal_values, random_blocks, special_blocks  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -31,8 +31,10 @@ DEVICES = [
     pytest.param("cpu", id="interp", marks=pytest.mark.skipif(not INTERPRET, reason="CPU tensors need TRITON_INTERPRET=1")),
     pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]),
 ]
-# (recipe, flat scales?)  flat = [slots, H*D/B] (SGLang fp4_mx_block16), else [slots, H, D/B] (SGLang nvfp4)
-LAYOUTS = [("fp4_mx_block16", True), ("nvfp4", False), ("mxfp4", False), ("mxfp4", True)]
+# (recipe, flat scales?)  flat = [slots, H*D/B] (SGLang fp4_mx_block16), else [slots, H, D/B] (SGLang nvfp4):
+# each recipe in its pool's layout; a recipe no pool stores in both
+LAYOUTS = [(name, flat) for name, r in RECIPES.items()
+           for flat in ((True, False) if r.pool_scale_layout is None else (r.pool_scale_layout is PoolScaleLayout.FLAT,))]
 
 
 def make_layer(recipe, flat, slots, h, d, device, seed=0):
@@ -78,7 +80,7 @@ def test_store_kv_byte_for_byte(recipe, flat, dtype, impl, device):
         kd, ks = make_layer(recipe, flat, m, h, d, device, seed=3)
         vd, vs = make_layer(recipe, flat, m, h, d, device, seed=4)
         gk = gv = None
-        if recipe == "nvfp4":
+        if RECIPES[recipe].global_scale is not None:
             gk = nvfp4_global_scale(k.float().abs().amax(), "amax/448").to(device)
             gv = nvfp4_global_scale(v.float().abs().amax(), "amax/(6*448)").to(device)
         want = expected_store(recipe, k, v, loc, kd, vd, ks, vs, gk, gv)
@@ -98,7 +100,7 @@ def test_store_kv_specials(recipe, flat, device):
     loc = torch.arange(m - 1, m - 1 - 2 * t, -2).to(device)
     kd, ks = make_layer(recipe, flat, m, 2, 64, device, seed=5)
     vd, vs = make_layer(recipe, flat, m, 2, 64, device, seed=6)
-    g = torch.tensor(0.75, device=device) if recipe == "nvfp4" else None
+    g = torch.tensor(0.75, device=device) if RECIPES[recipe].global_scale is not None else None
     want = expected_store(recipe, k, v, loc, kd, vd, ks, vs, g, g)
     nvfp4_kvcache_triton.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
     for got, exp in zip((kd, ks, vd, vs), want):
@@ -112,12 +114,12 @@ def test_gather_dequantize(recipe, flat, impl, device):
     z = _sizes(device)
     m, h, d = z["slots"] + z["page"], z["heads"], z["dim"]
     data, scales = make_layer(recipe, flat, m, h, d, device, seed=7)
-    if recipe == "nvfp4":  # keep E4M3 scale bytes finite, as a pool written by store_kv holds them
+    if RECIPES[recipe].scale.torch_dtype is torch.float8_e4m3fn:  # keep E4M3 scale bytes finite, as a pool written by store_kv holds them
         scales = scales & 0x77
     gen = torch.Generator().manual_seed(8)
     n = z["tokens"]
     loc = torch.randint(0, m, (n,), generator=gen).to(device)  # repeats allowed when reading
-    g = torch.tensor(0.01, device=device) if recipe == "nvfp4" else None
+    g = torch.tensor(0.01, device=device) if RECIPES[recipe].global_scale is not None else None
     bs = RECIPES[recipe].block_size
     for dtype in (torch.bfloat16, torch.float32, torch.float16):
         got = impl.gather_dequantize(data, scales, loc.int(), recipe, g, dtype)
@@ -136,7 +138,7 @@ def test_store_then_gather_round_trip(device):
     for recipe, flat in LAYOUTS:
         kd, ks = make_layer(recipe, flat, 36, 2, 32, device, seed=11)
         vd, vs = make_layer(recipe, flat, 36, 2, 32, device, seed=12)
-        g = torch.tensor(0.02, device=device) if recipe == "nvfp4" else None
+        g = torch.tensor(0.02, device=device) if RECIPES[recipe].global_scale is not None else None
         nvfp4_kvcache_triton.store_kv(k, v, loc, kd, vd, ks, vs, recipe, g, g)
         for x, data, scales in ((k, kd, ks), (v, vd, vs)):
             got = nvfp4_kvcache_triton.gather_dequantize(data, scales, loc, recipe, g, torch.bfloat16)
@@ -172,12 +174,12 @@ def test_store_errors_are_the_same_for_both(case):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("recipe", ["fp4_mx_block16", "nvfp4", "mxfp4"])
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_store_kv_equals_reference_pool_set_kv_buffer(recipe, device):
     """nvfp4_kvcache_triton.store_kv on a layer's buffers == nvfp4_kvcache.pool's set_kv_buffer, byte for byte."""
     pool_mod = pytest.importorskip("nvfp4_kvcache.pool")
     kw = dict(size=40, page_size=4, layer_num=2, head_num=2, head_dim=64, recipe=recipe)
-    if recipe == "nvfp4":
+    if RECIPES[recipe].global_scale is not None:
         kw.update(k_scales=[0.02, 0.5], v_scales=[0.01, 0.25])
     try:
         pool = pool_mod.MHATokenToKVPoolFP4(**kw)

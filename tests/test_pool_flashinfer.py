@@ -19,7 +19,9 @@ from nvfp4_kvcache.pool.flashinfer import (
     slots_from_page_table,
     to_sglang,
 )
-from nvfp4_kvcache.recipes import NVFP4, NVFP4Recipe, get_recipe
+import dataclasses
+
+from nvfp4_kvcache.recipes import NVFP4, get_recipe
 
 LAYOUTS = ("NHD", "HND")
 DTYPES = (torch.bfloat16, torch.float16)
@@ -223,14 +225,9 @@ def test_dequantize_paged_matches_gather_and_leaves_the_tail(layout):
 
 
 # -- recipes by capability --------------------------------------------------------------------------
-class _AnotherNVFP4(NVFP4Recipe):
-    """A stand-in for a future NVFP4 variant (only its name differs)."""
-
-    name = "nvfp4_variant_for_tests"
-
-
 def test_any_recipe_with_16_blocks_and_a_global_scale_is_stored():
-    c = _cache(recipe=_AnotherNVFP4())
+    # a stand-in for a future NVFP4 variant: only its name and kernel branch differ
+    c = _cache(recipe=dataclasses.replace(NVFP4, name="nvfp4_variant_for_tests", kernel_id=99))
     k, v = _rows(2)
     c.write_slots(0, k, v, torch.tensor([1, 2]))
     ref = _cache()
@@ -240,6 +237,9 @@ def test_any_recipe_with_16_blocks_and_a_global_scale_is_stored():
         with pytest.raises(ValueError, match="FlashInfer's NVFP4 layout stores 16-element blocks"):
             check_recipe(name)
     assert check_recipe(get_recipe("nvfp4")) is NVFP4
+    assert check_recipe("nvfp4_4over6").name == "nvfp4_4over6"
+    with pytest.raises(ValueError, match="recipe 'mxfp4_rceil' has block size 32"):
+        check_recipe("mxfp4_rceil")
 
 
 # -- refusals leave the cache as it was -------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Every number the kernels use, derived from :mod:`nvfp4_kvcache` and wrapped as ``tl.constexpr``.
+"""Every number the kernels use, derived from `nvfp4_kvcache` and wrapped as `tl.constexpr`.
 
-Nothing numeric is retyped here: the E2M1 midpoints come from ``E2M1.magnitudes``, the E4M3 field
-widths from ``E4M3``, the recipe rules (floor, bias, special bytes) from the recipe modules. The
-kernels refer to these module globals, which Triton accepts because each is a ``tl.constexpr``.
+Nothing numeric is retyped here: the E2M1 midpoints come from `E2M1.magnitudes`, the E4M3 field
+widths from `E4M3`, the recipe rules (floor, bias, special bytes) from the recipe modules. The
+kernels refer to these module globals, which Triton accepts because each is a `tl.constexpr`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import struct
 import triton.language as tl
 
 from nvfp4_kvcache.formats import E2M1, E2M1_MAX, E2M1_SIGN_BIT, E4M3, E4M3_MAX, E8M0
+from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, MXFP4_RCEIL, NVFP4, NVFP4_4OVER6, RECIPES, Recipe
 from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     BLOCK16_SCALE,
     INF_BLOCK_SCALE_BYTE,
@@ -21,19 +22,34 @@ from nvfp4_kvcache.recipes.fp4_mx_block16 import (
     SCALE_FLOOR,
 )
 from nvfp4_kvcache.recipes.mxfp4 import E2M1_EMAX
+from nvfp4_kvcache.recipes.nvfp4_4over6 import CANDIDATE_RATIO
+from nvfp4_kvcache.recipes.mxfp4_rceil import INF_BLOCK_SCALE_BYTE as RCEIL_INF_BLOCK_SCALE_BYTE
 from nvfp4_kvcache.recipes.nvfp4 import E4M3_NAN_BYTE
 
 
 def f32(x: float) -> float:
-    """``x`` rounded to the nearest ``float32`` (so a constexpr is exact whatever Triton does with it)."""
+    """`x` rounded to the nearest `float32` (so a constexpr is exact whatever Triton does with it)."""
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-# -- recipe ids (constexpr switch inside the kernels) ------------------------------------------
-RECIPE_IDS: dict[str, int] = {"fp4_mx_block16": 0, "nvfp4": 1, "mxfp4": 2}
-R_BLOCK16 = tl.constexpr(RECIPE_IDS["fp4_mx_block16"])
-R_NVFP4 = tl.constexpr(RECIPE_IDS["nvfp4"])
-R_MXFP4 = tl.constexpr(RECIPE_IDS["mxfp4"])
+# -- recipe ids (constexpr switch inside the quantize kernel), read off the recipes ------------
+RECIPE_IDS: dict[str, int] = {r.name: r.kernel_id for r in RECIPES.values()}
+R_BLOCK16 = tl.constexpr(FP4_MX_BLOCK16.kernel_id)
+R_NVFP4 = tl.constexpr(NVFP4.kernel_id)
+R_MXFP4 = tl.constexpr(MXFP4.kernel_id)
+R_MXFP4_RCEIL = tl.constexpr(MXFP4_RCEIL.kernel_id)
+R_NVFP4_4OVER6 = tl.constexpr(NVFP4_4OVER6.kernel_id)
+
+# -- scale decoders (constexpr SCALE of the dequantize kernel), one per scale format -------------
+SCALE_IDS: dict[str, int] = {E4M3.name: 0, BLOCK16_SCALE.name: 1, E8M0.name: 2}
+S_E4M3 = tl.constexpr(SCALE_IDS[E4M3.name])            # E4M3 value (times the global scale)
+S_POW2_INF = tl.constexpr(SCALE_IDS[BLOCK16_SCALE.name])  # 2**(b - 127), byte 255 = +inf
+S_E8M0 = tl.constexpr(SCALE_IDS[E8M0.name])            # 2**(b - 127), byte 255 = NaN
+
+
+def scale_id(recipe: Recipe) -> int:
+    """The dequantize kernel's decoder for a recipe's scale format (`SCALE_IDS[recipe.scale.name]`)."""
+    return SCALE_IDS[recipe.scale.name]
 
 # -- float32 layout (IEEE 754 binary32) --------------------------------------------------------
 F32_MAN_BITS = 23
@@ -84,8 +100,17 @@ E8M0_MIN_EXP = tl.constexpr(E8M0.min_exponent)               # -127
 E8M0_MAX_EXP = tl.constexpr(E8M0.max_exponent)               # 127
 E8M0_NAN = tl.constexpr(E8M0.nan_code)                        # 0xFF
 assert E8M0.bias == F32_BIAS
+# mxfp4_rceil: a normal amax with 2**F = its binade / 4 clips (amax / 2**F > 6) exactly when its
+# float32 mantissa field exceeds 6's (0x400000): 4 * (1 + m / 2**23) > 6
+RCEIL_CLIP_MAN = tl.constexpr(struct.unpack("<i", struct.pack("<f", E2M1_MAX))[0] & ((1 << F32_MAN_BITS) - 1))
+RCEIL_INF_BYTE = tl.constexpr(RCEIL_INF_BLOCK_SCALE_BYTE)     # 0xFE
 # 2**-127 (byte 0) is a float32 subnormal: bits 1 << 22
 F32_TWO_M127_BITS = tl.constexpr(1 << (F32_MAN_BITS - 1))
+
+# -- nvfp4_4over6 -------------------------------------------------------------------------------
+CANDIDATE_RATIO_46 = tl.constexpr(CANDIDATE_RATIO)            # 1.5: the max-to-4 candidate scale
+F32_TINY = tl.constexpr(math.ldexp(1.0, 1 - F32_BIAS))         # 2**-126: below it, ftz flushes
+F32_SIGN_BITS = tl.constexpr(-(1 << 31))                      # 0x80000000 as int32
 
 F32_QNAN_BITS = tl.constexpr(0x7FC00000)
 F32_INF_BITS = tl.constexpr(0x7F800000)

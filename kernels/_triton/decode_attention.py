@@ -50,14 +50,24 @@ import triton
 import triton.language as tl
 
 from nvfp4_kvcache_triton._triton.fp4 import e4m3_decode, pow2_byte_decode
-from nvfp4_kvcache.formats import E2M1
+from nvfp4_kvcache.formats import E2M1, E4M3
+from nvfp4_kvcache.recipes import RECIPES
+from nvfp4_kvcache.recipes.fp4_mx_block16 import BLOCK16_SCALE
 
 # -- KV formats (constexpr switch) -----------------------------------------------------------
-FMT_IDS: dict[str, int] = {"bf16": 0, "fp8_e4m3": 1, "nvfp4": 2, "fp4_mx_block16": 3}
+# An FP4 recipe's format is its block scale's decoder (E4M3, or the block-16 power-of-two byte),
+# so every block-16 recipe with one of those scales is read by the same code.
+_FP4_FMT_BY_SCALE: dict[str, int] = {E4M3.name: 2, BLOCK16_SCALE.name: 3}
+FMT_IDS: dict[str, int] = {
+    "bf16": 0,
+    "fp8_e4m3": 1,
+    **{r.name: _FP4_FMT_BY_SCALE[r.scale.name] for r in RECIPES.values()
+       if r.block_size == 16 and r.scale.name in _FP4_FMT_BY_SCALE},
+}
 FMT_BF16 = tl.constexpr(FMT_IDS["bf16"])
 FMT_FP8 = tl.constexpr(FMT_IDS["fp8_e4m3"])
-FMT_NVFP4 = tl.constexpr(FMT_IDS["nvfp4"])
-FMT_BLOCK16 = tl.constexpr(FMT_IDS["fp4_mx_block16"])
+FMT_NVFP4 = tl.constexpr(_FP4_FMT_BY_SCALE[E4M3.name])
+FMT_BLOCK16 = tl.constexpr(_FP4_FMT_BY_SCALE[BLOCK16_SCALE.name])
 
 # -- E2M1 -> fp16 by placing bits --------------------------------------------------------------
 _F16_MAN_BITS, _F16_BIAS = 10, 15

@@ -59,8 +59,17 @@ from nvfp4_kvcache_triton._triton.constants import (
     NVFP4_NAN_BYTE,
     R_BLOCK16,
     R_MXFP4,
+    R_MXFP4_RCEIL,
+    R_NVFP4_4OVER6,
+    CANDIDATE_RATIO_46,
+    F32_SIGN_BITS,
+    F32_TINY,
     R_NVFP4,
+    RCEIL_CLIP_MAN,
+    RCEIL_INF_BYTE,
     RCP_E2M1_MAX,
+    S_E4M3,
+    S_E8M0,
     RNE_MAGIC,
     RNE_MAGIC_BITS,
     E2M1_DROP,
@@ -214,6 +223,19 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         mult = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-e, exact: e in [-33, 126]
         sign_mask = ok
         mag_mask = ok
+    elif RECIPE == R_MXFP4_RCEIL:
+        # exact ceil(log2(amax / 6)): the mxfp4 exponent of a normal amax, plus one when its
+        # mantissa exceeds 6's; subnormal and zero amax clamp to -127; inf -> byte 0xFE (2**127)
+        abits = amax.to(tl.int32, bitcast=True)
+        is_inf = (~has_nan) & (abits == F32_INF_BITS)
+        ef = abits >> 23
+        e = ef - 127 - MX_EMAX + ((abits & 0x7FFFFF) > RCEIL_CLIP_MAN).to(tl.int32)
+        shared = tl.minimum(tl.maximum(tl.where(ef > 0, e, E8M0_MIN_EXP), E8M0_MIN_EXP), E8M0_MAX_EXP)
+        sbyte = tl.where(has_nan, E8M0_NAN, tl.where(is_inf, RCEIL_INF_BYTE, shared + E8M0_BIAS))
+        # 2**-shared, exact; an infinite block's 2**-127 is the float32 subnormal (bits 1 << 22)
+        mult = tl.where(is_inf, F32_TWO_M127_BITS, (127 - shared) << 23).to(tl.float32, bitcast=True)
+        sign_mask = ~has_nan
+        mag_mask = ~has_nan
     else:
         tl.static_assert(RECIPE == R_MXFP4)
         abits = amax.to(tl.int32, bitcast=True)
@@ -262,6 +284,109 @@ def encode_elements(x, mult, keep_a, keep_b, RECIPE: tl.constexpr):
 
 
 # ---------------------------------------------------------------------------------------------
+# nvfp4_4over6: the block-scale search of FlashInfer's paged writer (see the oracle's docstring)
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _ftz(v):
+    """A float32 subnormal -> a zero of its sign (what the fast-math build's `.ftz` does)."""
+    sign = (v.to(tl.int32, bitcast=True) & F32_SIGN_BITS).to(tl.float32, bitcast=True)
+    return tl.where(tl.abs(v) < F32_TINY, sign, v)
+
+
+@triton.jit
+def _fma(a, b, c, HW_FMA: tl.constexpr):
+    """`fl(a * b + c)` with one rounding: the GPU's `fma.rn.f32`, or (`HW_FMA=False`, the
+    interpreter, whose `tl.fma` rounds twice) the oracle's float64 TwoSum rounded to odd."""
+    if HW_FMA:
+        return tl.fma(a, b, c)
+    else:
+        p = a.to(tl.float64) * b.to(tl.float64)
+        c64 = c.to(tl.float64)
+        s = p + c64
+        bp = s - p
+        err = (p - (s - bp)) + (c64 - bp)
+        bits = s.to(tl.int64, bitcast=True)
+        fix = (err != 0.0) & ((bits & 1) == 0)
+        away = (err > 0.0) == (s > 0.0)
+        bits = tl.where(fix, tl.where(away, bits + 1, bits - 1), bits)
+        return bits.to(tl.float64, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _columns8(t, T: tl.constexpr, N: tl.constexpr):
+    """`[T, N, 8]` -> its 8 columns `[T, N]`, in order."""
+    e, o = tl.split(tl.reshape(t, (T, N, 4, 2)))
+    e0, e1 = tl.split(tl.reshape(e, (T, N, 2, 2)))
+    o0, o1 = tl.split(tl.reshape(o, (T, N, 2, 2)))
+    c0, c4 = tl.split(e0)
+    c2, c6 = tl.split(e1)
+    c1, c5 = tl.split(o0)
+    c3, c7 = tl.split(o1)
+    return c0, c1, c2, c3, c4, c5, c6, c7
+
+
+@triton.jit
+def _acc(err, d, HW_FMA: tl.constexpr):
+    return _ftz(_fma(d, d, err, HW_FMA))
+
+
+@triton.jit
+def _squared_error(lo, hi, sf, g, T: tl.constexpr, N: tl.constexpr, HW_FMA: tl.constexpr):
+    """The candidate's error, element by element in block order (`lo[j]` is element `2j`)."""
+    r = tl.math.div_rn(1.0, _ftz(sf * g))[:, :, None]
+    s3 = sf[:, :, None]
+    y_lo = lo * r
+    y_hi = hi * r
+    v_lo = e2m1_decode(e2m1_magnitude(tl.where(y_lo != y_lo, 0.0, tl.abs(y_lo)), False)) * s3
+    v_hi = e2m1_decode(e2m1_magnitude(tl.where(y_hi != y_hi, 0.0, tl.abs(y_hi)), False)) * s3
+    g3 = g + tl.zeros_like(lo)
+    d_lo = _ftz(_fma(v_lo, g3, -tl.abs(lo), HW_FMA))
+    d_hi = _ftz(_fma(v_hi, g3, -tl.abs(hi), HW_FMA))
+    l0, l1, l2, l3, l4, l5, l6, l7 = _columns8(d_lo, T, N)
+    h0, h1, h2, h3, h4, h5, h6, h7 = _columns8(d_hi, T, N)
+    err = _ftz(l0 * l0)
+    err = _acc(err, h0, HW_FMA)
+    err = _acc(_acc(err, l1, HW_FMA), h1, HW_FMA)
+    err = _acc(_acc(err, l2, HW_FMA), h2, HW_FMA)
+    err = _acc(_acc(err, l3, HW_FMA), h3, HW_FMA)
+    err = _acc(_acc(err, l4, HW_FMA), h4, HW_FMA)
+    err = _acc(_acc(err, l5, HW_FMA), h5, HW_FMA)
+    err = _acc(_acc(err, l6, HW_FMA), h6, HW_FMA)
+    err = _acc(_acc(err, l7, HW_FMA), h7, HW_FMA)
+    return err
+
+
+@triton.jit
+def _e4m3_or_nan(s):
+    """`e4m3_encode` that maps a NaN `s` to the NaN byte (and value)."""
+    byte, val = e4m3_encode(tl.where(s != s, 0.0, s))
+    return tl.where(s != s, E4M3_NAN_MAG, byte), tl.where(s != s, s, val)
+
+
+@triton.jit
+def block_scale_4over6(lo, hi, g_ptr, T: tl.constexpr, N: tl.constexpr, HW_FMA: tl.constexpr):
+    """Flushed element pairs `[T, N, 8]` -> (E4M3 byte `[T, N]`, element multiplier `[T, N]`)."""
+    g = tl.load(g_ptr)
+    amax = tl.max(tl.maximum(tl.where(lo != lo, 0.0, tl.abs(lo)), tl.where(hi != hi, 0.0, tl.abs(hi))), axis=2)
+    s = amax * tl.math.div_rn(1.0, _ftz(g * E2M1_MAXV))
+    b6, sf6 = _e4m3_or_nan(s)
+    b4, sf4 = _e4m3_or_nan(_ftz(s * CANDIDATE_RATIO_46))
+    use4 = _squared_error(lo, hi, sf4, g, T, N, HW_FMA) < _squared_error(lo, hi, sf6, g, T, N, HW_FMA)
+    sbyte = tl.where(use4, b4, b6)
+    sf = tl.where(use4, sf4, sf6)
+    mult = tl.where((amax > 0.0) & (sf > 0.0), tl.math.div_rn(1.0, _ftz(sf * g)), 0.0)
+    return sbyte, mult
+
+
+@triton.jit
+def encode_elements_4over6(x, mult):
+    """`y = x * mult`: a NaN `y` gives code 0, else the sign of `y` and E2M1 RNE, saturating."""
+    y = x * mult
+    sign = (y.to(tl.int32, bitcast=True) >> 28) & E2M1_SIGN
+    return tl.where(y != y, 0, sign | e2m1_magnitude(tl.abs(y), False))
+
+
+# ---------------------------------------------------------------------------------------------
 # tiles
 # ---------------------------------------------------------------------------------------------
 @triton.jit
@@ -296,7 +421,7 @@ def _load_pairs(ptr, rows, x_stride, n_rows, IN_KIND: tl.constexpr, ROW: tl.cons
 @triton.jit
 def _quantize_tile(x_ptr, x_stride, q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, n_rows, pid,
                    RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
-                   TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr):
+                   TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr, HW_FMA: tl.constexpr):
     NB: tl.constexpr = ROWP // BS
     HB: tl.constexpr = BS // 2
     rows = pid * TOK + tl.arange(0, TOK)
@@ -304,12 +429,20 @@ def _quantize_tile(x_ptr, x_stride, q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc
     lo, hi = _load_pairs(x_ptr, rows, x_stride, n_rows, IN_KIND, ROW, ROWP, TOK)
     lo = tl.reshape(lo, (TOK, NB, HB))
     hi = tl.reshape(hi, (TOK, NB, HB))
-    amax = tl.reduce(_max_nan(tl.abs(lo), tl.abs(hi)), 2, _max_nan)  # NaN if the block holds one
-    has_nan = amax != amax
-    sbyte, mult, keep_a, keep_b = block_scale(amax, has_nan, g_ptr, RECIPE)
-    mult, keep_a, keep_b = mult[:, :, None], keep_a[:, :, None], keep_b[:, :, None]
-    c_lo = encode_elements(lo, mult, keep_a, keep_b, RECIPE)
-    c_hi = encode_elements(hi, mult, keep_a, keep_b, RECIPE)
+    if RECIPE == R_NVFP4_4OVER6:
+        tl.static_assert(HB == 8)
+        lo = _ftz(lo)
+        hi = _ftz(hi)
+        sbyte, mult = block_scale_4over6(lo, hi, g_ptr, TOK, NB, HW_FMA)
+        c_lo = encode_elements_4over6(lo, mult[:, :, None])
+        c_hi = encode_elements_4over6(hi, mult[:, :, None])
+    else:
+        amax = tl.reduce(_max_nan(tl.abs(lo), tl.abs(hi)), 2, _max_nan)  # NaN if the block holds one
+        has_nan = amax != amax
+        sbyte, mult, keep_a, keep_b = block_scale(amax, has_nan, g_ptr, RECIPE)
+        mult, keep_a, keep_b = mult[:, :, None], keep_a[:, :, None], keep_b[:, :, None]
+        c_lo = encode_elements(lo, mult, keep_a, keep_b, RECIPE)
+        c_hi = encode_elements(hi, mult, keep_a, keep_b, RECIPE)
     packed = tl.reshape(c_lo | (c_hi << 4), (TOK, ROWP // 2)).to(tl.uint8)  # element 2i in the low nibble
     if HAS_LOC:
         slots = tl.load(loc_ptr + rows, mask=rmask, other=0).to(tl.int64)
@@ -328,16 +461,16 @@ def quantize_kernel(x0, xs0, q0, qs0, s0, ss0, g0,
                     x1, xs1, q1, qs1, s1, ss1, g1,
                     loc_ptr, n_rows,
                     RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
-                    TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr):
+                    TOK: tl.constexpr, IN_KIND: tl.constexpr, HAS_LOC: tl.constexpr, HW_FMA: tl.constexpr = True):
     """Quantize rows of `x` into `q` (packed) and `s` (scale bytes), row `r` going to slot
     `loc[r]` (or `r`). Grid `(cdiv(n_rows, TOK), n)`: axis 1 picks tensor 0 (K) or 1 (V)."""
     pid = tl.program_id(0)
     if tl.program_id(1) == 0:
         _quantize_tile(x0, xs0, q0, qs0, s0, ss0, g0, loc_ptr, n_rows, pid,
-                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC)
+                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC, HW_FMA)
     else:
         _quantize_tile(x1, xs1, q1, qs1, s1, ss1, g1, loc_ptr, n_rows, pid,
-                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC)
+                       RECIPE, BS, ROW, ROWP, TOK, IN_KIND, HAS_LOC, HW_FMA)
 
 
 @triton.jit
@@ -354,10 +487,13 @@ def _to_bf16_bits(v, HW_CAST: tl.constexpr):
 
 @triton.jit
 def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n_rows,
-                      RECIPE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
+                      SCALE: tl.constexpr, BS: tl.constexpr, ROW: tl.constexpr, ROWP: tl.constexpr,
                       TOK: tl.constexpr, OUT_KIND: tl.constexpr, HAS_LOC: tl.constexpr,
                       HW_CAST: tl.constexpr):
     """Decode rows (slot `loc[r]`, or `r`) of packed codes + scale bytes into row `r` of `o`.
+
+    Decoding depends on the recipe's scale format only (`SCALE`, see `constants.scale_id`):
+    `S_E4M3` is `fl(E2M1 * sf) * g`, the power-of-two bytes are `E2M1 * 2**(b - 127)`.
 
     Each packed byte is decoded as a pair (low nibble = element 2i, high = 2i+1). 16-bit outputs
     are written as int32 words holding both elements of a pair, so no interleave is needed.
@@ -380,13 +516,13 @@ def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n
     p3 = tl.reshape(p, (TOK, NB, HB))
     v_lo = e2m1_decode(p3)
     v_hi = e2m1_decode(p3 >> 4)
-    if RECIPE == R_NVFP4:
+    if SCALE == S_E4M3:
         sf = e4m3_decode(sb)[:, :, None]
         g = tl.load(g_ptr)
         v_lo = (v_lo * sf) * g
         v_hi = (v_hi * sf) * g
     else:
-        scale = pow2_byte_decode(sb, RECIPE == R_MXFP4)[:, :, None]
+        scale = pow2_byte_decode(sb, SCALE == S_E8M0)[:, :, None]
         v_lo = v_lo * scale
         v_hi = v_hi * scale
     v_lo = tl.reshape(v_lo, (TOK, ROWP // 2))
@@ -394,7 +530,7 @@ def dequantize_kernel(q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc_ptr, o_ptr, n
     rows64 = rows.to(tl.int64)
     if OUT_KIND == OUT_BF16 or OUT_KIND == OUT_F16:  # o_ptr is int32 words: (odd << 16) | even
         if OUT_KIND == OUT_BF16:
-            if RECIPE == R_NVFP4:
+            if SCALE == S_E4M3:
                 b_lo = _to_bf16_bits(v_lo, HW_CAST)
                 b_hi = _to_bf16_bits(v_hi, HW_CAST)
             else:  # E2M1 * 2**k has 2 significant bits: exact in bf16, so RNE = the top half

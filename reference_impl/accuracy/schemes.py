@@ -4,16 +4,16 @@ A scheme maps K or V of one layer, `x[..., N]` (channels last; the lab rounds it
 first, as an unquantized cache would hold it), and that tensor's calibration `amax` to the
 `float32` values attention would read back.
 
-| name | what it is | bits/val |
-|---|---|---|
-| `fp8_e4m3/scale1` | FP8 E4M3, per-tensor scale 1.0 (no checkpoint scales) | 8 |
-| `fp8_e4m3/calibrated` | FP8 E4M3, per-tensor scale `amax / 448` | 8 |
-| `int4_g32` | INT4 asymmetric, per token group of 32, float16 min and step | 5 |
-| `fp4_mx_block16` | SGLang block-16: power-of-two scale rounded up | 4.5 |
-| `mxfp4` | OCP MXFP4: block 32, E8M0 scale `floor(log2 amax) - 2` | 4.25 |
-| `nvfp4/g1` | NVFP4 with global scale 1.0 (SGLang's default) | 4.5 |
-| `nvfp4/amax6x448` | NVFP4, `g = amax / (6 * 448)` (generic NVFP4 convention) | 4.5 |
-| `nvfp4/amax448` | NVFP4, `g = amax / 448` (the KV-cache convention) | 4.5 |
+* `fp8_e4m3/scale1`: FP8 E4M3 with per-tensor scale 1.0 (no checkpoint scales), 8 bits;
+* `fp8_e4m3/calibrated`: FP8 E4M3 with per-tensor scale `amax / 448`, 8 bits;
+* `int4_g32`: INT4 asymmetric per token group of 32, float16 min and step, 5 bits;
+* one scheme per FP4 recipe of `RECIPES` without a global scale, named after the recipe;
+* three per recipe with a global scale: `NAME/g1` (global scale 1.0, SGLang's default),
+  `NAME/amax6x448` (`g = amax / (6 * 448)`, the generic NVFP4 convention) and `NAME/amax448`
+  (`g = amax / 448`, the KV-cache convention).
+
+The FP4 schemes' labels, blocks and bits per value are read off the recipes; the Accuracy
+chapter's scheme table is generated from this registry.
 
 The bits count the scales (one byte per block, 2 x 16 bits per INT4 group) but not the
 per-tensor `float32` scales.
@@ -37,7 +37,7 @@ import torch
 
 from nvfp4_kvcache.accuracy.baselines import fp8_e4m3_fake_quantize, int4_bits_per_value, int4_group_fake_quantize
 from nvfp4_kvcache.formats import E4M3_MAX
-from nvfp4_kvcache.recipes import get_recipe, nvfp4_global_scale
+from nvfp4_kvcache.recipes import RECIPES, Recipe, nvfp4_global_scale
 
 __all__ = ["Scheme", "SCHEMES", "FP4_SCHEMES", "bf16_round"]
 
@@ -91,14 +91,19 @@ class Scheme:
         return self.fn(x32, a)
 
 
-def _fp4(recipe: str):
-    r = get_recipe(recipe)
+def _fp4(r: Recipe):
     return lambda x, amax: r.dequantize(r.quantize(x))
 
 
-def _nvfp4(convention: str | None):
-    r = get_recipe("nvfp4")
+_CONVENTIONS: dict[str, tuple[str | None, str]] = {
+    "g1": (None, "global scale 1.0 (default)"),
+    "amax6x448": ("amax/(6*448)", "g = amax/(6*448)"),
+    "amax448": ("amax/448", "g = amax/448"),
+}
+"""Scheme suffix -> (global-scale convention, label) for recipes with a global scale."""
 
+
+def _two_level(r: Recipe, convention: str | None):
     def fn(x, amax):
         g = torch.tensor(1.0) if convention is None else nvfp4_global_scale(amax, convention)
         return r.dequantize(r.quantize(x, g))
@@ -106,22 +111,27 @@ def _nvfp4(convention: str | None):
     return fn
 
 
-_ALL = [
+def _recipe_schemes(r: Recipe) -> list[Scheme]:
+    if r.global_scale is None:
+        return [Scheme(r.name, r.label, r.bits_per_value, r.block_size, False, _fp4(r))]
+    return [Scheme(f"{r.name}/{suffix}", f"{r.label}, {label}", r.bits_per_value, r.block_size,
+                   convention is not None, _two_level(r, convention))
+            for suffix, (convention, label) in _CONVENTIONS.items()]
+
+
+_BASELINES = [
     Scheme("fp8_e4m3/scale1", "FP8 E4M3, per-tensor scale 1.0", 8.0, 1, False,
            lambda x, a: fp8_e4m3_fake_quantize(x, 1.0)),
     Scheme("fp8_e4m3/calibrated", "FP8 E4M3, per-tensor scale amax/448", 8.0, 1, True,
            lambda x, a: fp8_e4m3_fake_quantize(x, a / E4M3_MAX)),
     Scheme("int4_g32", "INT4 asymmetric, group of 32 channels per token", int4_bits_per_value(32), 32, False,
            lambda x, a: int4_group_fake_quantize(x, 32)),
-    Scheme("fp4_mx_block16", "SGLang block-16 (power-of-two scale)", 4.5, 16, False, _fp4("fp4_mx_block16")),
-    Scheme("mxfp4", "OCP MXFP4 (block 32, E8M0)", 4.25, 32, False, _fp4("mxfp4")),
-    Scheme("nvfp4/g1", "NVFP4, global scale 1.0 (default)", 4.5, 16, False, _nvfp4(None)),
-    Scheme("nvfp4/amax6x448", "NVFP4, g = amax/(6*448)", 4.5, 16, True, _nvfp4("amax/(6*448)")),
-    Scheme("nvfp4/amax448", "NVFP4, g = amax/448", 4.5, 16, True, _nvfp4("amax/448")),
 ]
+_FP4 = [s for r in sorted(RECIPES.values(), key=lambda r: r.global_scale is not None) for s in _recipe_schemes(r)]
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in _ALL}
-"""Name -> [`Scheme`][nvfp4_kvcache.accuracy.schemes.Scheme], in the order tables list them."""
+SCHEMES: dict[str, Scheme] = {s.name: s for s in _BASELINES + _FP4}
+"""Name -> [`Scheme`][nvfp4_kvcache.accuracy.schemes.Scheme], in the order tables list them (the
+single-level recipes first)."""
 
-FP4_SCHEMES: tuple[str, ...] = tuple(n for n in SCHEMES if n.startswith(("fp4", "mxfp4", "nvfp4")))
+FP4_SCHEMES: tuple[str, ...] = tuple(s.name for s in _FP4)
 """The 4-bit floating-point schemes (the recipes under their scale choices)."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from nvfp4_kvcache.checks import FLOAT_INPUT_DTYPES
+from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["check_device", "check_loc", "check_kv_tensor", "global_scales", "resolve_layer_id"]
 
@@ -110,7 +111,7 @@ def check_kv_tensor(t: object, name: str, shape: tuple[int, ...], device: torch.
 def global_scales(
     values: object, name: str, recipe: str, layer_num: int, device: torch.device
 ) -> torch.Tensor | None:
-    """Per-layer `float32` decode global scales for `nvfp4` (default 1.0); `None` otherwise.
+    """Per-layer `float32` decode global scales for a recipe with a global scale (default 1.0); `None` otherwise.
 
     Args:
         values: `None`, a float, a sequence of `layer_num` floats, or a `float32` tensor of
@@ -118,9 +119,9 @@ def global_scales(
             (`x ~= e2m1 * block_scale * g`), positive, finite and normal.
 
     Raises:
-        TypeError, ValueError: a scale for `fp4_mx_block16`, a wrong length, or a bad value.
+        TypeError, ValueError: a scale for a recipe without one, a wrong length, or a bad value.
     """
-    if recipe != "nvfp4":
+    if get_recipe(recipe).global_scale is None:
         if values is not None:
             raise ValueError(f"recipe {recipe!r} has no global scale; pass {name}=None")
         return None

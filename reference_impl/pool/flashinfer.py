@@ -89,8 +89,7 @@ APPEND_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16)
 
 # -- argument checks --------------------------------------------------------------------------------
 def _has_global_scale(recipe: Recipe) -> bool:
-    # The recipe descriptor names this capability `has_global_scale`; older recipes `needs_global_scale`.
-    return bool(getattr(recipe, "has_global_scale", getattr(recipe, "needs_global_scale", False)))
+    return recipe.has_global_scale
 
 
 def check_recipe(recipe: object) -> Recipe:

@@ -31,12 +31,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.recipes import POOL_RECIPES, PoolScaleLayout, get_recipe
 
 __all__ = ["POOL_RECIPES", "MHALayout", "MLALayout", "mha_layout", "mla_layout", "pool_rows", "check_pool_geometry"]
-
-POOL_RECIPES: tuple[str, ...] = ("fp4_mx_block16", "nvfp4")
-"""Recipes the pools store (the two SGLang 0.5.23 serves through `--kv-cache-dtype`)."""
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -49,7 +46,7 @@ def _positive_int(value: object, name: str) -> int:
 
 def _pool_recipe(recipe: object):
     r = get_recipe(recipe)
-    if r.name not in POOL_RECIPES:
+    if r.pool_scale_layout is None:
         raise ValueError(f"the FP4 pools store recipes {POOL_RECIPES}, got {r.name!r}")
     return r
 
@@ -87,28 +84,30 @@ class MHALayout:
     Attributes:
         head_num: KV heads stored on this rank.
         head_dim: elements per head (multiple of the block size).
-        recipe: `"fp4_mx_block16"` or `"nvfp4"`.
-        block_size: elements per scale byte (16).
+        recipe: a recipe of `POOL_RECIPES`.
+        block_size: elements per scale byte.
+        scale_layout: the recipe's pool scale layout.
     """
 
     head_num: int
     head_dim: int
     recipe: str
     block_size: int
+    scale_layout: PoolScaleLayout = PoolScaleLayout.FLAT
 
     def data_shape(self, rows: int) -> tuple[int, int, int]:
         """`(rows, head_num, head_dim // 2)`, `uint8` (upstream `k_buffer[l]`/`v_buffer[l]`)."""
         return (rows, self.head_num, self.head_dim // 2)
 
     def scale_shape(self, rows: int) -> tuple[int, ...]:
-        """Scale buffer shape, `uint8`; it differs by recipe upstream, the bytes do not.
+        """Scale buffer shape, `uint8`; it differs by the recipe's scale layout, the bytes do not.
 
-        * `fp4_mx_block16`: `(rows, head_num * head_dim // 16)`: heads flattened
-          (`MHATokenToKVPoolFP4` and `FP4MXBlock16KVCacheMethod.create_buffers`);
-        * `nvfp4`: `(rows, head_num, head_dim // 16)` (`NVFP4KVCacheMethod.create_buffers`,
-          the token-linear layout; bytes are E4M3 bit patterns).
+        * `PoolScaleLayout.FLAT` (`fp4_mx_block16`): `(rows, head_num * head_dim // 16)`: heads
+          flattened (`MHATokenToKVPoolFP4` and `FP4MXBlock16KVCacheMethod.create_buffers`);
+        * `PoolScaleLayout.PER_HEAD` (`nvfp4`): `(rows, head_num, head_dim // 16)`
+          (`NVFP4KVCacheMethod.create_buffers`, the token-linear layout; bytes are E4M3 bit patterns).
         """
-        if self.recipe == "nvfp4":
+        if self.scale_layout is PoolScaleLayout.PER_HEAD:
             return (rows, self.head_num, self.head_dim // self.block_size)
         return (rows, self.head_num * self.head_dim // self.block_size)
 
@@ -188,7 +187,7 @@ def mha_layout(head_num: int, head_dim: int, recipe: str = "fp4_mx_block16") -> 
     Args:
         head_num: KV heads on this rank (after tensor-parallel splitting).
         head_dim: K/V head dimension; a positive multiple of 16.
-        recipe: `"fp4_mx_block16"` or `"nvfp4"`.
+        recipe: a recipe of `POOL_RECIPES` (default `"fp4_mx_block16"`).
 
     Raises:
         TypeError, ValueError: non-positive sizes, `head_dim` not a multiple of the block size,
@@ -203,7 +202,7 @@ def mha_layout(head_num: int, head_dim: int, recipe: str = "fp4_mx_block16") -> 
     _positive_int(head_dim, "head_dim")
     if head_dim % r.block_size:
         raise ValueError(f"head_dim must be a multiple of the block size {r.block_size}, got {head_dim}")
-    return MHALayout(head_num, head_dim, r.name, r.block_size)
+    return MHALayout(head_num, head_dim, r.name, r.block_size, r.pool_scale_layout)
 
 
 def mla_layout(kv_lora_rank: int, qk_rope_head_dim: int, recipe: str = "fp4_mx_block16") -> MLALayout:
@@ -212,7 +211,7 @@ def mla_layout(kv_lora_rank: int, qk_rope_head_dim: int, recipe: str = "fp4_mx_b
     Args:
         kv_lora_rank: NoPE latent width (512 for DeepSeek-V3); a positive multiple of 16.
         qk_rope_head_dim: RoPE part width (64 for DeepSeek-V3); a positive multiple of 16.
-        recipe: `"fp4_mx_block16"` or `"nvfp4"`.
+        recipe: a recipe of `POOL_RECIPES` (default `"fp4_mx_block16"`).
 
     Raises:
         TypeError, ValueError: as [`mha_layout`][nvfp4_kvcache.pool.layout.mha_layout].

@@ -4,7 +4,7 @@ Same buffers as SGLang 0.5.23 (`python/sglang/srt/mem_cache/memory_pool.py`, cla
 `MHATokenToKVPoolFP4`, and `python/sglang/srt/layers/quantization/fp4_kv_cache_quant_method.py`,
 `FP4MXBlock16KVCacheMethod` / `NVFP4KVCacheMethod`), with `m = size + page_size` rows:
 
-| buffer (per layer) | `fp4_mx_block16` | `nvfp4` |
+| buffer (per layer) | flat scale layout (`fp4_mx_block16`) | per-head scale layout (`nvfp4`, `nvfp4_4over6`) |
 |---|---|---|
 | `k_buffer[l]` | `uint8 (m, H, D/2)` | `uint8 (m, H, D/2)` |
 | `v_buffer[l]` | `uint8 (m, H, D/2)` | `uint8 (m, H, D/2)` |
@@ -12,6 +12,8 @@ Same buffers as SGLang 0.5.23 (`python/sglang/srt/mem_cache/memory_pool.py`, cla
 | `v_scale_buffer` | `uint8 (m, H*D/16)` | `uint8 (m, H, D/16)` (E4M3 bits) |
 | `k_scales` | -- | `float32 (layer_num,)` decode global scales |
 | `v_scales` | -- | `float32 (layer_num,)` |
+
+The recipe's `pool_scale_layout` picks the column and its `global_scale` the last two rows.
 
 NVFP4 global-scale convention: `k_scales[l]` / `v_scales[l]` are the *decode* multipliers
 `g` of [`nvfp4_kvcache.recipes.nvfp4`][nvfp4_kvcache.recipes.nvfp4] (`x ~= e2m1 * block_scale * g`), default 1.0 as
@@ -47,7 +49,7 @@ __all__ = ["MHATokenToKVPoolFP4"]
 
 
 class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
-    """FP4 MHA/GQA KV pool (`fp4_mx_block16` or `nvfp4`).
+    """FP4 MHA/GQA KV pool (any recipe of `POOL_RECIPES`).
 
     Args:
         size: usable token slots (a multiple of `page_size`).
@@ -55,9 +57,9 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         layer_num: layers held by this pool (pipeline stage).
         head_num: KV heads on this rank.
         head_dim: head dimension (multiple of 16; K and V share it).
-        recipe: `"fp4_mx_block16"` (default) or `"nvfp4"`.
+        recipe: a recipe of `POOL_RECIPES` (default `"fp4_mx_block16"`).
         device: where the buffers live.
-        k_scales: `nvfp4` only: per-layer decode global scales of K (a float for all
+        k_scales: recipes with a global scale only: per-layer decode global scales of K (a float for all
             layers, a sequence of `layer_num` floats, or a `float32 [layer_num]` tensor);
             default 1.0.
         v_scales: the same for V.
@@ -260,6 +262,7 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """
         i = self._local(layer)
         ks, vs = self.k_scale_buffer[i], self.v_scale_buffer[i]
-        if self.recipe.name == "nvfp4":
-            ks, vs = ks.view(torch.float8_e4m3fn), vs.view(torch.float8_e4m3fn)
+        view = self.recipe.scale.torch_dtype
+        if view is not None:
+            ks, vs = ks.view(view), vs.view(view)
         return self.k_buffer[i], self.v_buffer[i], ks, vs

@@ -245,4 +245,5 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         """
         i = self._local(layer)
         s = self.kv_scale_buffer[i]
-        return self.kv_buffer[i], (s.view(torch.float8_e4m3fn) if self.recipe.name == "nvfp4" else s)
+        view = self.recipe.scale.torch_dtype
+        return self.kv_buffer[i], (s if view is None else s.view(view))
