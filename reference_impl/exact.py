@@ -37,6 +37,7 @@ __all__ = [
     "ExactElement",
     "ExactBlock",
     "to_fraction",
+    "to_float32",
     "float32_ulp",
     "round_exact",
     "exact_block",
@@ -60,6 +61,31 @@ def to_fraction(x: float) -> Fraction:
     if not math.isfinite(x):
         raise ValueError(f"no exact value for {x}")
     return Fraction(x)
+
+
+def to_float32(q: Fraction) -> float:
+    """`q` rounded once to the nearest `float32` (ties to even), as a Python float; overflow gives +-inf.
+
+    `float(q)` would round to `float64` first, and a second rounding to `float32` can then miss.
+
+    Examples:
+        >>> to_float32(Fraction(1, 3)) == float(__import__("torch").tensor(1 / 3, dtype=__import__("torch").float32))
+        True
+    """
+    if q == 0:
+        return 0.0
+    sign = -1.0 if q < 0 else 1.0
+    a = abs(q)
+    e = max(_floor_log2(a), -126)          # subnormals share the exponent of the smallest normal
+    m = a / Fraction(2) ** (e - 23)        # in [2**23, 2**24) for normals
+    n = m.numerator // m.denominator
+    rem = m - n
+    if rem > Fraction(1, 2) or (rem == Fraction(1, 2) and n % 2):
+        n += 1
+    value = n * Fraction(2) ** (e - 23)
+    if value > Fraction(2) ** 128 - Fraction(2) ** 104:
+        return sign * math.inf
+    return sign * float(value)
 
 
 def float32_ulp(q: Fraction) -> Fraction:
