@@ -19,7 +19,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; } >/dev/null 2>&1 \
 	  || echo "WARNING: could not install chromium; tests/test_site_browser.py will be SKIPPED"
 
-$(STAMP): requirements.txt pyproject.toml Makefile
+$(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
