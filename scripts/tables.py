@@ -23,6 +23,7 @@ from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from accuracy_tables import TABLES as _ACCURACY_TABLES  # noqa: E402
+from peer_tables import TABLES as _PEER_TABLES  # noqa: E402
 
 DATA = ROOT / "docs" / "data"
 
@@ -287,6 +288,7 @@ TABLES = {
     "decode_attention_shapes": decode_attention_shapes,
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     **_ACCURACY_TABLES,
+    **_PEER_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""
 
