@@ -32,6 +32,7 @@ __all__ = ["Case", "CASES", "case_input", "case_codes", "case_recipe"]
 _F32_MAX = torch.finfo(torch.float32).max
 _G14 = (torch.tensor(14.0) / 2688.0).item()   # fl(14 / 2688) = 0x1.555556p-8: amax/(6*448) of a tensor max of 14
 _G11 = (torch.tensor(11.0) / 2688.0).item()   # fl(11 / 2688) = 0x1.0c30c4p-8
+_G_ENCODE = 45.559322357177734                # a float32 encode scale 2688 / amax (compressed-tensors' convention)
 
 
 def _next_up(v: float) -> float:
@@ -193,6 +194,18 @@ _LIST = [
     Case("nvfp4/order_element_near_tie_div", "nvfp4", {0: 6.0, 1: 3.4375}, 0x77, {0: 7, 1: 5},
          "the same block in ModelOpt's order: fl(3.4375 / fl(240 g)) = 3.4999998 -> 3 (code 5), as exact arithmetic",
          global_scale=_G11, dtype=torch.bfloat16, order="div"),
+    Case("nvfp4/nan_block_bfloat16", "nvfp4", {0: math.nan, 1: 3.0}, 0x7F, {},
+         "the NaN block on bfloat16 input: scale byte 0x7F (E4M3 NaN) and all codes 0, whatever the input dtype. "
+         "compressed-tensors writes code 8 in every position of a bfloat16 NaN block (0 for float16 and float32)",
+         global_scale=1.0, dtype=torch.bfloat16),
+    Case("nvfp4/negative_zero_in_block", "nvfp4", {0: 6.0, 1: -0.0}, 0x38, {0: 7, 1: 0x8},
+         "block scale 1.0 (0x38); -0.0 keeps its sign: code 8. ModelOpt and compressed-tensors write 0 (the sign "
+         "taken from x < 0); both decode to zero", global_scale=1.0),
+    Case("nvfp4/block_scale_from_bf16_quotient", "nvfp4", {0: -3.03125}, 0x5C, {0: 0xF},
+         "encode scale G = 45.559322 (order 'encode_div'): s = G * fl(3.03125 / 6) = 23.017, above the E4M3 "
+         "midpoint 23: 24 (0x5C); -3.03125 / (24 / G) = -5.75 -> -6 (code 0xF). compressed-tensors divides "
+         "amax by 6 in bfloat16 (0.50390625), so s = 22.958: 22 (0x5B)",
+         global_scale=_G_ENCODE, dtype=torch.bfloat16, order="encode_div"),
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}
