@@ -31,7 +31,7 @@ browser:
 	    || echo "WARNING: could not install chromium; tests/test_site_browser.py will be SKIPPED"; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml Makefile
+$(STAMP): requirements.txt constraints.txt pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt

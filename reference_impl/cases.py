@@ -25,10 +25,14 @@ from dataclasses import dataclass, field
 import torch
 
 from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.recipes.nvfp4 import nvfp4_with_order
 
-__all__ = ["Case", "CASES", "case_input", "case_codes"]
+__all__ = ["Case", "CASES", "case_input", "case_codes", "case_recipe"]
 
 _F32_MAX = torch.finfo(torch.float32).max
+_G14 = (torch.tensor(14.0) / 2688.0).item()   # fl(14 / 2688) = 0x1.555556p-8: amax/(6*448) of a tensor max of 14
+_G11 = (torch.tensor(11.0) / 2688.0).item()   # fl(11 / 2688) = 0x1.0c30c4p-8
+_G_ENCODE = 45.559322357177734                # a float32 encode scale 2688 / amax (compressed-tensors' convention)
 
 
 def _next_up(v: float) -> float:
@@ -52,6 +56,8 @@ class Case:
         why: the rule the case pins, in one sentence.
         global_scale: `nvfp4` only.
         dtype: input dtype.
+        order: ``nvfp4`` only: the `float32` order of operations the bytes are for (a name in
+            `nvfp4_kvcache.recipes.nvfp4.ORDERS`), or `None` for the default.
     """
 
     name: str
@@ -62,6 +68,7 @@ class Case:
     why: str
     global_scale: float | None = None
     dtype: torch.dtype = field(default=torch.float32)
+    order: str | None = None
 
 
 def case_input(case: Case) -> torch.Tensor:
@@ -71,6 +78,11 @@ def case_input(case: Case) -> torch.Tensor:
     for i, v in case.values.items():
         x[0, i] = v
     return x.to(case.dtype)
+
+
+def case_recipe(case: Case):
+    """The recipe object the case's bytes are for (its order of operations applied)."""
+    return nvfp4_with_order(case.order) if case.order else get_recipe(case.recipe)
 
 
 def case_codes(case: Case) -> list[int]:
@@ -245,6 +257,39 @@ _LIST = [
          "g = fl(1/6) makes R(6g) = 1, so s = amax = 0.875 (0x36) and 1.5 s = 1.3125, the E4M3 midpoint of 1.25 "
          "and 1.375: ties to even give 1.25, which loses to 0.875; rounding the tie away (1.375) would win",
          global_scale=1.0 / 6.0),
+    # ==== cases from the peer conformance lab (scripts/peer_conformance.py): one per class of input a
+    # peer library gets wrong or computes in another order; which peer, and its bytes, in `why` ====
+    Case("nvfp4/scale_tie_even", "nvfp4", {0: 6.375, 1: 3.1875}, 0x38, {0: 7, 1: 5},
+         "amax/6 = 1.0625 exactly (fl(6.375 * fl(1/6)) rounds back onto it): the midpoint of the E4M3 values "
+         "1.0 (0x38, even) and 1.125 (0x39) goes to even; 6.375 saturates to 6, 3.1875 -> 3. A block scale "
+         "rounded with ties away from zero gives 0x39", global_scale=1.0),
+    Case("nvfp4/order_scale_near_tie", "nvfp4", {0: 6.25}, 0x75, {0: 7},
+         "g = fl(14/2688): exactly, amax/(6g) = 199.99999 is just below the E4M3 midpoint 200, so 192 (0x74); "
+         "the default order computes fl(fl(6.25 * fl(1/6)) * fl(1/g)) = 200.00002, above it: 208 (0x75), and "
+         "6.25 / 216.67g -> 6 (code 7). ModelOpt's division (order 'div') and exact arithmetic give 0x74",
+         global_scale=_G14, dtype=torch.bfloat16),
+    Case("nvfp4/order_scale_near_tie_div", "nvfp4", {0: 6.25}, 0x74, {0: 7},
+         "the same block in ModelOpt's order: amax / fl(6 * g) = 6.25 / 2**-5 = 200 exactly, a tie: 192 (0x74, even)",
+         global_scale=_G14, dtype=torch.bfloat16, order="div"),
+    Case("nvfp4/order_element_near_tie", "nvfp4", {0: 6.0, 1: 3.4375}, 0x77, {0: 7, 1: 6},
+         "g = fl(11/2688), block scale 240 (0x77); exactly, 3.4375 / (240 g) = 3.4999998, below the midpoint 3.5 "
+         "(code 5), but the default order's fl(3.4375 * fl(1 / fl(240 g))) = 3.5 exactly, a tie: 4 (code 6). "
+         "Division (order 'div') gives 3.4999998 and code 5", global_scale=_G11, dtype=torch.bfloat16),
+    Case("nvfp4/order_element_near_tie_div", "nvfp4", {0: 6.0, 1: 3.4375}, 0x77, {0: 7, 1: 5},
+         "the same block in ModelOpt's order: fl(3.4375 / fl(240 g)) = 3.4999998 -> 3 (code 5), as exact arithmetic",
+         global_scale=_G11, dtype=torch.bfloat16, order="div"),
+    Case("nvfp4/nan_block_bfloat16", "nvfp4", {0: math.nan, 1: 3.0}, 0x7F, {},
+         "the NaN block on bfloat16 input: scale byte 0x7F (E4M3 NaN) and all codes 0, whatever the input dtype. "
+         "compressed-tensors writes code 8 in every position of a bfloat16 NaN block (0 for float16 and float32)",
+         global_scale=1.0, dtype=torch.bfloat16),
+    Case("nvfp4/negative_zero_in_block", "nvfp4", {0: 6.0, 1: -0.0}, 0x38, {0: 7, 1: 0x8},
+         "block scale 1.0 (0x38); -0.0 keeps its sign: code 8. ModelOpt and compressed-tensors write 0 (the sign "
+         "taken from x < 0); both decode to zero", global_scale=1.0),
+    Case("nvfp4/block_scale_from_bf16_quotient", "nvfp4", {0: -3.03125}, 0x5C, {0: 0xF},
+         "encode scale G = 45.559322 (order 'encode_div'): s = G * fl(3.03125 / 6) = 23.017, above the E4M3 "
+         "midpoint 23: 24 (0x5C); -3.03125 / (24 / G) = -5.75 -> -6 (code 0xF). compressed-tensors divides "
+         "amax by 6 in bfloat16 (0.50390625), so s = 22.958: 22 (0x5B)",
+         global_scale=_G_ENCODE, dtype=torch.bfloat16, order="encode_div"),
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}

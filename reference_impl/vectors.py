@@ -136,7 +136,7 @@ def _sets(recipes, dtypes):
                    "seed": seed, "global_scale": g, "global_scale_convention": "amax/(6*448)" if g else None}, {"input": x}
         # the named cases quantized with global scale 1 (or none), one block per row; the input is
         # float32 (the one bf16 case holds a bf16-representable value)
-        cases = [c for c in CASES.values() if c.recipe == recipe and c.global_scale in (None, 1.0)]
+        cases = [c for c in CASES.values() if c.recipe == recipe and c.global_scale in (None, 1.0) and c.order is None]
         yield {"name": f"{recipe}.quantize.named_cases", "recipe": recipe, "kind": "quantize", "input_dtype": "float32",
                "seed": None, "global_scale": 1.0 if r.global_scale is not None else None, "global_scale_convention": None,
                "cases": [c.name for c in cases]}, {"input": torch.cat([case_input(c).float() for c in cases])}

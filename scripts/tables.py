@@ -21,6 +21,7 @@ from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from accuracy_tables import TABLES as _ACCURACY_TABLES  # noqa: E402
+from peer_tables import TABLES as _PEER_TABLES  # noqa: E402
 
 DATA = ROOT / "docs" / "data"
 
@@ -98,6 +99,7 @@ def named_cases() -> str:
         vals = ", ".join(f"[{i}]={v!r}" for i, v in case.values.items()) or "all +0"
         codes = ", ".join(f"[{i}]=0x{c:X}" for i, c in case.codes.items()) or "all 0"
         extra = f" (g = {case.global_scale:.6g})" if case.global_scale not in (None, 1.0) else ""
+        extra += f" (order {case.order})" if case.order else ""
         rows.append([f"`{case.name}`", vals + extra, f"0x{case.scale_byte:02X}", codes, case.why])
     return _table(["case", "input (other elements +0)", "scale byte", "codes (others 0)", "why"], rows)
 
@@ -285,6 +287,7 @@ TABLES = {
     "decode_attention_shapes": decode_attention_shapes,
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     **_ACCURACY_TABLES,
+    **_PEER_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""
 

@@ -70,7 +70,7 @@ def test_oracle_model_is_the_oracle(g):
 def test_oracle_model_on_the_named_cases():
     checked = 0
     for case in CASES.values():
-        if case.recipe != "nvfp4":
+        if case.recipe != "nvfp4" or case.order is not None:  # another order's bytes: not this model's
             continue
         x = case_input(case).float()[0].tolist()
         if any(math.isnan(v) for v in x):

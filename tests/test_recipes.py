@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import nvfp4_kvcache as ri
-from nvfp4_kvcache.cases import CASES, case_codes, case_input
+from nvfp4_kvcache.cases import CASES, case_codes, case_input, case_recipe
 from nvfp4_kvcache.formats import E2M1, E4M3
 from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
 from nvfp4_kvcache.recipes import FP4_MX_BLOCK16, MXFP4, NVFP4, RECIPES, get_recipe, nvfp4_global_scale
@@ -22,7 +22,7 @@ def _g(recipe, value=1.0):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_named_case(name):
     case = CASES[name]
-    q = get_recipe(case.recipe).quantize(case_input(case), case.global_scale)
+    q = case_recipe(case).quantize(case_input(case), case.global_scale)
     assert q.scales.tolist() == [[case.scale_byte]], case.why
     assert unpack_nibbles(q.packed)[0].tolist() == case_codes(case), case.why
 

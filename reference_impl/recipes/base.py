@@ -46,6 +46,7 @@ OUTPUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.f
 
 ScaleFormat = Union[MiniFloat, PowerOfTwoScale]
 BlockEncoder = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
+BlockDecoder = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,12 @@ class Recipe:
             pools do not store it (no serving engine pages it).
         kernel_id: the recipe's branch in the Triton quantize kernel (unique per recipe).
         source: who defines the recipe (specification or release), for the docs.
+        order: the `float32` order of operations of `encode` and `decode`, for recipes whose
+            implementations compute the same rule in different orders (NVFP4: an
+            [`Order`][nvfp4_kvcache.recipes.nvfp4.Order]); `None` where there is one order.
+        decode: the per-block decode `(uint8 codes [n, block_size], uint8 scale bytes [n], g or
+            None) -> float32 [n, block_size]`, or `None` for the generic
+            `fl(E2M1[code] * scale(byte)) (* g)`.
     """
 
     name: str
@@ -164,6 +171,8 @@ class Recipe:
     global_scale: GlobalScale | None = None
     pool_scale_layout: PoolScaleLayout | None = None
     source: str = ""
+    order: object | None = None
+    decode: BlockDecoder | None = field(default=None, repr=False, compare=False)
 
     # -- derived facts ---------------------------------------------------------------------------
     @property
@@ -193,8 +202,11 @@ class Recipe:
     ) -> torch.Tensor:
         """(`uint8 [n, block_size]`, `uint8 [n]`) -> `float32 [n, block_size]`.
 
-        `fl(E2M1[code] * scale(byte))` (exact), then `* g` for recipes with a global scale.
+        `fl(E2M1[code] * scale(byte))` (exact), then `* g` for recipes with a global scale; a
+        recipe that declares its own `decode` (another `float32` order) runs that instead.
         """
+        if self.decode is not None:
+            return self.decode(codes, scale_bytes, global_scale)
         values = self.element.decode_tensor(codes) * self.scale.decode_tensor(scale_bytes).unsqueeze(-1)
         return values if global_scale is None else values * global_scale
 
