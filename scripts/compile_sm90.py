@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     sys.exit("compile_sm90.py: unset TRITON_INTERPRET (the interpreter does not compile)")
 
