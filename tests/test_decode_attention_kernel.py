@@ -568,9 +568,52 @@ def _smoke(script: str, tmp_path) -> dict:
 def test_bench_script_smoke(tmp_path):
     data = _smoke("bench_decode_attention.py", tmp_path)
     assert {"device", "versions", "date", "command", "rows", "summary", "correctness"} <= set(data)
-    assert all(c["ok"] for c in data["correctness"])
-    assert set(data["summary"]) == {"nvfp4", "fp4_mx_block16"} and data["completed_stage"] == "done"
-    assert {r["format"] for r in data["shapes"]} == set(data["sweep_formats"])
+    assert all(c["ok"] for c in data["correctness"]) and not data["dropped_variants"]
+    assert set(data["summary"]) == set(data["summary_page_blocks"]) == {"nvfp4", "fp4_mx_block16"}
+    assert data["completed_stage"] == "done" and data["timing"]["fallbacks"] == 0
+    head = [r for r in data["rows"] if r["kind"] == "headline"]
+    assert {r["format"] for r in head} == set(data["variants"])
+    # every launch tried passed the oracle check first, in both orientations
+    assert all("ms" in t and t["max_rel_rms_err"] < 1e-5 for r in head for t in r["tried"])
+    assert {t["tokens_as_m"] for r in head for t in r["tried"]} == {0, 1}
+    # the upstream path at its pool size, and page-block variants left out of the page-1 shapes
+    assert [u["pool_tokens"] for u in data["upstream_dequantize_then_bf16"]] == [56, 56]
+    assert {r["format"] for r in data["shapes"]} == {v for v in data["sweep_formats"] if "@pages" not in v}
+    assert data["flashinfer"]["available"] is False
+
+
+def test_bench_flashinfer_summary():
+    """The FlashInfer hook: our time over FlashInfer's NVFP4 decode per recipe, and FlashInfer's own
+    BF16 over its NVFP4."""
+    import bench_decode_attention as bda
+
+    summary = {"nvfp4": {"ms": 0.1}, "fp4_mx_block16": {"ms": 0.2}}
+    fi = {"available": True, "ran": True, "rows": [{"format": "bf16", "ms": 0.3}, {"format": "nvfp4", "ms": 0.15}]}
+    bda.flashinfer_summary(summary, fi)
+    assert summary["nvfp4"]["speedup_vs_flashinfer_nvfp4"] == pytest.approx(1.5)
+    assert summary["fp4_mx_block16"]["speedup_vs_flashinfer_nvfp4"] == pytest.approx(0.75)
+    assert fi["speedup_vs_bf16"] == pytest.approx(2.0)
+    untouched = {"nvfp4": {"ms": 0.1}}
+    bda.flashinfer_summary(untouched, {"available": False})
+    assert untouched == {"nvfp4": {"ms": 0.1}}
+
+
+def test_bench_compile_warm_up_worker():
+    """The parallel compile warm-up runs each (shape, variant, launch) once on tiny caches and
+    reports what fails, without raising."""
+    import bench_decode_attention as bda
+    from benchkit.kvcaches import Shape
+
+    shape = Shape(True)
+    items = [(bda.tiny(shape), "nvfp4+cvt_f16", {"num_kv_splits": 2, "block_n": 16, "tokens_as_m": 1}),
+             (bda.tiny(shape, PAGE=1), "bf16", {"num_kv_splits": 2, "block_n": 16}),
+             (bda.tiny(shape), "nvfp4+cvt_f16@pages", {"num_kv_splits": 3, "block_n": 16}),
+             (bda.tiny(shape), "nvfp4+lut", {"num_kv_splits": 2})]
+    errors = bda._warm_worker(items)
+    assert len(errors) == 1 and "nvfp4+lut" in errors[0] and "decode must be one of" in errors[0]
+    every = bda.headline_items(bda.VARIANTS, Shape(False))
+    tiles = {(v, tuple(sorted(bda.tile(launch).items()))) for _, v, launch in every}
+    assert tiles == {(v, tuple(sorted(bda.tile(launch).items()))) for v in bda.VARIANTS for launch in bda.launches(v, False)}
 
 
 def test_limits_script_smoke(tmp_path):
