@@ -38,6 +38,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -101,7 +102,6 @@ FP8 cache, `"cvt_f16"` (the hardware's packed `cvt` from E4M3 to fp16, exact, an
 the query scaled by a power of two into fp16 range as for FP4's `cvt_f16`)."""
 HEAD_DIMS = (64, 128, 256)
 """Head dims the kernel is built and tested for (any power of two >= 32 compiles)."""
-_LAUNCH_KEYS = ("block_n", "num_warps", "num_stages", "prefetch", "tokens_as_m")
 
 
 def device_launch(device: torch.device | str | None, variant: str, head_dim: int = 128) -> dict[str, int]:
@@ -124,8 +124,12 @@ def device_launch(device: torch.device | str | None, variant: str, head_dim: int
     dev = torch.device(device) if device is not None else None
     if dev is None or dev.type != "cuda" or head_dim != 128:
         return {}
-    name = torch.cuda.get_device_name(dev)
-    return dict(DEVICE_LAUNCHES.get(name, {}).get(variant, {}))
+    return dict(DEVICE_LAUNCHES.get(_device_name(dev.index), {}).get(variant, {}))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int | None) -> str:
+    return torch.cuda.get_device_name(index)
 
 
 @dataclass(frozen=True)
@@ -294,7 +298,8 @@ def _launch(fmt: int, q, k, v, ks, vs, s_strides, gk, gv, kv_indptr, kv_indices,
             prefetch=None, decode: int = 0, tokens_as_m=None, page_block: bool = False, variant: str | None = None):
     batch, hq, _ = q.shape
     group = hq // heads
-    tuned = device_launch(q.device, variant, dim) if variant is not None and not _interpreting() else {}
+    unset = None in (block_n, num_warps, num_stages, tokens_as_m)
+    tuned = device_launch(q.device, variant, dim) if unset and variant is not None and not _interpreting() else {}
     block_n = tuned.get("block_n") if block_n is None else block_n
     num_warps = tuned.get("num_warps") if num_warps is None else num_warps
     num_stages = tuned.get("num_stages") if num_stages is None else num_stages
