@@ -14,6 +14,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = json.loads((ROOT / "docs/data/perf/decode_attention.json").read_text())
 
@@ -34,6 +36,8 @@ def test_committed_figure_is_regenerated_from_the_json(tmp_path):
 
 
 def test_wrapped_sweep_points_are_left_out_and_marked():
+    if not any(r["kind"] == "sweep" for r in DATA["rows"]):
+        pytest.skip("the committed run skipped the sweep (its 'skipped' list says so)")
     plot = _load("plot_decode_attention")
     pool = DATA["shape"]["pool_tokens"]
     wrapped = {(r["format"], r["batch"], r["context"]) for r in DATA["rows"]
