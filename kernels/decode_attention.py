@@ -34,6 +34,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -42,13 +43,14 @@ import triton
 
 from nvfp4_kvcache_triton import _checks
 from nvfp4_kvcache_triton._triton import decode_attention as _k
+from nvfp4_kvcache_triton.page_blocks import FP4PageBlocks
 from nvfp4_kvcache.attention import _check_indptr, _check_q
 from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
 from nvfp4_kvcache.recipes import get_recipe
 
 __all__ = ["FP4KVLayer", "decode_attention_fp4", "decode_attention_dense", "fp4_layer", "TUNING",
-           "DEFAULT_SPLITS", "DECODES", "attention_tolerance"]
+           "DEVICE_LAUNCHES", "device_launch", "DEFAULT_SPLITS", "DECODES", "DENSE_DECODES", "attention_tolerance"]
 
 DEFAULT_SPLITS = 8
 """Default number of KV splits per request (stage-1 programs per request and KV head)."""
@@ -58,11 +60,33 @@ TUNING: dict[str, int] = {
     "num_warps": 4,
     "num_stages": 2,         # Triton's pipeliner (when prefetch is off)
     "prefetch": 0,           # 1: software pipelining in registers (then num_stages defaults to 1)
+    "tokens_as_m": 0,        # 1: tokens in the MMA's M dimension, query heads in N (see decode_stage1)
     "interpret_block_n": 32,  # under the interpreter
 }
 """Default stage-1 tile and launch settings. The best settings differ per format and decoder:
 `scripts/bench_decode_attention.py` tunes them on a GPU and records each format's best under
 `launch` in `docs/data/perf/decode_attention.json`; pass them as `**launch`."""
+
+DEVICE_LAUNCHES: dict[str, dict[str, dict[str, int]]] = {
+    "NVIDIA H100 80GB HBM3": {
+        "bf16": {"block_n": 64, "num_warps": 8, "num_stages": 3},
+        "fp8": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4+prmt": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4+prmt_bf16": {"block_n": 64, "num_warps": 2, "num_stages": 2},
+        "nvfp4+cvt_f16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp4_mx_block16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp4_mx_block16+prmt": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp4_mx_block16+prmt_bf16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+    },
+}
+"""Best stage-1 tile per GPU model (`torch.cuda.get_device_name()`) and variant (`recipe+decoder`,
+`"bf16"`, `"fp8"`, `"fp8+cvt_f16"`), at head dim 128: what `scripts/bench_decode_attention.py`
+measured as each variant's fastest launch at its headline shape. `tests/test_decode_attention_launches.py`
+checks every entry against the committed benchmark data of that GPU, so an entry cannot drift from
+its measurement; `python scripts/bench_decode_attention.py --launch-table PATH` prints the entry of a
+new run. Launches not listed fall back to [`TUNING`][nvfp4_kvcache_triton.decode_attention.TUNING].
+`num_kv_splits` is not part of it: it depends on the batch and context, and the caller passes it."""
 
 _OUT_DTYPES = (torch.float32, torch.bfloat16)
 _FP4_RECIPES = tuple(name for name in _k.FMT_IDS if name not in ("bf16", "fp8_e4m3"))
@@ -70,8 +94,41 @@ _FP4_RECIPES = tuple(name for name in _k.FMT_IDS if name not in ("bf16", "fp8_e4
 DECODES = tuple(_k.DECODE_IDS)
 """E2M1 decoders of [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4] (`decode=`). `"prmt"` and `"prmt_bf16"` are
 inline PTX only (refused under the interpreter); `"cvt_f16"` runs its pure-Triton twin there."""
+DENSE_DECODES = ("bf16", "cvt_f16")
+"""How [`decode_attention_dense`][nvfp4_kvcache_triton.decode_attention.decode_attention_dense] feeds the
+tensor cores (`decode=`): `"bf16"` (the cache converted to bf16, bf16 dots; the default) or, for an
+FP8 cache, `"cvt_f16"` (the hardware's packed `cvt` from E4M3 to fp16, exact, and fp16 dots, with
+the query scaled by a power of two into fp16 range as for FP4's `cvt_f16`)."""
 HEAD_DIMS = (64, 128, 256)
 """Head dims the kernel is built and tested for (any power of two >= 32 compiles)."""
+
+
+def device_launch(device: torch.device | str | None, variant: str, head_dim: int = 128) -> dict[str, int]:
+    """The stage-1 tile [`DEVICE_LAUNCHES`][nvfp4_kvcache_triton.decode_attention.DEVICE_LAUNCHES]
+    lists for this GPU and variant at head dim 128, else `{}` (the caller then uses
+    [`TUNING`][nvfp4_kvcache_triton.decode_attention.TUNING]).
+
+    Args:
+        device: a CUDA device (its name is looked up); a CPU device or `None` gives `{}`.
+        variant: `"nvfp4+cvt_f16"`, `"fp4_mx_block16+prmt_bf16"`, `"bf16"`, `"fp8"`, ...
+        head_dim: the table holds head dim 128 only; other head dims give `{}`.
+
+    Returns:
+        A dict of launch keys (`block_n`, `num_warps`, `num_stages`, and where measured `tokens_as_m`).
+
+    Examples:
+        >>> device_launch("cpu", "nvfp4+cvt_f16")
+        {}
+    """
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda" or head_dim != 128:
+        return {}
+    return dict(DEVICE_LAUNCHES.get(_device_name(dev.index), {}).get(variant, {}))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int | None) -> str:
+    return torch.cuda.get_device_name(index)
 
 
 @dataclass(frozen=True)
@@ -238,9 +295,15 @@ def _common(q, kv_indptr, kv_indices, heads: int, dim: int, rows: int, num_kv_sp
 
 def _launch(fmt: int, q, k, v, ks, vs, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
             num_kv_splits, page_size, out_dtype, heads, dim, block_n=None, num_warps=None, num_stages=None,
-            prefetch=None, decode: int = 0):
+            prefetch=None, decode: int = 0, tokens_as_m=None, page_block: bool = False, variant: str | None = None):
     batch, hq, _ = q.shape
     group = hq // heads
+    unset = None in (block_n, num_warps, num_stages, tokens_as_m)
+    tuned = device_launch(q.device, variant, dim) if unset and variant is not None and not _interpreting() else {}
+    block_n = tuned.get("block_n") if block_n is None else block_n
+    num_warps = tuned.get("num_warps") if num_warps is None else num_warps
+    num_stages = tuned.get("num_stages") if num_stages is None else num_stages
+    tokens_as_m = tuned.get("tokens_as_m", TUNING["tokens_as_m"]) if tokens_as_m is None else tokens_as_m
     out = torch.empty(batch, hq, dim, dtype=out_dtype, device=q.device)
     if batch == 0:
         return out
@@ -252,13 +315,18 @@ def _launch(fmt: int, q, k, v, ks, vs, s_strides, gk, gv, kv_indptr, kv_indices,
     scale = 1.0 / math.sqrt(dim) if sm_scale is None else float(sm_scale)
     if prefetch is None:
         prefetch = bool(TUNING["prefetch"])
+    if prefetch and (tokens_as_m or page_block):
+        raise ValueError("prefetch=1 (register prefetch) works with the heads-as-M slot-major kernel only; "
+                         "pass prefetch=0 with tokens_as_m=1 or page blocks")
     extra = {} if interp else {"num_warps": num_warps or TUNING["num_warps"],
                                "num_stages": num_stages or (1 if prefetch else TUNING["num_stages"])}
+    block_h = max(8 if tokens_as_m else 16, triton.next_power_of_2(group))
     _k.decode_stage1[(batch, heads, num_kv_splits)](
         q, q.stride(0), q.stride(1), k, v, ks, vs, k.stride(0), k.stride(1), *s_strides, gk, kv_indptr, kv_indices,
         mid_o, mid_lse, scale,
-        G=group, D=dim, BLOCK_H=max(16, triton.next_power_of_2(group)),
-        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, INTERP=interp, DECODE=decode, PREFETCH=bool(prefetch), **extra,
+        G=group, D=dim, BLOCK_H=block_h,
+        BLOCK_N=block_n, PAGE=page_size, KV_FMT=fmt, INTERP=interp, DECODE=decode, PREFETCH=bool(prefetch),
+        TOKENS_AS_M=bool(tokens_as_m), PAGE_BLOCK=page_block, **extra,
     )
     _k.decode_stage2[(batch, hq)](
         mid_o, mid_lse, gv, out, out.stride(0), out.stride(1),
@@ -300,7 +368,7 @@ def _check_page(page_size: int) -> int:
 
 def decode_attention_fp4(
     q: torch.Tensor,
-    pool_or_buffers: MHATokenToKVPoolFP4 | FP4KVLayer,
+    pool_or_buffers: MHATokenToKVPoolFP4 | FP4KVLayer | FP4PageBlocks,
     layer: object,
     kv_indptr: torch.Tensor,
     kv_indices: torch.Tensor,
@@ -319,7 +387,8 @@ def decode_attention_fp4(
         q: `float32`/`bfloat16`/`float16 [B, Hq, D]`, `Hq` a multiple of the pool's KV heads,
             `D` in [`HEAD_DIMS`][nvfp4_kvcache_triton.decode_attention.HEAD_DIMS].
         pool_or_buffers: an [`MHATokenToKVPoolFP4`][nvfp4_kvcache.pool.MHATokenToKVPoolFP4] (then `layer` picks
-            the layer) or an [`FP4KVLayer`][nvfp4_kvcache_triton.decode_attention.FP4KVLayer] (then `layer` must be `None`).
+            the layer), an [`FP4KVLayer`][nvfp4_kvcache_triton.decode_attention.FP4KVLayer] or an `nvfp4_kvcache_triton.page_blocks.FP4PageBlocks`
+            (then `layer` must be `None`; page blocks need `page_size` equal to theirs).
         layer: global layer id (or an object with `.layer_id`), or `None` for raw buffers.
         kv_indptr: `int32`/`int64 [B + 1]`; request `b` reads slots
             `kv_indices[kv_indptr[b]:kv_indptr[b + 1]]` in sequence order (at least one).
@@ -339,8 +408,8 @@ def decode_attention_fp4(
             only), `"cvt_f16"` (nvfp4 only: E2M1 bits placed as E4M3 and converted by the GPU's
             packed `cvt`, fp16 tensor-core dots; under the interpreter its pure-Triton twin runs).
             See the variant log.
-        **launch: `block_n`, `num_warps`, `num_stages`, `prefetch` overrides of [`TUNING`][nvfp4_kvcache_triton.decode_attention.TUNING]
-            (benchmarks).
+        **launch: `block_n`, `num_warps`, `num_stages`, `prefetch`, `tokens_as_m`: overrides of
+            the GPU's entry in `DEVICE_LAUNCHES`, else of [`TUNING`][nvfp4_kvcache_triton.decode_attention.TUNING] (benchmarks).
 
     Returns:
         `out_dtype [B, Hq, D]`.
@@ -349,6 +418,11 @@ def decode_attention_fp4(
         TypeError, ValueError, IndexError: as [`nvfp4_kvcache.attention.decode_attention`][nvfp4_kvcache.attention.decode_attention]
             (bad shapes, dtypes, devices, layer, empty requests, slots out of range).
     """
+    if isinstance(pool_or_buffers, FP4PageBlocks):
+        if layer is not None:
+            raise ValueError("layer must be None when FP4PageBlocks are given")
+        return _decode_page_blocks(q, pool_or_buffers, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size,
+                                   out_dtype, validate, decode, launch)
     if isinstance(pool_or_buffers, MHATokenToKVPoolFP4):
         fl = fp4_layer(pool_or_buffers, layer)
     elif isinstance(pool_or_buffers, FP4KVLayer):
@@ -356,10 +430,9 @@ def decode_attention_fp4(
             raise ValueError("layer must be None when raw FP4KVLayer buffers are given")
         fl = pool_or_buffers
     else:
-        raise TypeError(f"pool_or_buffers must be an MHATokenToKVPoolFP4 or FP4KVLayer, got {type(pool_or_buffers).__name__}")
-    if fl.recipe not in _FP4_RECIPES:
-        raise ValueError(f"recipe must be one of {_FP4_RECIPES}, got {fl.recipe!r}")
-    recipe = get_recipe(fl.recipe)
+        raise TypeError("pool_or_buffers must be an MHATokenToKVPoolFP4, FP4KVLayer or FP4PageBlocks, got "
+                        f"{type(pool_or_buffers).__name__}")
+    _check_recipe(fl.recipe)
     for name in ("k", "v"):
         t = getattr(fl, name)
         if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1:
@@ -386,30 +459,82 @@ def decode_attention_fp4(
     q = _common(q, kv_indptr, kv_indices, heads, dim, rows, num_kv_splits, out_dtype, validate)
     for name, t in (("k", fl.k), ("v", fl.v), ("k_scale", ks), ("v_scale", vs)):
         _same_device(name, t, q)
-    if recipe.global_scale is not None:
-        if fl.k_global is None or fl.v_global is None:
-            raise ValueError(f"{fl.recipe} needs k_global and v_global (float32 decode global scales)")
-    elif fl.k_global is not None or fl.v_global is not None:
-        raise ValueError(f"{fl.recipe} has no global scale; pass k_global=v_global=None")
-    gk = _scale_tensor(fl.k_global, "k_global", q.device)
-    gv = _scale_tensor(fl.v_global, "v_global", q.device)
+    gk, gv = _global_scales(fl.recipe, fl.k_global, fl.v_global, q.device)
     page = _check_page(page_size)
     if validate and page > 1:
         _check_pages(kv_indptr, kv_indices, page)
     ks8 = ks.view(torch.uint8) if ks.dtype != torch.uint8 else ks
     vs8 = vs.view(torch.uint8) if vs.dtype != torch.uint8 else vs
+    _check_decode(decode, fl.recipe)
+    fmt = _k.FMT_IDS[fl.recipe]
+    s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else nb)
+    return _launch(fmt, q, fl.k, fl.v, ks8, vs8, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
+                   num_kv_splits, page, out_dtype, heads, dim, decode=_k.DECODE_IDS[decode],
+                   variant=_variant(fl.recipe, decode), **launch)
+
+
+def _variant(recipe: str, decode: str) -> str:
+    """The name of a kernel variant in `DEVICE_LAUNCHES` and the benchmark: `recipe[+decoder]`."""
+    return recipe if decode == "placement" else f"{recipe}+{decode}"
+
+
+def _check_recipe(recipe: object) -> None:
+    if recipe not in _FP4_RECIPES:
+        raise ValueError(f"recipe must be one of {_FP4_RECIPES}, got {recipe!r}")
+
+
+def _global_scales(recipe: str, k_global, v_global, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if get_recipe(recipe).global_scale is not None:
+        if k_global is None or v_global is None:
+            raise ValueError(f"{recipe} needs k_global and v_global (float32 decode global scales)")
+    elif k_global is not None or v_global is not None:
+        raise ValueError(f"{recipe} has no global scale; pass k_global=v_global=None")
+    return _scale_tensor(k_global, "k_global", device), _scale_tensor(v_global, "v_global", device)
+
+
+def _check_decode(decode: object, recipe: str) -> None:
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
-    if decode == "cvt_f16" and recipe.scale.torch_dtype is not torch.float8_e4m3fn:
-        raise ValueError("decode='cvt_f16' needs E4M3 block scales (nvfp4): a power-of-two scale times an "
-                         "E2M1 value does not fit float16 in general")
-    fmt = _k.FMT_IDS[fl.recipe]
-    s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else nb)
-    return _launch(fmt, q, fl.k, fl.v, ks8, vs8, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
-                   num_kv_splits, page, out_dtype, heads, dim, decode=_k.DECODE_IDS[decode], **launch)
+    if decode == "cvt_f16" and get_recipe(recipe).scale.torch_dtype is not torch.float8_e4m3fn:
+        raise ValueError(f"decode='cvt_f16' needs E4M3 block scales (nvfp4), not {recipe!r}'s: a power-of-two "
+                         "scale times an E2M1 value does not fit float16 in general")
+
+
+def _decode_page_blocks(q, blocks: FP4PageBlocks, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size,
+                        out_dtype, validate, decode, launch) -> torch.Tensor:
+    """`decode_attention_fp4` over page blocks: the same kernel, rows found through their page."""
+    _check_recipe(blocks.recipe)
+    page = blocks.page_size
+    for name in ("k", "v"):
+        t = getattr(blocks, name)
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.stride(-1) != 1:
+            raise ValueError(f"page blocks' {name} must be a uint8 [pages, H, block] tensor with contiguous blocks")
+    if blocks.v.shape != blocks.k.shape or blocks.v.stride() != blocks.k.stride():
+        raise ValueError(f"page blocks' v {tuple(blocks.v.shape)} must match k {tuple(blocks.k.shape)} in shape "
+                         "and strides")
+    pages, heads, blk = blocks.k.shape
+    dim = blocks.head_dim
+    if isinstance(page, bool) or not isinstance(page, int) or page < 2 or blk != page * 9 * dim // 16:
+        raise ValueError(f"page blocks of {blk} bytes do not hold page_size={page!r} tokens of a head dim")
+    if any(st % 16 for st in blocks.k.stride()[:2]):
+        raise ValueError(f"page blocks' page and head strides must be multiples of 16 bytes, got {blocks.k.stride()}")
+    if page_size != page:
+        raise ValueError(f"page blocks of {page} tokens need page_size={page} (the page-table shortcut), "
+                         f"got page_size={page_size!r}")
+    q = _common(q, kv_indptr, kv_indices, heads, dim, pages * page, num_kv_splits, out_dtype, validate)
+    for name, t in (("k", blocks.k), ("v", blocks.v)):
+        _same_device(name, t, q)
+    gk, gv = _global_scales(blocks.recipe, blocks.k_global, blocks.v_global, q.device)
+    if validate:
+        _check_pages(kv_indptr, kv_indices, page)
+    _check_decode(decode, blocks.recipe)
+    st = blocks.k.stride()
+    return _launch(_k.FMT_IDS[blocks.recipe], q, blocks.k, blocks.v, blocks.k, blocks.v, (st[0], st[1]), gk, gv,
+                   kv_indptr, kv_indices, sm_scale, num_kv_splits, page, out_dtype, heads, dim,
+                   decode=_k.DECODE_IDS[decode], page_block=True, variant=_variant(blocks.recipe, decode), **launch)
 
 
 def _check_pages(kv_indptr: torch.Tensor, kv_indices: torch.Tensor, page: int) -> None:
@@ -438,6 +563,7 @@ def decode_attention_dense(
     page_size: int = 1,
     out_dtype: torch.dtype = torch.float32,
     validate: bool = True,
+    decode: str = "bf16",
     **launch: int,
 ) -> torch.Tensor:
     """The same kernel over a `bfloat16` or `float8_e4m3fn` cache (the baselines).
@@ -457,6 +583,7 @@ def decode_attention_dense(
         page_size: as [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4].
         out_dtype: as [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4].
         validate: as [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4].
+        decode: `"bf16"` (default) or, FP8 only, `"cvt_f16"` (fp16 dots): see `DENSE_DECODES`.
         **launch: as [`decode_attention_fp4`][nvfp4_kvcache_triton.decode_attention.decode_attention_fp4].
 
     Returns:
@@ -493,6 +620,12 @@ def decode_attention_dense(
     page = _check_page(page_size)
     if validate and page > 1:
         _check_pages(kv_indptr, kv_indices, page)
-    fmt = _k.FMT_IDS["bf16" if k_buffer.dtype == torch.bfloat16 else "fp8_e4m3"]
+    if decode not in DENSE_DECODES:
+        raise ValueError(f"decode must be one of {DENSE_DECODES}, got {decode!r}")
+    if decode == "cvt_f16" and k_buffer.dtype != torch.float8_e4m3fn:
+        raise ValueError("decode='cvt_f16' converts an FP8 (float8_e4m3fn) cache; a bfloat16 cache takes decode='bf16'")
+    kind = "bf16" if k_buffer.dtype == torch.bfloat16 else "fp8"
+    fmt = _k.FMT_IDS["bf16" if kind == "bf16" else "fp8_e4m3"]
     return _launch(fmt, q, k_buffer, v_buffer, gk, gk, (0, 0), gk, gv, kv_indptr, kv_indices, sm_scale,
-                   num_kv_splits, page, out_dtype, heads, dim, **launch)
+                   num_kv_splits, page, out_dtype, heads, dim, decode=_k.DECODE_IDS["cvt_f16"] if decode == "cvt_f16" else 0,
+                   variant=kind if decode == "bf16" else f"{kind}+{decode}", **launch)

@@ -9,8 +9,10 @@ row itself and the output stays in latent space (`W_UV` is applied after).
 the building blocks of [`nvfp4_kvcache_triton.decode_attention`][nvfp4_kvcache_triton.decode_attention] (its stage 2 merges the splits).
 
 Status: correct against the float64 oracle (`nvfp4_kvcache.attention.mla_decode_attention`)
-under Triton's interpreter in CI, and compiled for `sm_90` without a GPU; not yet run or timed on
-a GPU. It decodes with the pure-Triton `placement` decoder only.
+under Triton's interpreter in CI, and compiled for `sm_90` without a GPU. The E2M1 decoders are
+the MHA kernel's: `placement` (pure Triton, the default), `cvt_f16` (nvfp4: the hardware's
+`cvt` and fp16 dots) and `prmt_bf16` (a `prmt` lookup in inline PTX, bf16 dots; GPU only).
+`mla_decode_attention_dense` runs the same design over a BF16 latent cache: the baseline.
 
 Examples:
     >>> import torch
@@ -40,12 +42,14 @@ from nvfp4_kvcache.attention import _check_q
 from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
 
-__all__ = ["mla_decode_attention_fp4", "MLA_DIMS", "MLA_BLOCK_H"]
+__all__ = ["mla_decode_attention_fp4", "mla_decode_attention_dense", "MLA_DIMS", "MLA_BLOCK_H", "MLA_DECODES"]
 
 MLA_DIMS = (32, 64, 128, 256, 512)
 """Widths of the NoPE and RoPE parts the kernel handles (powers of two; DeepSeek-V3: 512 and 64)."""
 MLA_BLOCK_H = 16
 """Query heads per stage-1 program (the smallest tensor-core `M`); the last group is masked."""
+MLA_DECODES = ("placement", "cvt_f16", "prmt_bf16")
+"""E2M1 decoders of `mla_decode_attention_fp4` (`decode=`), the MHA kernel's."""
 
 
 def mla_decode_attention_fp4(
@@ -61,6 +65,7 @@ def mla_decode_attention_fp4(
     page_size: int = 1,
     out_dtype: torch.dtype = torch.float32,
     validate: bool = True,
+    decode: str = "placement",
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 2,
@@ -79,6 +84,9 @@ def mla_decode_attention_fp4(
         page_size: `1` (gather every slot) or SGLang's page size (the page-table shortcut).
         out_dtype: `float32` (default) or `bfloat16`.
         validate: check the index values on the host (synchronises a GPU).
+        decode: how E2M1 codes become numbers, one of `MLA_DECODES`: `"placement"` (pure
+            Triton, runs everywhere), `"cvt_f16"` (nvfp4 only; under the interpreter its
+            pure-Triton twin) or `"prmt_bf16"` (GPU only).
         block_n: stage-1 tokens per step (default 32 on a GPU, 16 under the interpreter).
         num_warps: stage-1 warps per program (GPU).
         num_stages: stage-1 software-pipelining stages (GPU).
@@ -95,6 +103,101 @@ def mla_decode_attention_fp4(
         raise TypeError(f"pool must be an MLATokenToKVPoolFP4, got {type(pool).__name__}")
     i = resolve_layer_id(layer, pool.start_layer, pool.layer_num)
     dl, dr = pool.kv_lora_rank, pool.qk_rope_head_dim
+    t = pool.layer_tensors(layer)
+    kv, kvs = t["kv"], t["kv_scale"]
+    if decode not in MLA_DECODES:
+        raise ValueError(f"decode must be one of {MLA_DECODES}, got {decode!r}")
+    if decode == "prmt_bf16" and _mha._interpreting():
+        raise ValueError("decode='prmt_bf16' uses inline PTX, which Triton's interpreter cannot run; "
+                         "use decode='placement' (its pure-Triton twin)")
+    if decode == "cvt_f16" and pool.recipe.scale.torch_dtype is not torch.float8_e4m3fn:
+        raise ValueError(f"decode='cvt_f16' needs E4M3 block scales (nvfp4), not {pool.recipe.name!r}'s: a "
+                         "power-of-two scale times an E2M1 value does not fit float16 in general")
+    g = None if pool.kv_scales is None else pool.kv_scales[i : i + 1]
+    return _run(q_nope, q_rope, kv, kvs, kv.stride(0), kvs.stride(0), g, _k.FMT_IDS[pool.recipe.name],
+                _k.DECODE_IDS[decode], dl, dr, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype,
+                validate, block_n, num_warps, num_stages)
+
+
+def mla_decode_attention_dense(
+    q_nope: torch.Tensor,
+    q_rope: torch.Tensor,
+    kv_buffer: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    *,
+    kv_lora_rank: int,
+    sm_scale: float,
+    num_kv_splits: int = _mha.DEFAULT_SPLITS,
+    page_size: int = 1,
+    out_dtype: torch.dtype = torch.float32,
+    validate: bool = True,
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """The same kernel over a BF16 latent cache (the baseline of `mla_decode_attention_fp4`).
+
+    Args:
+        q_nope: as `mla_decode_attention_fp4`.
+        q_rope: as `mla_decode_attention_fp4`.
+        kv_buffer: `bfloat16 [slots, 1, kv_lora_rank + qk_rope_head_dim]` (SGLang's MLA pool
+            layer) or `[slots, kv_lora_rank + qk_rope_head_dim]`, each row contiguous.
+        kv_indptr: as `mla_decode_attention_fp4`.
+        kv_indices: as `mla_decode_attention_fp4`.
+        kv_lora_rank: width of the NoPE part; the rest of a row is the RoPE part.
+        sm_scale: as `mla_decode_attention_fp4`.
+        num_kv_splits: as `mla_decode_attention_fp4`.
+        page_size: as `mla_decode_attention_fp4`.
+        out_dtype: as `mla_decode_attention_fp4`.
+        validate: as `mla_decode_attention_fp4`.
+        block_n: as `mla_decode_attention_fp4`.
+        num_warps: as `mla_decode_attention_fp4`.
+        num_stages: as `mla_decode_attention_fp4`.
+
+    Returns:
+        `out_dtype [B, H, kv_lora_rank]`.
+
+    Raises:
+        TypeError, ValueError, IndexError: as `mla_decode_attention_fp4`, and for a buffer that
+            is not bfloat16 with contiguous rows.
+
+    Examples:
+        >>> import torch
+        >>> from nvfp4_kvcache.attention import ragged_attention
+        >>> kv = torch.randn(40, 1, 96).bfloat16()
+        >>> qn, qr = torch.randn(1, 16, 64), torch.randn(1, 16, 32)
+        >>> out = mla_decode_attention_dense(qn, qr, kv, torch.tensor([0, 5]), torch.arange(3, 8),
+        ...                                  kv_lora_rank=64, sm_scale=0.1)
+        >>> k = kv[3:8].double()                                  # [tokens, 1 head, 96]
+        >>> ref = ragged_attention(torch.cat([qn, qr], -1), k, k[..., :64], torch.tensor([0, 1]),
+        ...                        torch.tensor([0, 5]), sm_scale=0.1, causal=False)
+        >>> out.shape, bool((out.double() - ref).abs().max() < 1e-4)
+        (torch.Size([1, 16, 64]), True)
+    """
+    if not isinstance(kv_buffer, torch.Tensor):
+        raise TypeError(f"kv_buffer must be a torch.Tensor, got {type(kv_buffer).__name__}")
+    if kv_buffer.dtype != torch.bfloat16 or kv_buffer.dim() not in (2, 3) or kv_buffer.stride(-1) != 1:
+        raise ValueError(f"kv_buffer must be a bfloat16 [slots, 1, D] or [slots, D] tensor with contiguous rows, "
+                         f"got {kv_buffer.dtype} {tuple(kv_buffer.shape)}")
+    if kv_buffer.dim() == 3:
+        if kv_buffer.shape[1] != 1:
+            raise ValueError(f"an MLA latent cache has one head, got {kv_buffer.shape[1]}")
+        kv_buffer = kv_buffer[:, 0]
+    if isinstance(kv_lora_rank, bool) or not isinstance(kv_lora_rank, int):
+        raise ValueError(f"kv_lora_rank must be an int, got {kv_lora_rank!r}")
+    dl, dr = kv_lora_rank, kv_buffer.shape[1] - kv_lora_rank
+    if kv_buffer.stride(0) % (dl + dr):
+        raise ValueError(f"kv_buffer's slot stride must be a multiple of its row length {dl + dr}, "
+                         f"got {kv_buffer.stride(0)}")
+    return _run(q_nope, q_rope, kv_buffer, kv_buffer, kv_buffer.stride(0), 0, None, _k.FMT_IDS["bf16"], 0, dl, dr,
+                kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype, validate, block_n, num_warps,
+                num_stages)
+
+
+def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv_indptr, kv_indices, sm_scale,
+         num_kv_splits, page_size, out_dtype, validate, block_n, num_warps, num_stages) -> torch.Tensor:
+    """The checks both entry points share, and the two launches."""
     for d, name in ((dl, "kv_lora_rank"), (dr, "qk_rope_head_dim")):
         if d not in MLA_DIMS:
             raise ValueError(f"{name} must be one of {MLA_DIMS} for the kernel, got {d}")
@@ -107,8 +210,6 @@ def mla_decode_attention_fp4(
             raise ValueError(f"{name} must be float32, bfloat16 or float16 for the kernels, got torch.float64")
         _mha._check_device(t, name)
     _mha._same_device("q_rope", q_rope, q_nope)
-    t = pool.layer_tensors(layer)
-    kv, kvs = t["kv"], t["kv_scale"]
     _mha._same_device("pool", kv, q_nope)
     if isinstance(num_kv_splits, bool) or not isinstance(num_kv_splits, int) or num_kv_splits < 1:
         raise ValueError(f"num_kv_splits must be a positive int, got {num_kv_splits!r}")
@@ -124,20 +225,20 @@ def mla_decode_attention_fp4(
     out = torch.empty(batch, heads, dl, dtype=out_dtype, device=q_nope.device)
     if heads == 0:
         return out
-    g = _mha._scale_tensor(None if pool.kv_scales is None else pool.kv_scales[i : i + 1], "kv_scales", q_nope.device)
+    g = _mha._scale_tensor(g, "kv_scales", q_nope.device)
     interp = _mha._interpreting()
     mid_o = torch.empty(batch, heads, num_kv_splits, dl, dtype=torch.float32, device=q_nope.device)
     mid_lse = torch.empty(batch, heads, num_kv_splits, dtype=torch.float32, device=q_nope.device)
-    fmt = _k.FMT_IDS[pool.recipe.name]
     extra = {} if interp else {"num_warps": num_warps, "num_stages": num_stages}
     mla_decode_stage1[(batch, math.ceil(heads / MLA_BLOCK_H), num_kv_splits)](
         q_nope, q_nope.stride(0), q_nope.stride(1), q_rope, q_rope.stride(0), q_rope.stride(1),
-        kv, kvs, kv.stride(0), kvs.stride(0), g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
+        kv, kvs, d_stride, s_stride, g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
         DL=dl, DR=dr, BLOCK_H=MLA_BLOCK_H, BLOCK_N=block_n or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
-        INTERP=interp, **extra,
+        INTERP=interp, DECODE=decode, **extra,
     )
     _k.decode_stage2[(batch, heads)](
         mid_o, mid_lse, g, out, out.stride(0), out.stride(1), SPLITS=num_kv_splits, D=dl,
-        BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16, DECODE=0,
+        BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16,
+        DECODE=decode,
     )
     return out

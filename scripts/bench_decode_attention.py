@@ -1,380 +1,258 @@
 """Benchmark the split-KV paged decode attention on a GPU; write `docs/data/perf/decode_attention.json`.
 
-One self-checking run on one card:
+One self-checking run on one card, saving its JSON after every stage:
 
-1. **copy bandwidth** of the card (`dst.copy_(src)`, 2 GiB, bytes read + written / median time):
-   the ceiling every `frac_of_copy` is measured against;
-2. **correctness at full size** (headline shape, sampled requests) of every format against the
-   float64 oracle on the CPU, with [`nvfp4_kvcache_triton.decode_attention.attention_tolerance`][nvfp4_kvcache_triton.decode_attention.attention_tolerance]; the run
-   stops (exit 1) if any check fails, before any timing;
-3. **headline** (batch 8, 64 q heads, 8 KV heads, head_dim 128, page 16, 32k context each):
-   FP4 (`nvfp4`, `fp4_mx_block16`), BF16 and FP8 through the *same* kernel design, each at its
-   best (num_kv_splits, block_n, num_warps) from a small sweep; achieved bytes/s of K+V (data and
-   scales) over the copy bandwidth;
-4. **upstream's way of reading an FP4 pool**: dequantize the whole layer to BF16 (our own Triton
-   dequantize, a lower bound on upstream's cost; and upstream's `batched_dequantize` for
-   `fp4_mx_block16` where it loads), then BF16 attention, at pool sizes of the batch's tokens
-   and of 1M tokens;
-5. **SGLang's Triton BF16 decode kernel** (`sglang/kernels/ops/attention/decode_attention.py`
-   from the 0.5.23 wheel, loaded standalone with stubs) on the BF16 cache: a sanity anchor for our
-   BF16 baseline (or the reason it could not be loaded);
-6. **sweep** context 1k..128k x batch 1..64 for every format (slots wrap around one 2M-token pool
-   when `batch * context` exceeds it; the working set still far exceeds L2);
-7. **other shapes**: head dims 64 and 256 and pages 1 and 64 at the headline's batch and context.
+1. **ceilings**: the card's copy and read-only bandwidth (`benchkit.timing.ceilings`);
+2. **caches and correctness**: the same random K/V as FP4 pools (both recipes, and their page
+   blocks), BF16 and FP8; every variant of `VARIANTS` against the float64 oracle on sampled
+   requests at the headline shape (the run stops before any timing if a baseline fails; an FP4
+   variant that fails is dropped and listed);
+3. **headline** (batch 8, 64 query heads, 8 KV heads, head dim 128, page 16, 32k tokens each):
+   every variant over its launch grid (`GRIDS` x `SPLITS`), each launch's output checked against
+   the oracle before it is timed; the best launch, its CUDA-graph time and its CUDA-event time;
+   summaries per recipe against BF16 and FP8 (the goals' ratios);
+4. **FlashInfer** rows, through the harness module `FLASHINFER_HARNESS` when it is present;
+5. **SGLang's Triton BF16 decode kernel** on the BF16 cache, as a sanity anchor for our baseline;
+6. **upstream's way of reading an FP4 pool**: dequantize the whole layer to BF16, then BF16
+   attention, at two pool sizes (the batch's 262k tokens and the whole 2M-token pool; our Triton dequantize, and
+   SGLang's compiled `batched_dequantize` for `fp4_mx_block16`);
+7. **sweep**: context 1k..128k x batch 1, 8, 64 for BF16, the best FP8 and each recipe's best;
+8. **other shapes**: head dims 64 and 256, pages 1 and 64, each variant at its headline launch.
 
 Usage:
 
-```bash
-python scripts/bench_decode_attention.py                  # GPU, full run (~3-6 min)
-python scripts/bench_decode_attention.py --no-sweep       # correctness + headline only
-TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/smoke/decode_attention.json   # CPU, tiny
-```
+`text
+python scripts/bench_decode_attention.py                 # GPU, everything (~4-5 min on an H200)
+python scripts/bench_decode_attention.py --no-sweep      # stages 1-6
+python scripts/bench_decode_attention.py --launch-table docs/data/perf/decode_attention.json
+TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out /tmp/d.json   # CPU, toy sizes
+`
 
-`--smoke` runs every step at toy sizes under Triton's interpreter (timings meaningless), so CI
-keeps this script alive. The upstream files are read from `.cache/sglang-0.5.23/src` (carry
-`.cache` to a GPU machine without network).
+`--smoke` runs every stage at toy sizes under Triton's interpreter (timings meaningless), so CI
+keeps this script alive. SGLang's files are read from `.cache/sglang-0.5.23/src` (carry that
+folder to a GPU machine without network). `--launch-table` prints the `DEVICE_LAUNCHES` entry
+(`nvfp4_kvcache_triton.decode_attention`) of a finished run.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import importlib
 import json
 import math
-import os
-import platform
 import sys
-import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-import triton  # noqa: E402
+from benchkit import kvcaches as kc
+from benchkit import warmup
+from benchkit.record import ROOT, Saver, device_for, log, run_record
+from benchkit.timing import ceilings, time_events, time_graph
+from benchkit.upstream import load_kvfp4_tensor, load_sglang_decode
 
-from nvfp4_kvcache_triton import decode_attention as kda  # noqa: E402
-from nvfp4_kvcache.attention import decode_attention as oracle_decode  # noqa: E402
-from nvfp4_kvcache.attention import ragged_attention  # noqa: E402
-from nvfp4_kvcache.pool import MHATokenToKVPoolFP4  # noqa: E402
-from scripts.provenance import command_line  # noqa: E402
+FP4 = kc.FP4
+BASELINES = ("bf16", "fp8", "fp8+cvt_f16")
+VARIANTS = BASELINES + (
+    "nvfp4+cvt_f16", "nvfp4+cvt_f16@pages", "fp4_mx_block16+prmt_bf16", "fp4_mx_block16+prmt_bf16@pages",
+    "nvfp4+prmt_bf16", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
+)
+"""Every variant timed, baselines first (see `benchkit.kvcaches` for the names)."""
+SMOKE_VARIANTS = ("bf16", "fp8", "fp8+cvt_f16", "nvfp4", "nvfp4+cvt_f16", "nvfp4+cvt_f16@pages", "fp4_mx_block16",
+                  "fp4_mx_block16@pages")
+"""The variants the interpreter runs (the inline-PTX decoders are GPU only)."""
 
-FP4 = ("nvfp4", "fp4_mx_block16")
-FORMATS = FP4 + ("bf16", "fp8")
-GPU_VARIANTS = tuple(f"{r}+{d}" for r in FP4 for d in ("prmt", "prmt_bf16")) + ("nvfp4+cvt_f16",)
-"""FP4 with the inline-PTX decoders (GPU only; checked like the rest, dropped from timing if wrong)."""
-G_K, G_V = 0.37, 1.9          # nvfp4 global scales (non-1 on purpose)
-FP8_K, FP8_V = 0.05, 0.05     # fp8 per-tensor scales
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-class Cfg:
-    """Sizes (full run or --smoke)."""
-
-    def __init__(self, smoke: bool):
-        self.smoke = smoke
-        if smoke:
-            self.B, self.HQ, self.HKV, self.D, self.PAGE, self.CTX = 2, 4, 1, 64, 16, 20
-            self.POOL = 256
-            self.COPY_BYTES = 1 << 16
-            self.SWEEP_CTX, self.SWEEP_B = [20], [1]
-            self.TUNE = [dict(num_kv_splits=2, block_n=32, num_warps=4)]
-            self.UPSTREAM_POOLS = [self.B * self.CTX]
-            self.CHECK_REQS = [1]
-        else:
-            self.B, self.HQ, self.HKV, self.D, self.PAGE, self.CTX = 8, 64, 8, 128, 16, 32768
-            self.POOL = 1 << 21
-            self.COPY_BYTES = 1 << 31
-            self.SWEEP_CTX = [1024, 4096, 16384, 65536, 131072]
-            self.SWEEP_B = [1, 8, 64]
-            self.TUNE = None  # per format: TUNE_CANDIDATES x TUNE_SPLITS
-            self.UPSTREAM_POOLS = [self.B * self.CTX, 1 << 20]
-            self.CHECK_REQS = [0, 7]
-
-
-# ---------------------------------------------------------------------------------------------
-# timing
-# ---------------------------------------------------------------------------------------------
-TIMING = {"method": None, "fallbacks": 0}
+HM = [(32, 1, 2, 0)]
+TM = [(16, 1, 2, 1), (32, 1, 2, 1), (32, 1, 3, 1), (32, 2, 2, 1), (64, 2, 2, 1), (64, 4, 2, 1)]
+GRIDS = {
+    "bf16": [(64, 8, 3, 0), (32, 1, 3, 0), (32, 1, 2, 1), (64, 2, 2, 1)],
+    "fp8": [(32, 1, 2, 0), (32, 2, 2, 1), (64, 2, 2, 1)],
+    "fp8+cvt_f16": [(32, 1, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
+    "nvfp4+cvt_f16": [(32, 1, 2, 0), (32, 1, 3, 0)] + TM,
+    "nvfp4+cvt_f16@pages": [(32, 1, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
+    "fp4_mx_block16+prmt_bf16": [(32, 1, 2, 0), (16, 1, 2, 1), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
+    "fp4_mx_block16+prmt_bf16@pages": [(32, 1, 2, 1), (32, 2, 2, 1)],
+    "nvfp4+prmt_bf16": [(64, 2, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1)],
+}
+"""(block_n, num_warps, num_stages, tokens_as_m) tried per variant, each at every split count of
+`SPLITS`: the H100's best heads-as-M launches (`DEVICE_LAUNCHES`) and the tokens-as-M tiles whose
+stage 1 compiles without spills at the fewest registers (`scripts/sass_decode_attention.py`).
+Variants not listed run `HM` at `REFERENCE_SPLITS` only: reference rows for the variant log."""
+SPLITS = (16, 24, 32, 48, 64)
+"""Splits tried with every launch: the number of stage-1 programs decides how full the last wave
+is (1024 to 4096 programs at the headline; one-warp programs at 168 registers fit 12 per SM)."""
+REFERENCE_SPLITS = (32,)
+SMOKE_GRID = [dict(num_kv_splits=2, block_n=16, tokens_as_m=t) for t in (0, 1)]
+CHECK_REQUESTS = (0, 7)
+UPSTREAM_POOLS = (8 * 32768, 1 << 21)
+"""Pool sizes of the whole-layer dequantize: the batch's own tokens (a pool holding nothing else),
+and the benchmark's whole pool of 2M tokens."""
+SWEEP_CTX, SWEEP_B = (1024, 4096, 16384, 65536, 131072), (1, 8, 64)
+SHAPES = [(64, 16), (256, 16), (128, 1), (128, 64)]
+"""(head_dim, page) timed besides the headline's (128, 16); their correctness at 32k tokens is the
+GPU tests' (`tests/test_decode_attention_kernel.py::test_gpu_full_size`)."""
+FLASHINFER_HARNESS = "flashinfer_decode"
+"""Module (in `scripts/`) that times FlashInfer's decode on the same caches. Expected:
+`rows(caches, q, kv_indptr, kv_indices, shape, timer) -> list[dict]`, one dict per FlashInfer path
+with at least `{"format": "bf16" | "fp8" | "nvfp4", "ms": float}`. Absent, stage 4 records why."""
 
 
-def bench(fn, smoke: bool) -> float:
-    """Median milliseconds of `fn()` on the GPU, launched from a CUDA graph (as a serving engine
-    runs decode: no Python or launch overhead in the number), by `triton.testing.do_bench_cudagraph`;
-    plain `do_bench` (CUDA events) where a call cannot be captured, counted in `TIMING`. One
-    wall-clock call in --smoke."""
+def launches(variant: str, smoke: bool) -> list[dict]:
     if smoke:
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    from triton.testing import do_bench, do_bench_cudagraph
-
-    fn()  # compile and allocate outside the capture
-    torch.cuda.synchronize()
-    try:
-        ms = float(do_bench_cudagraph(fn, rep=100, return_mode="median"))
-        TIMING["method"] = TIMING["method"] or "cuda graph replay, median (triton.testing.do_bench_cudagraph)"
-        return ms
-    except Exception:  # noqa: BLE001 - not capturable: time with events instead, and say so
-        TIMING["fallbacks"] += 1
-        torch.cuda.synchronize()
-        return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+        return [dict(x) for x in SMOKE_GRID]
+    grid, splits = (GRIDS[variant], SPLITS) if variant in GRIDS else (HM, REFERENCE_SPLITS)
+    return [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st, tokens_as_m=t)
+            for n, w, st, t in grid for s in splits]
 
 
-def bench_events(fn, smoke: bool) -> float:
-    """Median milliseconds of `fn()` by `triton.testing.do_bench` (CUDA events around each call,
-    L2 flushed before each): includes whatever launch overhead the GPU waits for."""
-    if smoke:
-        return bench(fn, smoke)
-    from triton.testing import do_bench
-
-    return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
-
-
-def copy_bandwidth(cfg: Cfg, dev: str) -> dict:
-    """The card's ceilings, measured here: `dst.copy_(src)` (bytes read + written) and a
-    read-only reduction (`src.sum()`, bytes read), both timed with CUDA events."""
-    n = cfg.COPY_BYTES // 2
-    src = torch.empty(n, dtype=torch.int16, device=dev).random_()
-    dst = torch.empty_like(src)
-    ms = bench_events(lambda: dst.copy_(src), cfg.smoke)
-    f32 = src.view(torch.float32)  # random bits; NaNs in the sum do not change the time
-    ms_read = bench_events(lambda: f32.sum(), cfg.smoke)
-    return {"bytes": 2 * src.numel() * 2, "ms": ms, "bytes_per_s": 2 * src.numel() * 2 / (ms * 1e-3),
-            "method": "dst.copy_(src) of 2 GiB, bytes read + written; do_bench (CUDA events), median",
-            "read_bytes": f32.numel() * 4, "read_ms": ms_read, "read_bytes_per_s": f32.numel() * 4 / (ms_read * 1e-3),
-            "read_method": "float32 src.sum() over 2 GiB, bytes read; do_bench (CUDA events), median"}
+def tile(launch: dict) -> dict:
+    """A launch without its split count: what `DEVICE_LAUNCHES` and the warm-up key on."""
+    return {k: v for k, v in launch.items() if k != "num_kv_splits"}
 
 
 # ---------------------------------------------------------------------------------------------
-# caches: one pool per format, same values, same slots
+# stage 2: compile warm-up (parallel, no timing) and correctness
 # ---------------------------------------------------------------------------------------------
-def build_caches(cfg: Cfg, dev: str, seed: int) -> dict:
-    """FP4 pools (both recipes), BF16 and FP8 caches of `cfg.POOL` tokens, from the same random K/V."""
-    rows = cfg.POOL + cfg.PAGE
-    h, d = cfg.HKV, cfg.D
-    pools = {r: MHATokenToKVPoolFP4(size=cfg.POOL, page_size=cfg.PAGE, layer_num=1, head_num=h, head_dim=d,
-                                    recipe=r, device=dev, **({"k_scales": [G_K], "v_scales": [G_V]} if r == "nvfp4" else {}))
-             for r in FP4}
-    bf16 = [torch.zeros(rows, h, d, dtype=torch.bfloat16, device=dev) for _ in range(2)]
-    fp8 = [torch.zeros(rows, h, d, dtype=torch.float8_e4m3fn, device=dev) for _ in range(2)]
-    chunk = 1 << 16
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    for s0 in range(cfg.PAGE, rows, chunk):
-        s1 = min(rows, s0 + chunk)
-        loc = torch.arange(s0, s1, device=dev)
-        k = torch.randn(s1 - s0, h, d, generator=gen, device=dev)
-        v = torch.randn(s1 - s0, h, d, generator=gen, device=dev)
-        for r, pool in pools.items():
-            g = (G_K, G_V) if r == "nvfp4" else (1.0, 1.0)
-            _store(pool, r, loc, k * g[0] * 6, v * g[1] * 6)
-        bf16[0][s0:s1], bf16[1][s0:s1] = k.bfloat16(), v.bfloat16()
-        fp8[0][s0:s1], fp8[1][s0:s1] = (k / FP8_K).to(torch.float8_e4m3fn), (v / FP8_V).to(torch.float8_e4m3fn)
-        if not cfg.smoke and (s1 == rows or (s0 // chunk) % 8 == 0):
-            log(f"  caches: {s1}/{rows} rows")
-    fp8_scales = tuple(torch.tensor([x], dtype=torch.float32, device=dev) for x in (FP8_K, FP8_V))
-    return {"pools": pools, "bf16": bf16, "fp8": fp8, "fp8_scales": fp8_scales}
-
-
-def _store(pool: MHATokenToKVPoolFP4, recipe: str, loc, k, v) -> None:
-    """Quantize into the pool: `nvfp4_kvcache_triton.store_kv` (the quantize kernel, bit for bit the oracle and
-    fast), else the oracle's `set_kv_buffer`. The correctness check decodes whatever bytes landed."""
-    try:
-        import nvfp4_kvcache_triton
-
-        t = pool.layer_tensors(0)
-        g = (pool.k_scales[0:1], pool.v_scales[0:1]) if recipe == "nvfp4" else (None, None)
-        nvfp4_kvcache_triton.store_kv(k, v, loc, t["k"], t["v"], t["k_scale"], t["v_scale"], recipe, g[0], g[1])
-    except (ImportError, AttributeError, TypeError):
-        pool.set_kv_buffer(0, loc, k, v)
-
-
-def paged_indices(cfg: Cfg, batch: int, ctx: int, gen: torch.Generator, dev: str):
-    """Each request gets `ctx` tokens in whole pages, pages in random order; wraps around the pool."""
-    n_pages = cfg.POOL // cfg.PAGE
-    per = math.ceil(ctx / cfg.PAGE)
-    perm = torch.randperm(n_pages, generator=gen) + 1  # page 0 is padding
-    pages = perm[torch.arange(batch * per) % n_pages].reshape(batch, per)
-    slots = (pages[:, :, None] * cfg.PAGE + torch.arange(cfg.PAGE)).reshape(batch, -1)[:, :ctx]
-    indptr = torch.arange(batch + 1, dtype=torch.int64) * ctx
-    return indptr.to(dev), slots.reshape(-1).to(dev)
-
-
-def bytes_read(fmt: str, cfg: Cfg, batch: int, ctx: int) -> int:
-    """K+V bytes a decode step must read (data + scales), per format."""
-    per_tok = {"bf16": cfg.D * 2, "fp8": cfg.D, "nvfp4": cfg.D // 2 + cfg.D // 16,
-               "fp4_mx_block16": cfg.D // 2 + cfg.D // 16}[fmt.partition("+")[0]]
-    return 2 * batch * ctx * cfg.HKV * per_tok
-
-
-def run_format(fmt: str, caches: dict, q, indptr, idx, cfg: Cfg, validate=False, **launch):
-    recipe, _, decode = fmt.partition("+")
-    if recipe in FP4:
-        return kda.decode_attention_fp4(q, caches["pools"][recipe], 0, indptr, idx, page_size=cfg.PAGE,
-                                        validate=validate, decode=decode or "placement", **launch)
-    k, v = caches[fmt]
-    sc = {} if fmt == "bf16" else {"k_scale": caches["fp8_scales"][0], "v_scale": caches["fp8_scales"][1]}
-    return kda.decode_attention_dense(q, k, v, indptr, idx, page_size=cfg.PAGE, validate=validate, **sc, **launch)
-
-
-# ---------------------------------------------------------------------------------------------
-# correctness (sampled requests at full size, float64 oracle on the CPU)
-# ---------------------------------------------------------------------------------------------
-def check_correctness(cfg: Cfg, caches: dict, q, indptr, idx, gpu: bool, variants) -> list[dict]:
-    out_all = {}
-    for f in variants:
+def _warm_worker(items: list) -> list[str]:
+    """Compile `(shape sizes, variant, launch)` items by running each once on tiny caches of those
+    head counts, head dim and page (the same kernel specialisations as the timed runs, so the main
+    process then finds every kernel in Triton's on-disk cache). Returns the errors, as text."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    errors, made = [], {}
+    for shape_kw, variant, launch in items:
+        key = tuple(sorted(shape_kw.items()))
+        if key not in made:
+            shape = kc.Shape(dev == "cpu").with_(**shape_kw)
+            caches = kc.build_caches(shape, dev, 0, page_blocks=shape.PAGE > 1)
+            gen = torch.Generator().manual_seed(0)
+            ip, ix = kc.paged_indices(shape, shape.B, shape.CTX, gen, dev)
+            q = torch.randn(shape.B, shape.HQ, shape.D, generator=gen).to(dev)
+            made[key] = (shape, caches, ip, ix, q.bfloat16() if dev == "cuda" else q)
+        shape, caches, ip, ix, q = made[key]
         try:
-            out_all[f] = run_format(f, caches, q, indptr, idx, cfg, validate=True)
-        except Exception as e:  # noqa: BLE001 - a GPU-only decoder that fails to build is reported, not fatal
-            if f in FORMATS:
-                raise
-            log(f"  {f}: {type(e).__name__}: {str(e)[:300]}")
-    rows = []
-    ip = indptr.cpu()
-    for b in cfg.CHECK_REQS:
-        s = idx[int(ip[b]) : int(ip[b + 1])]
-        n = s.numel()
-        local = torch.arange(n) + cfg.PAGE  # copy the request's slots into a small CPU pool
-        qb = q[b : b + 1].float().cpu()
-        for fmt in out_all:
-            recipe = fmt.partition("+")[0]
-            if recipe in FP4:
-                src = caches["pools"][recipe]
-                small = MHATokenToKVPoolFP4(size=math.ceil(n / cfg.PAGE) * cfg.PAGE, page_size=cfg.PAGE,
-                                            layer_num=1, head_num=cfg.HKV, head_dim=cfg.D, recipe=recipe,
-                                            **({"k_scales": [G_K], "v_scales": [G_V]} if recipe == "nvfp4" else {}))
-                for name, t in src.layer_tensors(0).items():
-                    small.layer_tensors(0)[name][local] = t[s].cpu()
-                ref = oracle_decode(qb, small, 0, torch.tensor([0, n]), local)
-                kk, vv = small.gather_kv(0, local, dtype=torch.float64)
-            else:
-                k, v = caches[fmt]
-                f = 1.0 if fmt == "bf16" else FP8_K
-                kk, vv = k[s].cpu().double() * f, v[s].cpu().double() * (1.0 if fmt == "bf16" else FP8_V)
-                ref = ragged_attention(qb, kk, vv, torch.tensor([0, 1]), torch.tensor([0, n]),
-                                       sm_scale=1 / math.sqrt(cfg.D), causal=False)
-            got = out_all[fmt][b : b + 1].cpu().double()
-            tol = kda.attention_tolerance(qb, kk, vv, 1 / math.sqrt(cfg.D), n, gpu=gpu)
-            ok, err, rel_rms = kda.attention_close(got, ref, tol, gpu=gpu)
-            rows.append({"format": fmt, "request": b, "tokens": n, "max_abs_err": err, "tolerance": tol,
-                         "rel_rms_err": rel_rms, "ok": ok})
-            log(f"  check {fmt:24s} req {b}: max|err| {err:.3g} (tol {tol:.3g}) rel-rms {rel_rms:.3g} "
-                f"{'ok' if ok else 'FAIL'}")
-    return rows
+            kc.run_variant(variant, caches, q, ip, ix, shape, **launch)
+        except Exception as e:  # noqa: BLE001 - reported; the main process meets it again and drops the launch
+            errors.append(f"{variant} {launch}: {type(e).__name__}: {str(e)[:200]}")
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    return errors
+
+
+def tiny(shape: kc.Shape, **kw) -> dict:
+    """Sizes of a tiny pool with `shape`'s heads, head dim and page (and `kw`): the kernels it
+    compiles are the ones the full shape runs."""
+    d = dict(HQ=shape.HQ, HKV=shape.HKV, D=shape.D, PAGE=shape.PAGE, B=2)
+    d.update(kw)
+    return dict(d, POOL=64 * d["PAGE"], CTX=4 * d["PAGE"])
+
+
+def headline_items(variants, shape: kc.Shape) -> list:
+    """Every stage-1 tile of every variant's grid, and every split count (stage 2) with its first tile."""
+    items = []
+    for v in variants:
+        ls = launches(v, False)
+        tiles = {}
+        for launch in ls:
+            tiles.setdefault(tuple(sorted(tile(launch).items())), launch)
+        items += [(tiny(shape), v, launch) for launch in tiles.values()]
+        items += [(tiny(shape), v, dict(ls[0], num_kv_splits=s))
+                  for s in sorted({x["num_kv_splits"] for x in ls}) if s != ls[0]["num_kv_splits"]]
+    return items
 
 
 # ---------------------------------------------------------------------------------------------
-# upstream paths
+# stage 3: headline
 # ---------------------------------------------------------------------------------------------
-def upstream_dequant_then_bf16(cfg: Cfg, caches: dict, q, indptr, idx, best_bf16: dict, dev: str) -> list[dict]:
-    """Dequantize the first `pool` rows of the layer to bf16 (whole-layer, as upstream's
-    `get_kv_buffer`), then our BF16 decode on it. Our Triton dequantize is a lower bound of
-    upstream's cost; upstream's own `batched_dequantize` (fp4_mx_block16) is timed where it loads."""
-    import nvfp4_kvcache_triton
+def tune(variant: str, shape, caches, q, indptr, idx, oracle: kc.Oracle, smoke: bool):
+    """Time `variant` at every launch of its grid whose output passes the oracle check; the best
+    launch, its time, and every launch tried (with its check)."""
+    best, best_ms, tried = None, math.inf, []
+    for launch in launches(variant, smoke):
+        row = dict(launch)
+        try:
+            out = kc.run_variant(variant, caches, q, indptr, idx, shape, **launch)
+            checks = oracle.check(variant, out)
+            row["max_rel_rms_err"] = max(c["rel_rms_err"] for c in checks)
+            if not all(c["ok"] for c in checks):
+                row["error"] = f"output fails the oracle check: {checks}"
+                tried.append(row)
+                log(f"    {variant} {launch}: FAILS the oracle check")
+                continue
+            ms = time_graph(lambda: kc.run_variant(variant, caches, q, indptr, idx, shape, **launch), smoke)
+        except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for one tile
+            row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
+            tried.append(row)
+            continue
+        row["ms"] = ms
+        tried.append(row)
+        if ms < best_ms:
+            best, best_ms = launch, ms
+    return best, best_ms, tried
 
-    rows_out = []
-    util = None
+
+def summarize(head: dict) -> dict:
+    """Per FP4 variant: speedups over BF16 and FP8 (the fastest FP8 variant, and FP8 with bf16
+    dots), fraction of copy, and the goals (3x BF16, 1.7x FP8; 2.5x BF16 for fp4_mx_block16)."""
+    bf16 = head["bf16"]
+    fp8s = [head[v] for v in head if kc.value_format(v) == "fp8"]
+    fp8 = min(fp8s, key=lambda r: r["ms"])
+    out = {}
+    for v, r in head.items():
+        if kc.value_format(v) not in FP4:
+            continue
+        goal_bf16 = 3.0 if kc.value_format(v) == "nvfp4" else 2.5
+        out[v] = {"variant": v, "ms": r["ms"], "launch": r["launch"], "frac_of_copy": r["frac_of_copy"],
+                  "frac_of_read": r["frac_of_read"],
+                  "speedup_vs_bf16": bf16["ms"] / r["ms"], "speedup_vs_fp8": fp8["ms"] / r["ms"], "fp8_variant": fp8["format"],
+                  "speedup_vs_fp8_bf16_dots": head["fp8"]["ms"] / r["ms"] if "fp8" in head else None,
+                  "speedup_vs_bf16_events": bf16["ms_events"] / r["ms_events"],
+                  "speedup_vs_fp8_events": fp8["ms_events"] / r["ms_events"],
+                  "goal_bf16": goal_bf16, "goal_bf16_met": bf16["ms"] / r["ms"] >= goal_bf16,
+                  "goal_1p7x_fp8_met": kc.value_format(v) == "nvfp4" and fp8["ms"] / r["ms"] >= 1.7}
+    return out
+
+
+def flashinfer_stage(caches, q, indptr, idx, shape, smoke: bool) -> dict:
+    """FlashInfer's decode on the same caches, through `FLASHINFER_HARNESS` when present."""
     try:
-        if cfg.smoke:
-            raise RuntimeError("skipped in --smoke (its torch.compile takes ~10 s on a CPU)")
-        sys.path.insert(0, str(ROOT / "tests"))
-        from _upstream import load_kvfp4_tensor
-
-        util = load_kvfp4_tensor().FP4MXBlock16KVQuantizeUtil
+        harness = importlib.import_module(FLASHINFER_HARNESS)
+    except ImportError as e:
+        return {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    try:
+        rows = harness.rows(caches, q, indptr, idx, shape, lambda fn: time_graph(fn, smoke))
     except Exception as e:  # noqa: BLE001 - record why, keep going
-        log(f"  upstream kvfp4_tensor not used: {type(e).__name__}: {e}")
-    max_slot = int(idx.max()) + 1
-    for pool_tokens in cfg.UPSTREAM_POOLS:
-        n = max(pool_tokens + cfg.PAGE, max_slot)
-        for fmt in FP4:
-            p = caches["pools"][fmt]
-            t = p.layer_tensors(0)
-            g = (p.k_scales[0:1], p.v_scales[0:1]) if fmt == "nvfp4" else (None, None)
-            kb = torch.empty(n, cfg.HKV, cfg.D, dtype=torch.bfloat16, device=dev)
-            vb = torch.empty_like(kb)
-
-            def deq():
-                kb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["k"][:n], t["k_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[0],
-                                                  torch.bfloat16))
-                vb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["v"][:n], t["v_scale"][:n].reshape(n, cfg.HKV, -1), fmt, g[1],
-                                                  torch.bfloat16))
-
-            def attn():
-                return kda.decode_attention_dense(q, kb, vb, indptr, idx, page_size=cfg.PAGE, validate=False,
-                                                  **best_bf16)
-
-            def both():
-                deq()
-                return attn()
-
-            ms_deq = bench(deq, cfg.smoke)
-            ms_all = bench(both, cfg.smoke)
-            row = {"path": "ours_triton_dequantize_whole_layer+bf16_decode", "recipe": fmt, "pool_tokens": n,
-                   "ms_dequantize": ms_deq, "ms_total": ms_all}
-            if util is not None and fmt == "fp4_mx_block16":
-                try:
-                    def up():
-                        a = util.batched_dequantize(t["k"][:n], t["k_scale"][:n].reshape(n, -1), torch.bfloat16)
-                        b_ = util.batched_dequantize(t["v"][:n], t["v_scale"][:n].reshape(n, -1), torch.bfloat16)
-                        return a, b_
-
-                    row["ms_upstream_batched_dequantize"] = bench(up, cfg.smoke)
-                except Exception as e:  # noqa: BLE001
-                    row["upstream_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            rows_out.append(row)
-            log(f"  upstream-style {fmt:15s} pool {n:>8d}: dequantize {ms_deq:.3f} ms, total {ms_all:.3f} ms"
-                + (f", upstream dequantize {row['ms_upstream_batched_dequantize']:.3f} ms"
-                   if "ms_upstream_batched_dequantize" in row else ""))
-            del kb, vb
-    return rows_out
+        return {"available": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
+                "trace": traceback.format_exc()[-1500:]}
+    return {"available": True, "ran": True, "rows": rows}
 
 
-class _Envs:
-    """Stub of `sglang.srt.environ.envs`: every setting reads as unset."""
-
-    class _V:
-        def get(self):
-            return None
-
-    def __getattr__(self, name):
-        return self._V()
-
-
-def load_sglang_decode():
-    """Upstream's `decode_attention` module, executed standalone with stubs for its SGLang imports."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _upstream import load_sglang_module
-
-    score_mod = load_sglang_module("sglang/kernels/ops/attention/score_mod.py")
-
-    def core_count(i=0):
-        return torch.cuda.get_device_properties(i).multi_processor_count if torch.cuda.is_available() else 1
-
-    stubs = {
-        "sglang": {}, "sglang.kernels": {}, "sglang.kernels.ops": {}, "sglang.kernels.ops.attention": {},
-        "sglang.kernels.ops.attention.score_mod": {"unpack_aux_tensors": score_mod.unpack_aux_tensors},
-        "sglang.srt": {}, "sglang.srt.environ": {"envs": _Envs()},
-        "sglang.srt.utils": {"get_device_core_count": core_count, "is_gfx95_supported": lambda: False,
-                             "is_gfx1250_supported": lambda: False, "is_hip": lambda: False},
-    }
-    return load_sglang_module("sglang/kernels/ops/attention/decode_attention.py", stubs=stubs)
+def flashinfer_summary(summary: dict, fi: dict) -> None:
+    """Add `speedup_vs_flashinfer_nvfp4` (our time over FlashInfer's NVFP4 decode, per recipe) to
+    `summary`, and FlashInfer's own `speedup_vs_bf16` (its BF16 over its NVFP4) to `fi`."""
+    ms = {r["format"]: r["ms"] for r in fi.get("rows", [])}
+    if "nvfp4" not in ms:
+        return
+    for s in summary.values():
+        s["speedup_vs_flashinfer_nvfp4"] = ms["nvfp4"] / s["ms"]
+    if "bf16" in ms:
+        fi["speedup_vs_bf16"] = ms["bf16"] / ms["nvfp4"]
 
 
-def sglang_anchor(cfg: Cfg, k, v, q, indptr, idx, splits: int, dev: str, ref_out) -> dict:
-    """SGLang's Triton decode over the same (bf16, or fp32 in --smoke) cache, slot indices (page_size=1)."""
+# ---------------------------------------------------------------------------------------------
+# stages 5-6: upstream
+# ---------------------------------------------------------------------------------------------
+def sglang_anchor(shape, k, v, q, indptr, idx, splits: int, ref_out, smoke: bool) -> dict:
+    """SGLang's Triton decode over the same (bf16, or fp32 in --smoke) cache, slot indices."""
     try:
         mod = load_sglang_decode()
     except Exception as e:  # noqa: BLE001
         return {"loaded": False, "reason": f"{type(e).__name__}: {e}"}
     b, hq, d = q.shape
-    o = torch.empty(b, hq, d, dtype=q.dtype, device=dev)
-    logits = torch.empty(b, hq, splits, d, dtype=torch.float32, device=dev)
-    lse = torch.empty(b, hq, splits, dtype=torch.float32, device=dev)
-    nsplit = torch.full((b,), splits, dtype=torch.int32, device=dev)
+    o = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    logits = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device)
+    lse = torch.empty(b, hq, splits, dtype=torch.float32, device=q.device)
+    nsplit = torch.full((b,), splits, dtype=torch.int32, device=q.device)
 
     def run():
         mod.decode_attention_fwd(q, k, v, o, indptr, idx, logits, lse, nsplit, splits, 1 / math.sqrt(d), 1.0, 1.0)
@@ -383,280 +261,297 @@ def sglang_anchor(cfg: Cfg, k, v, q, indptr, idx, splits: int, dev: str, ref_out
     try:
         run()
         err = float((o.float() - ref_out.float()).abs().max())
-        ms = bench(run, cfg.smoke)
+        ms = time_graph(run, smoke)
     except Exception as e:  # noqa: BLE001
         return {"loaded": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
                 "trace": traceback.format_exc()[-1500:]}
-    return {"loaded": True, "ran": True, "ms": ms, "num_kv_splits": splits,
-            "max_abs_diff_vs_our_bf16": err}
+    return {"loaded": True, "ran": True, "ms": ms, "num_kv_splits": splits, "max_abs_diff_vs_our_bf16": err}
 
 
-# ---------------------------------------------------------------------------------------------
-def versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-         "cuda": torch.version.cuda}
-    if torch.cuda.is_available():
-        try:
-            import subprocess
+def upstream_dequant_then_bf16(shape, caches, q, best_bf16: dict, dev: str, smoke: bool, gen) -> list[dict]:
+    """Dequantize the first `pool` slots of the layer to bf16 (whole-layer, as upstream's
+    `get_kv_buffer`), then our BF16 decode over the batch's slots, which lie in those `pool` slots.
+    Our Triton dequantize is a lower bound of upstream's cost; upstream's own `batched_dequantize`
+    (fp4_mx_block16) is timed where it loads, at the largest pool (its `torch.compile` compiles
+    once per shape)."""
+    import nvfp4_kvcache_triton
 
-            v["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                         capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
-        except Exception:  # noqa: BLE001 - informational only
-            v["driver"] = None
-    return v
-
-
-TUNE_CANDIDATES = {
-    "bf16": [(32, 1, 3), (128, 4, 2), (64, 8, 3)],
-    "fp8": [(32, 1, 2), (128, 4, 2), (32, 4, 3)],
-    "nvfp4+cvt_f16": [(32, 1, 2), (32, 1, 3), (64, 1, 2), (64, 2, 2)],
-    "nvfp4+prmt_bf16": [(32, 1, 2), (64, 2, 2)],
-    "fp4_mx_block16+prmt_bf16": [(32, 1, 2), (64, 2, 2)],
-    "fp4_mx_block16+prmt": [(32, 1, 2), (128, 4, 3)],
-}
-"""(block_n, num_warps, num_stages) tried per format at the headline shape: the best few of the
-launch grid in `docs/data/perf/decode_attention_tuning.json` (`scripts/tune_decode_attention.py`,
-which fixed `num_kv_splits` at 16) and of `docs/data/perf/decode_attention_limits.json`
-(`scripts/limits_decode_attention.py`, where one warp per program won for every format).
-Formats not listed try `DEFAULT_CANDIDATES`."""
-DEFAULT_CANDIDATES = [(32, 1, 2), (64, 2, 2)]
-TUNE_SPLITS = (12, 16, 24, 32, 64)
-"""Splits tried with every candidate: the number of stage-1 programs decides how full the last
-wave of programs is, which moves the time by tens of percent."""
-
-
-def tune_grid(fmt: str, cfg: Cfg) -> list[dict]:
-    if cfg.TUNE is not None:
-        return cfg.TUNE
-    return [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st)
-            for n, w, st in TUNE_CANDIDATES.get(fmt, DEFAULT_CANDIDATES) for s in TUNE_SPLITS]
-
-
-def tune(fmt, cfg, caches, q, indptr, idx) -> tuple[dict, float, list]:
-    best, best_ms, tried = None, float("inf"), []
-    for launch in tune_grid(fmt, cfg):
-        try:
-            ms = bench(lambda: run_format(fmt, caches, q, indptr, idx, cfg, **launch), cfg.smoke)
-        except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for one config
-            tried.append({**launch, "error": f"{type(e).__name__}: {str(e)[:120]}"})
-            continue
-        tried.append({**launch, "ms": ms})
-        if ms < best_ms:
-            best, best_ms = launch, ms
-    return best, best_ms, tried
-
-
-def sweep_splits(cfg: Cfg, batch: int, ctx: int, programs: int) -> int:
-    """Splits giving about `programs` stage-1 programs (the format's best count at the headline
-    shape, so the same occupancy and wave shape), each split at least 256 tokens, at most 64."""
-    want = max(1, round(programs / (batch * cfg.HKV)))
-    return max(1, min(64, want, max(1, ctx // 256)))
-
-
-SHAPES = [(64, 16), (256, 16), (128, 1), (128, 64)]
-"""(head_dim, page) timed besides the headline's (128, 16); their correctness at 32k tokens is the
-GPU tests' (`tests/test_decode_attention_kernel.py::test_gpu_full_size`)."""
-
-
-def other_shapes(cfg: Cfg, best: dict, formats, gpu: bool, dev: str, copy_bw: float) -> list[dict]:
-    """The headline's batch and context at other head dims and page sizes, each format at its
-    headline launch (one pool of just the batch's tokens per shape)."""
-    import copy
-
+    util = None
+    try:
+        if smoke:
+            raise RuntimeError("skipped in --smoke (its torch.compile takes ~10 s on a CPU)")
+        util = load_kvfp4_tensor().FP4MXBlock16KVQuantizeUtil
+    except Exception as e:  # noqa: BLE001 - record why, keep going
+        log(f"  upstream kvfp4_tensor not used: {type(e).__name__}: {e}")
     rows = []
-    for d, page in (SHAPES if gpu else [(128, 1)]):
-        c = copy.copy(cfg)
-        c.D, c.PAGE = d, page
-        c.POOL = cfg.B * cfg.CTX + page
-        caches = build_caches(c, dev, 2)
-        gen = torch.Generator().manual_seed(d + page)
-        ip, ix = paged_indices(c, c.B, c.CTX, gen, dev)
-        q = torch.randn(c.B, c.HQ, d, generator=gen).to(dev)
-        q = q.bfloat16() if gpu else q
-        line = {}
-        for fmt in formats:
-            launch = best[fmt] if gpu else {"num_kv_splits": 2}
-            ms = bench(lambda: run_format(fmt, caches, q, ip, ix, c, **launch), cfg.smoke)
-            nbytes = bytes_read(fmt, c, c.B, c.CTX)
-            line[fmt] = ms
-            rows.append({"format": fmt, "head_dim": d, "page": page, "batch": c.B, "context": c.CTX, "ms": ms,
-                         "bytes": nbytes, "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw, "launch": launch})
-        for r in rows[-len(formats):]:
-            r["speedup_vs_bf16"], r["speedup_vs_fp8"] = line["bf16"] / r["ms"], line["fp8"] / r["ms"]
-        log(f"  D={d:3d} page={page:2d}: " + ", ".join(f"{f} {ms * 1e3:.0f}us x{line['bf16'] / ms:.2f}"
-                                                     for f, ms in line.items()))
-        del caches
+    pools = (shape.B * shape.CTX,) if smoke else UPSTREAM_POOLS
+    for pool_tokens in pools:
+        pool_tokens = min(pool_tokens, shape.POOL)
+        indptr, idx = kc.paged_indices(shape, shape.B, shape.CTX, gen, dev, pool_tokens=pool_tokens)
+        n = pool_tokens + shape.PAGE  # slots 0 .. pool_tokens + PAGE - 1 (page 0 is padding)
+        for fmt in FP4:
+            p = caches["pools"][fmt]
+            t = p.layer_tensors(0)
+            g = (p.k_scales[0:1], p.v_scales[0:1]) if fmt == "nvfp4" else (None, None)
+            kb = torch.empty(n, shape.HKV, shape.D, dtype=torch.bfloat16, device=dev)
+            vb = torch.empty_like(kb)
+
+            def deq():
+                kb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["k"][:n], t["k_scale"][:n].reshape(n, shape.HKV, -1),
+                                                               fmt, g[0], torch.bfloat16))
+                vb.copy_(nvfp4_kvcache_triton.dequantize_parts(t["v"][:n], t["v_scale"][:n].reshape(n, shape.HKV, -1),
+                                                               fmt, g[1], torch.bfloat16))
+
+            def both():
+                deq()
+                return kc.run_variant("bf16", {"bf16": (kb, vb)}, q, indptr, idx, shape, **best_bf16)
+
+            row = {"path": "ours_triton_dequantize_whole_layer+bf16_decode", "recipe": fmt, "pool_tokens": n,
+                   "ms_dequantize": time_graph(deq, smoke), "ms_total": time_graph(both, smoke)}
+            if util is not None and fmt == "fp4_mx_block16" and pool_tokens == max(pools):  # one torch.compile
+                try:
+                    def up():
+                        return (util.batched_dequantize(t["k"][:n], t["k_scale"][:n].reshape(n, -1), torch.bfloat16),
+                                util.batched_dequantize(t["v"][:n], t["v_scale"][:n].reshape(n, -1), torch.bfloat16))
+
+                    row["ms_upstream_batched_dequantize"] = time_graph(up, smoke)
+                except Exception as e:  # noqa: BLE001
+                    row["upstream_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            rows.append(row)
+            log(f"  {fmt:15s} pool {n:>8d}: dequantize {row['ms_dequantize']:.3f} ms, total {row['ms_total']:.3f} ms"
+                + (f", upstream dequantize {row['ms_upstream_batched_dequantize']:.3f} ms"
+                   if "ms_upstream_batched_dequantize" in row else ""))
     return rows
 
 
-def device_for(smoke: bool) -> str | None:
-    """`"cuda"` for a full run on a GPU, `"cpu"` for `--smoke` under the interpreter, `None`
-    (after saying why) when neither is possible."""
-    if torch.cuda.is_available() and not smoke:
-        return "cuda"
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return "cpu"
-    log("no GPU: run with --smoke and TRITON_INTERPRET=1")
-    return None
+# ---------------------------------------------------------------------------------------------
+# stages 7-8: sweep and other shapes
+# ---------------------------------------------------------------------------------------------
+def sweep_splits(shape, batch: int, ctx: int, programs: int) -> int:
+    """Splits giving about `programs` stage-1 programs (the variant's best count at the headline,
+    so the same occupancy and wave shape), each split at least 256 tokens, at most 64."""
+    want = max(1, round(programs / (batch * shape.HKV)))
+    return max(1, min(64, want, max(1, ctx // 256)))
 
 
-def run_record(script: str, argv, cfg: Cfg, gpu: bool) -> dict:
-    """What every result JSON of these scripts starts with: device, versions, date, the command
-    that reproduces it (without `--out`) and whether it was a `--smoke` run."""
-    cpu = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
-    return {"device": torch.cuda.get_device_name() if gpu else cpu, "versions": versions(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command_line(script, argv or sys.argv[1:]),
-            "smoke": cfg.smoke}
+def other_shapes(shape, best: dict, variants, gpu: bool, dev: str, copy_bw: float, smoke: bool) -> list[dict]:
+    """The headline's batch and context at other head dims and page sizes, each variant at its
+    headline launch (one pool of just the batch's tokens per shape)."""
+    rows = []
+    for d, page in (SHAPES if gpu else [(128, 1)]):
+        s = shape.with_(D=d, PAGE=page, POOL=(math.ceil(shape.B * shape.CTX / page) + 1) * page)
+        caches = kc.build_caches(s, dev, 2, page_blocks=page > 1 and any("@pages" in v for v in variants))
+        gen = torch.Generator().manual_seed(d + page)
+        ip, ix = kc.paged_indices(s, s.B, s.CTX, gen, dev)
+        q = torch.randn(s.B, s.HQ, d, generator=gen).to(dev)
+        q = q.bfloat16() if gpu else q
+        line = {}
+        for v in variants:
+            if "@pages" in v and page == 1:
+                continue  # page blocks need pages
+            launch = best[v] if gpu else {"num_kv_splits": 2}
+            try:
+                ms = time_graph(lambda: kc.run_variant(v, caches, q, ip, ix, s, **launch), smoke)
+            except Exception as e:  # noqa: BLE001 - e.g. a tile too large for head dim 256
+                rows.append({"format": v, "head_dim": d, "page": page, "error": f"{type(e).__name__}: {str(e)[:160]}"})
+                continue
+            nbytes = kc.bytes_read(v, s, s.B, s.CTX)
+            line[v] = ms
+            rows.append({"format": v, "head_dim": d, "page": page, "batch": s.B, "context": s.CTX, "ms": ms,
+                         "bytes": nbytes, "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw, "launch": launch})
+        for r in rows:
+            if r.get("head_dim") == d and r.get("page") == page and "ms" in r and "bf16" in line:
+                fp8 = min(ms for v, ms in line.items() if kc.value_format(v) == "fp8")
+                r["speedup_vs_bf16"], r["speedup_vs_fp8"] = line["bf16"] / r["ms"], fp8 / r["ms"]
+        log(f"  D={d:3d} page={page:2d}: " + ", ".join(f"{v} {ms * 1e3:.0f}us x{line['bf16'] / ms:.2f}"
+                                                     for v, ms in line.items() if "bf16" in line))
+    return rows
 
 
-def saver(res: dict, out: str, t0: float):
-    """`save(stage)`: write `res` to `out` with the stage reached, the elapsed time and the
-    timing method (a run cut short keeps what it measured)."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(stage: str) -> None:
-        res["completed_stage"], res["elapsed_s"], res["timing"] = stage, time.time() - t0, dict(TIMING)
-        path.write_text(json.dumps(res, indent=1) + "\n")
-        log(f"  ({stage} done at {res['elapsed_s']:.0f} s; saved {path})")
-
-    return save
+def launch_table(path: str) -> str:
+    """The `DEVICE_LAUNCHES` entry of a finished run: each variant's best tile."""
+    d = json.loads(Path(path).read_text())
+    lines = [f"    {d['device']!r}: {{"]
+    for r in d["rows"]:
+        if r["kind"] == "headline" and "@" not in r["format"]:
+            lines.append(f"        {r['format']!r}: {tile(r['launch'])!r},")
+    return "\n".join(lines + ["    },"])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention.json"))
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
-    ap.add_argument("--no-sweep", action="store_true", help="skip the context x batch sweep")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes on the CPU under TRITON_INTERPRET=1")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the context x batch sweep and the other shapes")
+    ap.add_argument("--variants", help="comma-separated subset of VARIANTS (the baselines always run)")
+    ap.add_argument("--workers", type=int, default=12, help="processes compiling kernels before the timing (0: none)")
+    ap.add_argument("--budget-s", type=float, default=270.0, help="skip the sweep and shapes past this many seconds")
+    ap.add_argument("--launch-table", metavar="JSON", help="print the DEVICE_LAUNCHES entry of a finished run")
     args = ap.parse_args(argv)
-    cfg = Cfg(args.smoke)
+    if args.launch_table:
+        print(launch_table(args.launch_table))
+        return 0
+    shape = kc.Shape(args.smoke)
     dev = device_for(args.smoke)
     if dev is None:
         return 2
     gpu = dev == "cuda"
+    variants = list(SMOKE_VARIANTS if args.smoke else VARIANTS)
+    if args.variants:
+        want = set(args.variants.split(","))
+        variants = [v for v in variants if v in want or v in BASELINES]
     gen = torch.Generator().manual_seed(0)
-    result = {**run_record("bench_decode_attention.py", argv, cfg, gpu),
-              "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
-                        "context": cfg.CTX, "pool_tokens": cfg.POOL}}
-    log(f"device: {result['device']}; versions: {result['versions']}")
-    dump = saver(result, args.out, time.time())
+    res = {**run_record("bench_decode_attention.py", argv, smoke=args.smoke, gpu=gpu), "shape": shape.record(),
+           "variants": variants}
+    save = Saver(res, args.out)
+    log(f"device: {res['device']}; versions: {res['versions']}")
 
-    log("[1/7] copy bandwidth")
-    result["copy"] = copy_bandwidth(cfg, dev)
-    copy_bw = result["copy"]["bytes_per_s"]
-    read_bw = result["copy"]["read_bytes_per_s"]
-    log(f"  copy: {copy_bw / 1e12:.3f} TB/s, read-only: {read_bw / 1e12:.3f} TB/s")
-    dump("copy")
+    log("[1/8] ceilings")
+    res["copy"] = ceilings(dev, args.smoke)
+    copy_bw, read_bw = res["copy"]["bytes_per_s"], res["copy"]["read_bytes_per_s"]
+    log(f"  copy {copy_bw / 1e12:.3f} TB/s, read-only {read_bw / 1e12:.3f} TB/s")
+    save("ceilings")
 
-    log("[2/7] caches and correctness (sampled requests, float64 oracle)")
-    caches = build_caches(cfg, dev, 1)
-    indptr, idx = paged_indices(cfg, cfg.B, cfg.CTX, gen, dev)
-    q = torch.randn(cfg.B, cfg.HQ, cfg.D, generator=gen).to(dev)
-    if gpu:
-        q = q.bfloat16()
-    variants = FORMATS + (GPU_VARIANTS if gpu else ())
-    result["correctness"] = check_correctness(cfg, caches, q, indptr, idx, gpu, variants)
-    bad = {r["format"] for r in result["correctness"] if not r["ok"]}
-    checked = {r["format"] for r in result["correctness"]}
-    timed = [f for f in variants if f in checked and f not in bad]
-    result["dropped_variants"] = sorted(set(variants) - set(timed))
-    if bad & set(FORMATS):
-        log("correctness FAILED: no timings taken")
-        dump("correctness FAILED")
+    log("[2/8] compile warm-up, caches, correctness (sampled requests, float64 oracle)")
+    wait = warmup.start(_warm_worker, headline_items(variants, shape), args.workers) if gpu and args.workers > 0 else None
+    caches = kc.build_caches(shape, dev, 1, page_blocks=any("@pages" in v for v in variants))
+    indptr, idx = kc.paged_indices(shape, shape.B, shape.CTX, gen, dev)
+    q = torch.randn(shape.B, shape.HQ, shape.D, generator=gen).to(dev)
+    q = q.bfloat16() if gpu else q
+    oracle = kc.Oracle(shape, caches, q, indptr, idx, CHECK_REQUESTS if gpu else (1,), gpu)
+    for fmt in ("bf16", "fp8") + FP4:
+        for b in oracle.requests:
+            oracle._ref(fmt, b)  # noqa: SLF001 - the references, computed while the kernels compile
+    if wait is not None:
+        res["warm_up_errors"] = wait()
+        log(f"  warm-up done at {save.elapsed():.0f} s ({len(res['warm_up_errors'])} errors)")
+    res["correctness"], dropped = [], []
+    for v in variants:
+        try:
+            rows = oracle.check(v, kc.run_variant(v, caches, q, indptr, idx, shape, validate=True,
+                                                  **launches(v, args.smoke)[0]))
+        except Exception as e:  # noqa: BLE001 - a decoder that fails to build is reported, not fatal
+            rows = [{"format": v, "error": f"{type(e).__name__}: {str(e)[:300]}", "ok": False}]
+        res["correctness"] += rows
+        for r in rows:
+            log(f"  check {v:32s} " + (f"req {r['request']}: max|err| {r['max_abs_err']:.3g} (tol {r['tolerance']:.3g}) "
+                                        f"rel-rms {r['rel_rms_err']:.3g} " if "error" not in r else r["error"] + " ")
+                + ("ok" if r["ok"] else "FAIL"))
+        if not all(r["ok"] for r in rows):
+            dropped.append(v)
+    res["dropped_variants"] = dropped
+    if set(dropped) & {"bf16", "fp8"}:
+        log("correctness of a baseline FAILED: no timings taken")
+        save("correctness FAILED")
         return 1
-    dump("correctness")
+    save("correctness")
 
-    log(f"[3/7] headline: each format at its best launch config (dropped: {result['dropped_variants']})")
+    log(f"[3/8] headline: each variant at its best launch (dropped: {dropped})")
     rows, best = [], {}
-    for fmt in list(timed):
-        launch, ms, tried = tune(fmt, cfg, caches, q, indptr, idx)
-        if launch is None:  # no launch config ran (a GPU-only decoder that fails at run time)
-            if fmt in FORMATS:
-                log(f"  {fmt}: no launch config ran: {tried}")
-                dump("headline FAILED")
+    for v in [v for v in variants if v not in dropped]:
+        launch, ms, tried = tune(v, shape, caches, q, indptr, idx, oracle, args.smoke)
+        if launch is None:
+            res["dropped_variants"].append(v)
+            log(f"  {v}: dropped, no launch ran and passed: {tried[:1]}")
+            if v == "bf16":
+                save("headline FAILED")
                 return 1
-            timed.remove(fmt)
-            result["dropped_variants"].append(fmt)
-            log(f"  {fmt}: dropped, no launch config ran: {tried[:1]}")
             continue
-        best[fmt] = launch
-        nbytes = bytes_read(fmt, cfg, cfg.B, cfg.CTX)
-        ms_ev = bench_events(lambda: run_format(fmt, caches, q, indptr, idx, cfg, **launch), cfg.smoke)
-        rows.append({"kind": "headline", "format": fmt, "batch": cfg.B, "context": cfg.CTX, "ms": ms,
-                     "bytes": nbytes, "bytes_per_s": nbytes / (ms * 1e-3), "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw,
-                     "frac_of_read": nbytes / (ms * 1e-3) / read_bw, "ms_events": ms_ev,
+        best[v] = launch
+        nbytes = kc.bytes_read(v, shape, shape.B, shape.CTX)
+        ms_ev = time_events(lambda: kc.run_variant(v, caches, q, indptr, idx, shape, **launch), args.smoke)
+        bw = nbytes / (ms * 1e-3)
+        rows.append({"kind": "headline", "format": v, "batch": shape.B, "context": shape.CTX, "ms": ms, "bytes": nbytes,
+                     "bytes_per_s": bw, "frac_of_copy": bw / copy_bw, "frac_of_read": bw / read_bw, "ms_events": ms_ev,
                      "launch": launch, "tried": tried})
-        log(f"  {fmt:24s} {ms * 1e3:9.1f} us (events {ms_ev * 1e3:.1f})  {nbytes / (ms * 1e-3) / 1e12:.3f} TB/s "
-            f"({nbytes / (ms * 1e-3) / copy_bw:.0%} of copy, {nbytes / (ms * 1e-3) / read_bw:.0%} of read)  {launch}")
+        log(f"  {v:32s} {ms * 1e3:8.1f} us (events {ms_ev * 1e3:.1f})  {bw / 1e12:.3f} TB/s ({bw / copy_bw:.0%} of "
+            f"copy)  {launch}")
+        res["rows"] = rows
+        save(f"headline {v}")
     head = {r["format"]: r for r in rows}
-    def summ(v):
-        return {"variant": v, "speedup_vs_bf16": head["bf16"]["ms"] / head[v]["ms"],
-                "speedup_vs_fp8": head["fp8"]["ms"] / head[v]["ms"], "frac_of_copy": head[v]["frac_of_copy"],
-                "frac_of_read": head[v]["frac_of_read"], "ms": head[v]["ms"],
-                "speedup_vs_bf16_events": head["bf16"]["ms_events"] / head[v]["ms_events"],
-                "speedup_vs_fp8_events": head["fp8"]["ms_events"] / head[v]["ms_events"], "goal_3x_bf16_met": head["bf16"]["ms"] / head[v]["ms"] >= 3.0,
-                "goal_1p7x_fp8_met": head["fp8"]["ms"] / head[v]["ms"] >= 1.7}
+    res["summary_variants"] = summarize(head)
+    slot = {v: s for v, s in res["summary_variants"].items() if "@" not in v}
+    pages = {v: s for v, s in res["summary_variants"].items() if "@" in v}
+    res["summary"] = {r: min((s for v, s in slot.items() if kc.value_format(v) == r), key=lambda s: s["ms"])
+                      for r in FP4 if any(kc.value_format(v) == r for v in slot)}
+    res["summary_page_blocks"] = {r: min((s for v, s in pages.items() if kc.value_format(v) == r), key=lambda s: s["ms"])
+                                  for r in FP4 if any(kc.value_format(v) == r for v in pages)}
+    for name, summ in (("slot-major", res["summary"]), ("page blocks", res["summary_page_blocks"])):
+        for r, s in summ.items():
+            log(f"  {name} {r} ({s['variant']}): x{s['speedup_vs_bf16']:.2f} vs bf16, x{s['speedup_vs_fp8']:.2f} vs "
+                f"{s['fp8_variant']}, {s['frac_of_copy']:.0%} of copy")
+    save("headline")
+    # the baselines (BF16, the fastest FP8) and each FP4 recipe's fastest variant, slot-major and page blocks
+    fp8_best = min((v for v in head if kc.value_format(v) == "fp8"), key=lambda v: head[v]["ms"])
+    sweep_variants = ["bf16", fp8_best] + [s["variant"] for s in res["summary"].values()] + \
+        [s["variant"] for s in res["summary_page_blocks"].values()]
+    res["sweep_formats"] = sweep_variants
+    shape_items = [(tiny(shape, D=d, PAGE=page), v, best[v]) for d, page in SHAPES for v in sweep_variants
+                   if not ("@pages" in v and page == 1)]
+    wait_shapes = warmup.start(_warm_worker, shape_items, args.workers) if gpu and args.workers > 0 and not args.no_sweep else None
 
-    # per FP4 recipe: its fastest correct decoder; every variant in summary_variants
-    result["summary_variants"] = {v: summ(v) for v in head if v.partition("+")[0] in FP4}
-    result["summary"] = {r: summ(min((v for v in head if v.partition("+")[0] == r), key=lambda v: head[v]["ms"]))
-                         for r in FP4}
-    for r, s in result["summary"].items():
-        log(f"  summary {r} ({s['variant']}): x{s['speedup_vs_bf16']:.2f} vs bf16, x{s['speedup_vs_fp8']:.2f} vs fp8, "
-            f"{s['frac_of_copy']:.0%} of copy")
-    result["rows"] = rows
-    dump("headline")
+    log("[4/8] FlashInfer decode on the same caches")
+    res["flashinfer"] = flashinfer_stage(caches, q, indptr, idx, shape, args.smoke)
+    flashinfer_summary(res["summary"], res["flashinfer"])
+    log(f"  {({k: v for k, v in res['flashinfer'].items() if k != 'trace'})}")
+    save("flashinfer")
 
-    log("[4/7] upstream path: dequantize the whole layer to bf16, then bf16 attention")
-    result["upstream_dequantize_then_bf16"] = upstream_dequant_then_bf16(cfg, caches, q, indptr, idx, best["bf16"], dev)
-    dump("upstream")
-
-    log("[5/7] SGLang's Triton BF16 decode kernel (sanity anchor)")
-    if cfg.smoke:  # the interpreter's bf16 tl.dot is wrong: run upstream's kernel on an fp32 copy
+    log("[5/8] SGLang's Triton BF16 decode kernel (sanity anchor)")
+    if args.smoke:  # the interpreter's bf16 tl.dot is wrong: run upstream's kernel on an fp32 copy
         k32, v32 = (t.float() for t in caches["bf16"])
-        anchor_q = q.float()
-        ours = run_format("bf16", caches, anchor_q, indptr, idx, cfg)
-        anchor = sglang_anchor(cfg, k32, v32, anchor_q, indptr, idx, 2, dev, ours)
+        ours = kc.run_variant("bf16", caches, q.float(), indptr, idx, shape)
+        anchor = sglang_anchor(shape, k32, v32, q.float(), indptr, idx, 2, ours, args.smoke)
     else:
-        ours = run_format("bf16", caches, q, indptr, idx, cfg, **best["bf16"])
-        anchor = sglang_anchor(cfg, caches["bf16"][0], caches["bf16"][1], q, indptr, idx,
-                               best["bf16"]["num_kv_splits"], dev, ours)
+        ours = kc.run_variant("bf16", caches, q, indptr, idx, shape, **best["bf16"])
+        anchor = sglang_anchor(shape, *caches["bf16"], q, indptr, idx, best["bf16"]["num_kv_splits"], ours, args.smoke)
         if anchor.get("ran"):
             anchor["ours_bf16_ms"] = head["bf16"]["ms"]
-    result["sglang_triton_bf16"] = anchor
+    res["sglang_triton_bf16"] = anchor
     log(f"  {anchor}")
-    dump("sglang")
-    if cfg.smoke and anchor.get("ran") and anchor["max_abs_diff_vs_our_bf16"] > 1e-4:
+    save("sglang")
+    if args.smoke and anchor.get("ran") and anchor["max_abs_diff_vs_our_bf16"] > 1e-4:
         log("  SGLang's kernel disagrees with ours in the smoke run")
         return 1
 
-    if not args.no_sweep:
-        # the baselines and each FP4 recipe's fastest decoder at the headline
-        sweep_formats = ["bf16", "fp8"] + [result["summary"][r]["variant"] for r in FP4]
-        result["sweep_formats"] = sweep_formats
-        log(f"[6/7] sweep: context x batch for {sweep_formats}")
-        for b in cfg.SWEEP_B:
-            for ctx in cfg.SWEEP_CTX:
-                ip, ix = paged_indices(cfg, b, ctx, gen, dev)
-                qq = torch.randn(b, cfg.HQ, cfg.D, generator=gen).to(dev).to(q.dtype)
+    log("[6/8] upstream path: dequantize the whole layer to bf16, then bf16 attention")
+    res["upstream_dequantize_then_bf16"] = upstream_dequant_then_bf16(shape, caches, q, best["bf16"], dev, args.smoke,
+                                                                      gen)
+    save("upstream")
+
+    res["skipped"] = []
+    if args.no_sweep or save.elapsed() > args.budget_s:
+        res["skipped"] = ["sweep", "shapes"]
+        if wait_shapes is not None:
+            wait_shapes()
+        log(f"[7/8] [8/8] sweep and shapes skipped ({'--no-sweep' if args.no_sweep else 'past the time budget'})")
+    else:
+        log(f"[7/8] sweep: context x batch for {sweep_variants}")
+        for b in SWEEP_B if gpu else (1,):
+            for ctx in SWEEP_CTX if gpu else (shape.CTX,):
+                ip, ix = kc.paged_indices(shape, b, ctx, gen, dev)
+                qq = torch.randn(b, shape.HQ, shape.D, generator=gen).to(dev).to(q.dtype)
                 line = []
-                for fmt in sweep_formats:
-                    splits = sweep_splits(cfg, b, ctx, cfg.B * cfg.HKV * best[fmt]["num_kv_splits"]) if gpu else 2
-                    launch = dict(best[fmt], num_kv_splits=splits)
-                    ms = bench(lambda: run_format(fmt, caches, qq, ip, ix, cfg, **launch), cfg.smoke)
-                    nbytes = bytes_read(fmt, cfg, b, ctx)
-                    rows.append({"kind": "sweep", "format": fmt, "batch": b, "context": ctx, "ms": ms, "bytes": nbytes,
+                for v in sweep_variants:
+                    programs = shape.B * shape.HKV * best[v]["num_kv_splits"]
+                    launch = dict(best[v], num_kv_splits=sweep_splits(shape, b, ctx, programs) if gpu else 2)
+                    ms = time_graph(lambda: kc.run_variant(v, caches, qq, ip, ix, shape, **launch), args.smoke)
+                    nbytes = kc.bytes_read(v, shape, b, ctx)
+                    rows.append({"kind": "sweep", "format": v, "batch": b, "context": ctx, "ms": ms, "bytes": nbytes,
                                  "bytes_per_s": nbytes / (ms * 1e-3), "frac_of_copy": nbytes / (ms * 1e-3) / copy_bw,
                                  "frac_of_read": nbytes / (ms * 1e-3) / read_bw, "launch": launch})
-                    line.append(f"{fmt} {ms * 1e3:.0f}us/{splits}")
+                    line.append(f"{v} {ms * 1e3:.0f}us/{launch['num_kv_splits']}")
                 log(f"  B={b:3d} ctx={ctx:7d}: " + ", ".join(line))
-            dump(f"sweep batch {b}")
-    if not args.no_sweep:
-        log(f"[7/7] other head dims and page sizes (batch {cfg.B}, context {cfg.CTX}); launches of the headline")
-        result["shapes"] = other_shapes(cfg, best, result["sweep_formats"], gpu, dev, copy_bw)
-    result["timing"] = dict(TIMING)
-    dump("done")
+            save(f"sweep batch {b}")
+        caches.clear()  # the 2M-slot pools: room for the shapes' caches
+        if wait_shapes is not None:
+            res["warm_up_errors_shapes"] = wait_shapes()
+        if save.elapsed() > args.budget_s + 90:
+            res["skipped"] = ["shapes"]
+            log("[8/8] other head dims and page sizes skipped (past the time budget)")
+        else:
+            log(f"[8/8] other head dims and page sizes (batch {shape.B}, context {shape.CTX}); headline launches")
+            res["shapes"] = other_shapes(shape, best, sweep_variants, gpu, dev, copy_bw, args.smoke)
+    save("done")
     return 0
 
 

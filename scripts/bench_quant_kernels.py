@@ -13,42 +13,37 @@ Measures, in one run on one card:
 
 Usage (on the GPU machine):
 
-```bash
+``bash
 python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
-```
+``
 
 and, anywhere, to turn the JSON into the Kernels chapter's table and figure
 (`docs/data/perf/quant_kernels.md`, `docs/assets/quant-kernels.svg`; matplotlib):
 
-```bash
+``bash
 python scripts/bench_quant_kernels.py --render
-```
+``
 
-The upstream file is read from `.cache/sglang-0.5.23/src` (`tests/_upstream.py` extracts it
-from the wheel once, where pip can reach the registry).
+The upstream file is read from `.cache/sglang-0.5.23/src` (`benchkit.upstream`; extracted from
+the wheel once, where pip can reach the registry).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
-
-import nvfp4_kvcache_triton  # noqa: E402
-from nvfp4_kvcache_triton import launch as kq  # noqa: E402
-from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale  # noqa: E402
-from scripts.provenance import command_line  # noqa: E402
+import nvfp4_kvcache_triton
+from benchkit.record import ROOT, log, run_record
+from benchkit.timing import ceilings, time_events, time_graph
+from benchkit.upstream import SGLANG_VERSION, load_kvfp4_tensor
+from nvfp4_kvcache_triton import launch as kq
+from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale
 
 H, D = 8, 128
 MAIN_TOKENS = 131072
@@ -58,22 +53,14 @@ DEV = "cuda"
 SMOKE = False  # --smoke: tiny sizes on the CPU under TRITON_INTERPRET=1, to test this script itself
 
 
-def log(*a):
-    print(*a, flush=True)
-
-
-def median_us(fn, rep_ms=100) -> float:
-    if SMOKE:
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e6
-    return do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3
+def median_us(fn) -> float:
+    """Median microseconds of one call (CUDA events, `benchkit.timing.time_events`)."""
+    return time_events(fn, SMOKE) * 1e3
 
 
 def graph_us(fn) -> float:
-    if SMOKE:
-        return median_us(fn)
-    return do_bench_cudagraph(fn, rep=50, return_mode="median") * 1e3
+    """Median microseconds per call of CUDA-graph replays (`benchkit.timing.time_graph`)."""
+    return time_graph(fn, SMOKE) * 1e3
 
 
 def fp4_bytes(n_elems: int, recipe: str) -> int:
@@ -117,19 +104,6 @@ class Case:
         }
 
 
-def copy_bandwidth():
-    rows = []
-    for mib in ((256, 1024) if not SMOKE else (1,)):
-        src = torch.randn(mib * 2**20 // 4, device=DEV)
-        dst = torch.empty_like(src)
-        us = median_us(lambda: dst.copy_(src), rep_ms=200)
-        b = 2 * src.numel() * 4
-        rows.append({"op": "copy", "bytes": b, "us": us, "gbps": b / us / 1e3})
-        log(f"copy {mib} MiB: {us:.1f} us, {b / us / 1e3:.0f} GB/s")
-        del src, dst
-    return rows
-
-
 def tune():
     """Elements per program x warps, per recipe, for the store (quantize) and dequantize kernels."""
     rows = []
@@ -157,8 +131,6 @@ def tune():
 
 def upstream_rows(copy_gbps):
     """SGLang 0.5.23's compiled quantizer on the same bf16 input [131072, 8, 128]."""
-    from tests._upstream import load_kvfp4_tensor
-
     util = load_kvfp4_tensor().FP4MXBlock16KVQuantizeUtil
     gen = torch.Generator(device=DEV).manual_seed(0)
     x = torch.randn(MAIN_TOKENS, H, D, device=DEV, dtype=torch.bfloat16, generator=gen)
@@ -176,8 +148,8 @@ def upstream_rows(copy_gbps):
     for op, fn, b in (("quantize", lambda: util.batched_quantize(x), 2 * n + fp4_bytes(n, "fp4_mx_block16")),
                       ("dequantize", lambda: util.batched_dequantize(packed, sf, torch.bfloat16),
                        fp4_bytes(n, "fp4_mx_block16") + 2 * n)):
-        us = median_us(fn, rep_ms=300)
-        rows.append({"op": op, "recipe": "fp4_mx_block16", "impl": "sglang-0.5.23 (torch.compile)",
+        us = median_us(fn)
+        rows.append({"op": op, "recipe": "fp4_mx_block16", "impl": f"sglang-{SGLANG_VERSION} (torch.compile)",
                      "tokens": MAIN_TOKENS, "heads": H, "head_dim": D, "dtype": "bfloat16", "us": us,
                      "bytes": b, "gbps": b / us / 1e3, "frac_of_copy": b / us / 1e3 / copy_gbps})
         log(f"upstream {op}: {us:.1f} us, {b / us / 1e3:.0f} GB/s")
@@ -196,12 +168,16 @@ def render_markdown(data: dict) -> str:
     """The Kernels chapter's performance section, from the benchmark JSON (deterministic)."""
     v = data["versions"]
     sh = data["shape"]
+    if isinstance(data["copy"], dict):  # benchkit.timing.ceilings, the method every page uses
+        how = f"{data['copy']['method']}"
+    else:  # runs before it: the larger of two copies
+        how = "bytes read + written, the larger of " + ", ".join(f"{r['bytes'] / 2**21:.0f} MiB" for r in data["copy"]) \
+            + " copies"
     lines = [
         f"Measured on **{data['device']}** ({data['sm_count']} SMs), torch {v['torch']}, Triton "
         f"{v['triton']}, CUDA {v['cuda']}, Python {v['python']}, on {data['date']}, by "
         f"`{data['command']}`. Ceiling: a device-to-device copy moved "
-        f"**{data['copy_gbps']:.0f} GB/s** (bytes read + written, the larger of "
-        + ", ".join(f"{r['bytes'] / 2**21:.0f} MiB" for r in data["copy"]) + " copies). "
+        f"**{data['copy_gbps']:.0f} GB/s** ({how}). "
         f"Shape: {sh['tokens']} tokens x {sh['heads']} heads x {sh['head_dim']}, {sh['dtype']}; "
         f"bytes counted: {data['bytes_rule']}. Times are medians.",
         "",
@@ -326,24 +302,22 @@ def main(argv=None) -> int:
         assert torch.cuda.is_available(), "needs a CUDA GPU"
     torch.backends.cuda.matmul.allow_tf32 = False
     result = {
-        "device": torch.cuda.get_device_name(0) if not SMOKE else "cpu (TRITON_INTERPRET=1 smoke run)",
-        "versions": {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
-                     "python": platform.python_version(), "sglang_reference": "0.5.23 (kvfp4_tensor.py)"},
-        "sm_count": torch.cuda.get_device_properties(0).multi_processor_count if not SMOKE else None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line("bench_quant_kernels.py", argv if argv is not None else sys.argv[1:]),
+        **run_record("bench_quant_kernels.py", argv, smoke=SMOKE, gpu=not SMOKE),
         "shape": {"tokens": MAIN_TOKENS, "heads": H, "head_dim": D, "dtype": "bfloat16"},
         "bytes_rule": "bytes read + bytes written (input once, packed + scale bytes once, loc for pool ops)",
     }
-    copy_rows = copy_bandwidth()
-    copy_gbps = max(r["gbps"] for r in copy_rows)
+    result["versions"]["sglang_reference"] = f"{SGLANG_VERSION} (kvfp4_tensor.py)"
+    result.setdefault("sm_count", None)
+    copy = ceilings(DEV, SMOKE)
+    copy_gbps = copy["bytes_per_s"] / 1e9
+    log(f"copy: {copy_gbps:.0f} GB/s ({copy['method']})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():  # after every phase, so that a run cut short still leaves its numbers
         out.write_text(json.dumps(result, indent=1) + "\n")
 
-    result["copy"] = copy_rows
+    result["copy"] = copy
     result["copy_gbps"] = copy_gbps
     result["tuning"] = [] if (args.no_tune or SMOKE) else tune()
     result["tuning_chosen"] = dict(kq.TUNING)
@@ -360,7 +334,7 @@ def main(argv=None) -> int:
         r = ri.quantize(c.k[:2048].cpu(), recipe, global_scale=None if c.g is None else c.g.cpu())
         exact[recipe] = bool(torch.equal(q.packed.cpu(), r.packed) and torch.equal(q.scales.cpu(), r.scales))
         for op, (fn, b) in c.ops().items():
-            us = median_us(fn, rep_ms=300)
+            us = median_us(fn)
             rows.append({"op": op, "recipe": recipe, "impl": "triton", "tokens": MAIN_TOKENS, "heads": H,
                          "head_dim": D, "dtype": "bfloat16", "us": us, "bytes": b, "gbps": b / us / 1e3,
                          "frac_of_copy": b / us / 1e3 / copy_gbps})
@@ -388,7 +362,7 @@ def main(argv=None) -> int:
         for t in SWEEP_TOKENS:
             c = Case(recipe, t, seed=3)
             for op, (fn, b) in c.ops().items():
-                us = median_us(fn, rep_ms=50)
+                us = median_us(fn)
                 gus = graph_us(fn)
                 sweep.append({"op": op, "recipe": recipe, "tokens": t, "us": us, "us_graph": gus, "bytes": b,
                               "gbps": b / us / 1e3, "gbps_graph": b / gus / 1e3})

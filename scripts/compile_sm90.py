@@ -8,11 +8,11 @@ variant it prints registers, spills and shared memory, and fails a variant that 
 
 Usage:
 
-```text
+``text
 python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
 python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
 python scripts/compile_sm90.py --sass     # also SASS instruction counts
-```
+``
 
 `TRITON_INTERPRET` must not be set (the interpreter replaces the compiler).
 """
@@ -28,7 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     sys.exit("compile_sm90.py: unset TRITON_INTERPRET (the interpreter does not compile)")
 

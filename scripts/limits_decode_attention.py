@@ -23,12 +23,12 @@ stages, splits; the head-major layout tries the slot-major layout's four best) a
 The time of the FP4 kernel then splits into the gather ceiling (bytes through this access
 pattern), attention beyond it (3 minus 2) and E2M1 decoding (4 minus 3).
 
-Usage (GPU, about 4 minutes; the caches are the benchmark's, `scripts/bench_decode_attention.py`):
+Usage (GPU, about 4 minutes; the caches are the benchmark's, `benchkit.kvcaches`):
 
-```bash
+``bash
 python scripts/limits_decode_attention.py
 TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out build/smoke/decode_attention_limits.json   # CPU, tiny
-```
+``
 """
 
 from __future__ import annotations
@@ -36,20 +36,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+import triton
+import triton.language as tl
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-
-from nvfp4_kvcache_triton import decode_attention as kda  # noqa: E402
-from nvfp4_kvcache_triton._triton import decode_attention as _k  # noqa: E402
-from nvfp4_kvcache_triton._triton.decode_attention import split_range, token_slots  # noqa: E402
-from scripts import bench_decode_attention as bda  # noqa: E402
+from benchkit import kvcaches as kc
+from benchkit.record import ROOT, Saver, device_for, log, run_record
+from benchkit.timing import ceilings, time_graph
+from nvfp4_kvcache_triton import decode_attention as kda
+from nvfp4_kvcache_triton._triton import decode_attention as _k
+from nvfp4_kvcache_triton._triton.decode_attention import split_range, token_slots
 
 
 KERNEL_GRID = [(32, 1, 2), (64, 1, 2), (32, 1, 3), (64, 2, 2), (64, 2, 3), (128, 4, 2), (64, 4, 3), (32, 8, 3)]
@@ -178,7 +175,7 @@ def best_of(name: str, fn, grid, cfg, nbytes: int, copy_bw: float) -> dict:
     tried, best = [], None
     for launch in grid:
         try:
-            ms = bda.bench(lambda: fn(**launch), cfg.smoke)
+            ms = time_graph(lambda: fn(**launch), cfg.smoke)
         except Exception as e:  # noqa: BLE001 - e.g. out of registers for one config
             tried.append({**launch, "error": f"{type(e).__name__}: {str(e)[:120]}"})
             continue
@@ -190,7 +187,7 @@ def best_of(name: str, fn, grid, cfg, nbytes: int, copy_bw: float) -> dict:
     bw = nbytes / (best["ms"] * 1e-3)
     row = {"name": name, "ms": best["ms"], "launch": best["launch"], "bytes": nbytes, "bytes_per_s": bw,
            "frac_of_copy": bw / copy_bw, "tried": tried}
-    bda.log(f"  {name:26s} {best['ms'] * 1e3:8.1f} us  {bw / 1e12:.3f} TB/s ({bw / copy_bw:.0%} of copy)  {best['launch']}")
+    log(f"  {name:26s} {best['ms'] * 1e3:8.1f} us  {bw / 1e12:.3f} TB/s ({bw / copy_bw:.0%} of copy)  {best['launch']}")
     return row
 
 
@@ -199,26 +196,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention_limits.json"))
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU under TRITON_INTERPRET=1")
     args = ap.parse_args(argv)
-    cfg = bda.Cfg(args.smoke)
+    cfg = kc.Shape(args.smoke)
     if cfg.smoke:  # two KV heads, so the gather offsets of a head other than 0 are checked too
         cfg.HQ, cfg.HKV = 8, 2
-    dev = bda.device_for(args.smoke)
+    dev = device_for(args.smoke)
     if dev is None:
         return 2
     gpu = dev == "cuda"
-    t0 = time.time()
-    res = {**bda.run_record("limits_decode_attention.py", argv, cfg, gpu),
-           "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
-                     "context": cfg.CTX, "pool_tokens": cfg.POOL}}
-    save = bda.saver(res, args.out, t0)
+    res = {**run_record("limits_decode_attention.py", argv, smoke=cfg.smoke, gpu=gpu), "shape": cfg.record()}
+    save = Saver(res, args.out)
 
-    bda.log("[1/5] card ceilings")
-    res["copy"] = bda.copy_bandwidth(cfg, dev)
+    log("[1/5] card ceilings")
+    res["copy"] = ceilings(dev, cfg.smoke)
     copy_bw = res["copy"]["bytes_per_s"]
-    bda.log(f"  copy {copy_bw / 1e12:.3f} TB/s, read-only {res['copy']['read_bytes_per_s'] / 1e12:.3f} TB/s")
-    caches = bda.build_caches(cfg, dev, 1)
+    log(f"  copy {copy_bw / 1e12:.3f} TB/s, read-only {res['copy']['read_bytes_per_s'] / 1e12:.3f} TB/s")
+    caches = kc.build_caches(cfg, dev, 1)
     gen = torch.Generator().manual_seed(0)
-    indptr, idx = bda.paged_indices(cfg, cfg.B, cfg.CTX, gen, dev)
+    indptr, idx = kc.paged_indices(cfg, cfg.B, cfg.CTX, gen, dev)
     q = torch.randn(cfg.B, cfg.HQ, cfg.D, generator=gen).to(dev)
     if gpu:
         q = q.bfloat16()
@@ -232,20 +226,20 @@ def main(argv=None) -> int:
               for s in KERNEL_SPLITS] if gpu else [dict(num_kv_splits=2)]
     res["checksums"], res["layouts"] = {}, {}
     for li, (layout, lay) in enumerate(lays.items()):
-        bda.log(f"[{2 + 2 * li}/5] {layout}: gather ceiling (stage 1's bytes through its access pattern, summed)")
+        log(f"[{2 + 2 * li}/5] {layout}: gather ceiling (stage 1's bytes through its access pattern, summed)")
         r = res["layouts"][layout] = {"gather": {}, "kernels": {}}
         for fmt in ("bf16", "fp8", "nvfp4"):
             got = wrapped(run_gather(fmt, lay, indptr, idx, cfg, **g_grid[0]))
             want = expected_sum(fmt, lay, idx, cfg)
             res["checksums"][f"{layout}/{fmt}"] = {"kernel": got, "torch": want, "ok": got == want}
             if got != want:
-                bda.log(f"  {layout}/{fmt}: gather checksum {got} != {want}: it does not read what stage 1 reads")
+                log(f"  {layout}/{fmt}: gather checksum {got} != {want}: it does not read what stage 1 reads")
                 save("gather checksum FAILED")
                 return 1
             r["gather"][fmt] = best_of(f"gather {fmt}", lambda **l: run_gather(fmt, lay, indptr, idx, cfg, **l),
-                                       g_grid, cfg, bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+                                       g_grid, cfg, kc.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
             save(f"{layout} gather {fmt}")
-        bda.log(f"[{3 + 2 * li}/5] {layout}: kernels, and nvfp4 without its E2M1 decoding")
+        log(f"[{3 + 2 * li}/5] {layout}: kernels, and nvfp4 without its E2M1 decoding")
         for fmt in VARIANTS:
             grid = k_grid
             if layout != "slot_major" and gpu:  # the slot-major layout's four best launches
@@ -257,11 +251,11 @@ def main(argv=None) -> int:
                                    run_variant(fmt, lays["slot_major"], q, indptr, idx, cfg, **grid[0]))
                 r.setdefault("identical_to_slot_major", {})[fmt] = same
                 if not same and "no_decode" not in fmt:
-                    bda.log(f"  {layout}/{fmt}: output differs from the slot-major layout's")
+                    log(f"  {layout}/{fmt}: output differs from the slot-major layout's")
                     save("layout check FAILED")
                     return 1
             r["kernels"][fmt] = best_of(fmt, lambda **l: run_variant(fmt, lay, q, indptr, idx, cfg, **l), grid, cfg,
-                                        bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
+                                        kc.bytes_read(fmt, cfg, cfg.B, cfg.CTX), copy_bw)
             save(f"{layout} kernel {fmt}")
         kern, gat = r["kernels"], r["gather"]
         t_g, t_nd, t_fp4 = gat["nvfp4"]["ms"], kern["nvfp4+no_decode"]["ms"], kern["nvfp4+cvt_f16"]["ms"]
@@ -276,7 +270,7 @@ def main(argv=None) -> int:
             "no_decode_speedup_vs_bf16": kern["bf16"]["ms"] / t_nd, "no_decode_speedup_vs_fp8": kern["fp8"]["ms"] / t_nd,
         }
         for k_, v_ in r["summary"].items():
-            bda.log(f"  {layout} {k_}: {v_}")
+            log(f"  {layout} {k_}: {v_}")
     save("done")
     return 0
 

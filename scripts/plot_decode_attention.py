@@ -10,9 +10,9 @@ the L2 cache can serve repeats) are left out and said so in the figure.
 The SVG is deterministic (fixed hash salt, no date), so `tests/test_performance_page.py` can
 check that the committed figure is the one this script makes from the committed JSON:
 
-```bash
+``bash
 python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
-```
+``
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ def _draw(plt, d: dict, out: Path) -> None:
     """The figure itself (default style, fixed SVG ids: the same bytes in any process)."""
     pts = sweep_points(d)
     batches = sorted({b for _, b in pts})
+    if not batches:  # a run that skipped the sweep: say so instead of an empty figure
+        fig, ax = plt.subplots(figsize=(6, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"Decode attention, {d['device']}, {d['date'][:10]}: sweep not run", ha="center")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="svg", metadata={"Date": None})
+        plt.close(fig)
+        return
     others = [f for f in d["sweep_formats"] if f != "bf16"]
     fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.6), sharey=True, squeeze=False)
     for ax, b in zip(axes[0], batches):

@@ -13,11 +13,11 @@ proxy the issue asks for: it is a measurement of the compiler's output, not a ti
 
 Usage:
 
-```bash
+``bash
 python scripts/sass_decode_attention.py            # table (about a minute on 2 cores)
 python scripts/sass_decode_attention.py --json out.json
 python scripts/sass_decode_attention.py --dump nvfp4   # also print that format's loop SASS
-```
+``
 
 `TRITON_INTERPRET` must not be set.
 """
@@ -25,7 +25,6 @@ python scripts/sass_decode_attention.py --dump nvfp4   # also print that format'
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -33,38 +32,36 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     sys.exit("sass_decode_attention.py: unset TRITON_INTERPRET (the interpreter does not compile)")
 
+import compile_sm90 as _c  # noqa: E402
 import triton  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import decode_attention as kd  # noqa: E402
 from scripts.provenance import command_line  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("compile_sm90", ROOT / "scripts" / "compile_sm90.py")
-_c = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_c)
-
 KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block16": "*u8"}
 
 
 VARIANTS = ["bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
-            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode"]
-"""KV formats, and `+prmt`: the FP4 formats with the inline-PTX lookup decode (DECODE=prmt)."""
+            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode", "fp8_e4m3+cvt_f16"]
+"""KV formats and decoders (`recipe+decoder`; `fp8_e4m3+cvt_f16`: the FP8 cache through the
+hardware's E4M3 -> fp16 `cvt` and fp16 dots)."""
 
 
-def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: int, prefetch: bool = False):
+def stage1_src(variant: str, d: int, g: int, block_n: int, page: int, splits: int, prefetch: bool = False,
+               tokens_as_m: bool = False, page_block: bool = False):
     fmt, _, dec = variant.partition("+")
     fp4 = fmt in ("nvfp4", "fp4_mx_block16")
     types = dict(q_ptr="*bf16", q_sb="i32", q_sh="i32", k_ptr=KV_PTR[fmt], v_ptr=KV_PTR[fmt],
                  ks_ptr="*u8" if fp4 else "*fp32", vs_ptr="*u8" if fp4 else "*fp32", d_stride="i32",
                  d_hstride="i32", s_stride="i32", s_hstride="i32", gk_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32")
-    consts = dict(G=g, D=d, BLOCK_H=max(16, triton.next_power_of_2(g)), BLOCK_N=block_n, PAGE=page,
-                  KV_FMT=kd.FMT_IDS[fmt], INTERP=False, DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"],
-                  PREFETCH=prefetch)
+    consts = dict(G=g, D=d, BLOCK_H=max(8 if tokens_as_m else 16, triton.next_power_of_2(g)), BLOCK_N=block_n,
+                  PAGE=page, KV_FMT=kd.FMT_IDS[fmt], INTERP=False,
+                  DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"], PREFETCH=prefetch,
+                  TOKENS_AS_M=tokens_as_m, PAGE_BLOCK=page_block)
     div16 = {"q_ptr", "q_sb", "q_sh", "k_ptr", "v_ptr", "ks_ptr", "vs_ptr", "d_stride", "d_hstride", "gk_ptr", "kv_indptr",
              "kv_indices", "mid_o", "mid_lse"}
     if fp4:
@@ -109,18 +106,21 @@ def opcode(text: str) -> str:
 
 
 def measure(block_n: int, warps: int, stages: int, dump: str | None = None, prefetch: bool = False,
-            variants=None) -> tuple[dict, int]:
+            variants=None, tokens_as_m: bool = False, page_block: bool = False) -> tuple[dict, int]:
     """Compile every format at one launch config; print a table; return ({fmt: counts}, failures)."""
     d, g, page, splits = 128, 8, 16, 16
     out, fails = {}, 0
-    print(f"\nstage 1 at D={d}, G={g} (BLOCK_H=16), page {page}, BLOCK_N={block_n}, "
-          f"{warps} warps, {stages} stages, prefetch {prefetch}; triton {triton.__version__}")
+    print(f"\nstage 1 at D={d}, G={g} (BLOCK_H={8 if tokens_as_m else 16}), page {page}, BLOCK_N={block_n}, "
+          f"{warps} warps, {stages} stages, prefetch {prefetch}, tokens as M {tokens_as_m}, page blocks "
+          f"{page_block}; triton {triton.__version__}")
     print("| KV format | registers / spills | loop SASS | KV elements / thread / iter | SASS per element | top opcodes in loop |")
     print("|---|---|---|---|---|---|")
     for fmt in variants or VARIANTS:
+        if page_block and "fp4" not in fmt:
+            continue  # page blocks hold FP4 codes and scales
         try:
-            k = triton.compile(stage1_src(fmt, d, g, block_n, page, splits, prefetch), target=_c.TARGET,
-                               options={"num_warps": warps, "num_stages": stages})
+            k = triton.compile(stage1_src(fmt, d, g, block_n, page, splits, prefetch, tokens_as_m, page_block),
+                               target=_c.TARGET, options={"num_warps": warps, "num_stages": stages})
             triton.compile(stage2_src(fmt, d, splits), target=_c.TARGET, options={"num_warps": 4})
         except Exception as e:  # noqa: BLE001
             fails += 1
@@ -142,9 +142,11 @@ def measure(block_n: int, warps: int, stages: int, dump: str | None = None, pref
     return out, fails
 
 
-CONFIGS = [(bn, w, st, False) for st in (2, 1) for bn in (64, 128) for w in (4, 8)] + \
-    [(bn, w, 1, True) for bn in (32, 64) for w in (2, 4)] + [(32, 1, 2, False), (32, 1, 3, False), (64, 2, 2, False)]
-"""(BLOCK_N, num_warps, num_stages, prefetch) of `--all`."""
+CONFIGS = [(bn, w, st, False, False) for st in (2, 1) for bn in (64, 128) for w in (4, 8)] + \
+    [(bn, w, 1, True, False) for bn in (32, 64) for w in (2, 4)] + \
+    [(32, 1, 2, False, False), (32, 1, 3, False, False), (64, 2, 2, False, False)] + \
+    [(bn, w, st, False, True) for bn, w, st in ((16, 1, 2), (32, 1, 2), (32, 1, 3), (32, 2, 2), (64, 2, 2), (64, 4, 2))]
+"""(BLOCK_N, num_warps, num_stages, prefetch, tokens_as_m) of `--all`."""
 
 
 def main(argv=None) -> int:
@@ -155,16 +157,19 @@ def main(argv=None) -> int:
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--stages", type=int, default=2)
     ap.add_argument("--prefetch", action="store_true", help="software pipelining in registers (PREFETCH)")
+    ap.add_argument("--tokens-as-m", action="store_true", help="tokens in the MMA's M dimension (TOKENS_AS_M)")
+    ap.add_argument("--page-block", action="store_true", help="FP4 rows read from page blocks (PAGE_BLOCK)")
     ap.add_argument("--variants", help="comma-separated subset of VARIANTS")
     ap.add_argument("--all", action="store_true", help="every launch config of CONFIGS")
     args = ap.parse_args(argv)
-    configs = CONFIGS if args.all else [(args.block_n, args.warps, args.stages, args.prefetch)]
+    configs = CONFIGS if args.all else [(args.block_n, args.warps, args.stages, args.prefetch, args.tokens_as_m)]
     variants = args.variants.split(",") if args.variants else None
     rows, fails = [], 0
-    for bn, w, st, pf in configs:
-        counts, f = measure(bn, w, st, args.dump, pf, variants)
+    for bn, w, st, pf, tm in configs:
+        counts, f = measure(bn, w, st, args.dump, pf, variants, tm, args.page_block)
         fails += f
-        rows.append({"block_n": bn, "num_warps": w, "num_stages": st, "prefetch": pf, "formats": counts})
+        rows.append({"block_n": bn, "num_warps": w, "num_stages": st, "prefetch": pf, "tokens_as_m": tm,
+                     "page_block": args.page_block, "formats": counts})
     if args.json:
         cmd = command_line("sass_decode_attention.py", argv or sys.argv[1:])
         Path(args.json).write_text(json.dumps({"triton": triton.__version__, "target": "sm_90", "command": cmd,

@@ -139,14 +139,20 @@ def _perf(name: str) -> dict:
     return json.loads((DATA / "perf" / name).read_text())
 
 
-def decode_attention_headline() -> str:
+def _fp8_ms(rows: list[dict]) -> tuple[str, float]:
+    """The fastest FP8 variant of a set of rows (runs before `fp8+cvt_f16` have only `fp8`)."""
+    r = min((r for r in rows if r["format"].partition("+")[0] == "fp8"), key=lambda r: r["ms"])
+    return r["format"], r["ms"]
+
+
+def decode_attention_headline(name: str = "decode_attention.json") -> str:
     """Decode attention at the headline shape, every KV format and decoder, from the benchmark JSON."""
-    d = _perf("decode_attention.json")
+    d = _perf(name)
     copy = d["copy"]["bytes_per_s"]
-    bf16 = next(r for r in d["rows"] if r["format"] == "bf16")["ms"]
-    fp8 = next(r for r in d["rows"] if r["format"] == "fp8")["ms"]
-    read = d["copy"].get("read_bytes_per_s")
     heads = [r for r in d["rows"] if r["kind"] == "headline"]
+    bf16 = next(r for r in heads if r["format"] == "bf16")["ms"]
+    fp8_name, fp8 = _fp8_ms(heads)
+    read = d["copy"].get("read_bytes_per_s")
     rows = []
     for r in sorted(heads, key=lambda r: r["ms"]):
         launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
@@ -155,13 +161,15 @@ def decode_attention_headline() -> str:
                      f"{100 * r['bytes_per_s'] / copy:.0f}%", f"{100 * r['bytes_per_s'] / read:.0f}%" if read else "-",
                      f"{bf16 / r['ms']:.2f}x", f"{fp8 / r['ms']:.2f}x", launch])
     sh = d["shape"]
-    timing = d.get("timing", {}).get("method") or "triton do_bench (CUDA events), median"
+    timing = d.get("timing", {}).get("method") or d.get("timing", {}).get("graph") or \
+        "triton do_bench (CUDA events), median"
     head = (f"Batch {sh['batch']}, {sh['q_heads']} query heads, {sh['kv_heads']} KV heads, head_dim {sh['head_dim']}, "
             f"page {sh['page']}, {sh['context']} tokens each. {d['device']}; "
             + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
             + f"; {d['date']}; `{d['command']}`. Time: {timing}; the events column times each call on its own"
             f" (CUDA events, L2 flushed first). Ceilings measured in the same run: copy {copy / 1e12:.2f} TB/s"
-            + (f", read-only {read / 1e12:.2f} TB/s" if read else "") + ".\n\n")
+            + (f", read-only {read / 1e12:.2f} TB/s" if read else "") + f". FP8 is the fastest FP8 row, `{fp8_name}`; "
+            "`@pages` rows read the same bytes as page blocks.\n\n")
     return head + _table(["KV format (decoder)", "time (us)", "events (us)", "TB/s read", "of copy", "of read-only",
                           "vs BF16", "vs FP8", "best launch"], rows)
 
@@ -171,17 +179,20 @@ def decode_attention_sweep() -> str:
     d = _perf("decode_attention.json")
     pool = d["shape"]["pool_tokens"]
     t = {(r["format"], r["batch"], r["context"]): r for r in d["rows"] if r["kind"] == "sweep"}
-    fp4 = [f for f in d["sweep_formats"] if f not in ("bf16", "fp8")]
+    if not t:
+        return f"{d['device']}, {d['date']}: the sweep was not run ({', '.join(d.get('skipped', []))} skipped).\n"
+    fp8_name = next(f for f in d["sweep_formats"] if f.partition("+")[0] == "fp8")
+    fp4 = [f for f in d["sweep_formats"] if f not in ("bf16", fp8_name)]
     rows = []
     for b, c in sorted({(k[1], k[2]) for k in t}):
-        bf, f8 = t[("bf16", b, c)]["ms"], t[("fp8", b, c)]["ms"]
+        bf, f8 = t[("bf16", b, c)]["ms"], t[(fp8_name, b, c)]["ms"]
         row = [str(b), str(c), f"{1000 * bf:.0f}", f"{1000 * f8:.0f}"]
         for f in fp4:
             r = t[(f, b, c)]
             row += [f"{1000 * r['ms']:.0f}", f"{bf / r['ms']:.2f}x / {f8 / r['ms']:.2f}x"]
         row.append("wraps: L2 may serve repeats" if b * c > pool else "")
         rows.append(row)
-    head = ["batch", "context", "BF16 (us)", "FP8 (us)"]
+    head = ["batch", "context", "BF16 (us)", f"`{fp8_name}` (us)"]
     for f in fp4:
         head += [f"`{f}` (us)", "vs BF16 / FP8"]
     return (f"{d['device']}, {d['date']}, `{d['command']}`. Each format at its headline launch configuration, "
@@ -206,8 +217,9 @@ def decode_attention_anchors() -> str:
                      f"{u['ms_total']:.2f}", f"dequantize {u['ms_dequantize']:.2f} ms{extra}"])
     s = d["sglang_triton_bf16"]
     if s.get("ran"):
+        ours = f"ours over BF16: {s['ours_bf16_ms']:.3f} ms; " if "ours_bf16_ms" in s else ""
         rows.append(["SGLang 0.5.23 Triton decode kernel on the BF16 cache", f"{s['ms']:.3f}",
-                     f"ours over BF16: {s['ours_bf16_ms']:.3f} ms; max abs difference {s['max_abs_diff_vs_our_bf16']:.1e}"])
+                     f"{ours}max abs difference {s['max_abs_diff_vs_our_bf16']:.1e}"])
     return _table(["path", "time (ms)", "notes"], rows)
 
 
@@ -237,20 +249,28 @@ def decode_attention_limits() -> str:
 
 
 def decode_attention_shapes() -> str:
-    """Other head dims and page sizes at the headline's batch and context (benchmark stage 7)."""
+    """Other head dims and page sizes at the headline's batch and context (the benchmark's last stage)."""
     d = _perf("decode_attention.json")
-    t = {(r["format"], r["head_dim"], r["page"]): r for r in d["shapes"]}
+    if "shapes" not in d:
+        return f"{d['device']}, {d['date']}: the other shapes were not run in this run.\n"
+    t = {(r["format"], r["head_dim"], r["page"]): r for r in d["shapes"] if "ms" in r}
     fmts = [f for f in d["sweep_formats"]]
     rows = []
     for hd, page in sorted({(k[1], k[2]) for k in t}):
         row = [str(hd), str(page)]
         for f in fmts:
-            r = t[(f, hd, page)]
-            row.append(f"{1000 * r['ms']:.0f}" + ("" if f in ("bf16", "fp8") else f" ({r['speedup_vs_bf16']:.2f}x / "
-                                                                                   f"{r['speedup_vs_fp8']:.2f}x)"))
+            r = t.get((f, hd, page))
+            if r is None:  # page blocks need pages; a tile that did not fit
+                row.append("-")
+                continue
+            base = f == "bf16" or f.partition("+")[0] == "fp8"
+            row.append(f"{1000 * r['ms']:.0f}" + ("" if base else f" ({r['speedup_vs_bf16']:.2f}x / "
+                                                                   f"{r['speedup_vs_fp8']:.2f}x)"))
         rows.append(row)
-    return (f"{d['device']}, {d['date']}, `{d['command']}`. Batch {d['shape']['batch']}, {d['shape']['context']} "
-            "tokens each, 64 query and 8 KV heads; every format at its headline launch (not re-tuned per shape). "
+    sh = d["shape"]
+    return (f"{d['device']}, {d['date']}, `{d['command']}`. Batch {sh['batch']}, {sh['context']} tokens each, "
+            f"{sh['q_heads']} query and {sh['kv_heads']} KV heads; every format at its headline launch (not re-tuned "
+            "per shape). "
             "Time in us; FP4 columns add the speedup over BF16 / FP8.\n\n"
             + _table(["head_dim", "page"] + [f"`{f}`" for f in fmts], rows))
 
@@ -273,6 +293,34 @@ def decode_attention_shapes_tuned() -> str:
                       "max rel. RMS vs default"], rows))
 
 
+def mla_decode_attention() -> str:
+    """MLA decode (DeepSeek-V3 latents) over BF16 and FP4 latent caches (`scripts/bench_mla_decode_attention.py`)."""
+    path = DATA / "perf" / "mla_decode_attention.json"
+    if not path.exists():
+        return ("No MLA run is committed yet: `python scripts/bench_mla_decode_attention.py` on a GPU writes "
+                "`docs/data/perf/mla_decode_attention.json`.\n")
+    d = json.loads(path.read_text())
+    copy = d["copy"]["bytes_per_s"]
+    rows = []
+    for heads, sh in d["shapes"].items():
+        bf16 = next((r["ms"] for r in sh["rows"] if r["format"] == "bf16"), None)
+        for r in sorted(sh["rows"], key=lambda r: r["ms"]):
+            launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
+            rows.append([heads, f"`{r['format']}`", f"{1000 * r['ms']:.1f}", f"{100 * r['bytes_per_s'] / copy:.0f}%",
+                         f"{bf16 / r['ms']:.2f}x" if bf16 else "-", launch])
+        a = sh.get("sglang_triton_mla_bf16", {})
+        if a.get("ran"):
+            rows.append([heads, "SGLang's Triton MLA decode, BF16 latent", f"{1000 * a['ms']:.1f}", "",
+                         f"{bf16 / a['ms']:.2f}x" if bf16 else "-", f"num_kv_splits={a['num_kv_splits']}"])
+    sh0 = next(iter(d["shapes"].values()))["shape"]
+    return (f"Latent {sh0['kv_lora_rank']} + {sh0['qk_rope_head_dim']}, batch {sh0['batch']}, {sh0['context']} tokens "
+            f"each, page {sh0['page']}. {d['device']}; " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())
+            + f"; {d['date']}; `{d['command']}`. Copy ceiling of the same run {copy / 1e12:.2f} TB/s; bytes: the "
+            "latent rows (and scale bytes) read once per step.\n\n"
+            + _table(["query heads", "latent cache (decoder)", "time (us)", "of copy", "vs BF16 latent", "best launch"],
+                     rows))
+
+
 TABLES = {
     "e2m1": e2m1,
     "formats": formats,
@@ -281,11 +329,13 @@ TABLES = {
     "named_cases": named_cases,
     "block16_devices": block16_devices,
     "decode_attention_headline": decode_attention_headline,
+    "decode_attention_headline_h100": lambda: decode_attention_headline("decode_attention_runs/run-d-h100-one-warp.json"),
     "decode_attention_anchors": decode_attention_anchors,
     "decode_attention_sweep": decode_attention_sweep,
     "decode_attention_limits": decode_attention_limits,
     "decode_attention_shapes": decode_attention_shapes,
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
+    "mla_decode_attention": mla_decode_attention,
     **_ACCURACY_TABLES,
     **_PEER_TABLES,
 }

@@ -10,24 +10,21 @@ the best configurations become the grid of `scripts/bench_decode_attention.py`.
 
 Usage (GPU; about 5-8 minutes, saving after each format):
 
-```bash
+``bash
 python scripts/tune_decode_attention.py --out docs/data/perf/decode_attention_tuning.json
-```
+``
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from scripts import bench_decode_attention as bda  # noqa: E402
+from benchkit import kvcaches as kc
+from benchkit.record import ROOT, Saver, log, run_record
+from benchkit.timing import ceilings, time_graph
 
 PIPES = [dict(prefetch=0, num_stages=2), dict(prefetch=0, num_stages=3), dict(prefetch=1, num_stages=1)]
 """Pipelining options: Triton's pipeliner at 2 and 3 stages, or register prefetch."""
@@ -51,27 +48,26 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
         return 2
-    cfg = bda.Cfg(False)
+    cfg = kc.Shape(False)
     gen = torch.Generator().manual_seed(0)
-    t0 = time.time()
-    res = {**bda.run_record("tune_decode_attention.py", argv, cfg, True),
-           "shape": {"batch": cfg.B, "q_heads": cfg.HQ, "kv_heads": cfg.HKV, "head_dim": cfg.D, "page": cfg.PAGE,
-                     "context": cfg.CTX, "num_kv_splits": SPLITS},
-           "copy": bda.copy_bandwidth(cfg, "cuda"), "checks": [], "rows": []}
-    save = bda.saver(res, args.out, t0)
+    res = {**run_record("tune_decode_attention.py", argv, smoke=False, gpu=True),
+           "shape": dict(cfg.record(), num_kv_splits=SPLITS), "copy": ceilings("cuda"), "checks": [], "rows": []}
+    save = Saver(res, args.out)
 
-    caches = bda.build_caches(cfg, "cuda", 1)
-    indptr, idx = bda.paged_indices(cfg, cfg.B, cfg.CTX, gen, "cuda")
+    caches = kc.build_caches(cfg, "cuda", 1)
+    indptr, idx = kc.paged_indices(cfg, cfg.B, cfg.CTX, gen, "cuda")
     q = torch.randn(cfg.B, cfg.HQ, cfg.D, generator=gen).to("cuda").bfloat16()
     formats = args.formats.split(",") if args.formats else list(FORMATS)
-    res["checks"] = bda.check_correctness(cfg, caches, q, indptr, idx, True,
-                                          [f for f in formats if f.endswith("cvt_f16")])
+    oracle = kc.Oracle(cfg, caches, q, indptr, idx, (0, 7), True)
+    for f in formats:
+        if f.endswith("cvt_f16"):
+            res["checks"] += oracle.check(f, kc.run_variant(f, caches, q, indptr, idx, cfg, validate=True))
     bad = {c["format"] for c in res["checks"] if not c["ok"]}
     save("checks")
     copy_bw = res["copy"]["bytes_per_s"]
     for fmt in formats:
         if fmt in bad:
-            bda.log(f"{fmt}: failed its check, not timed")
+            log(f"{fmt}: failed its check, not timed")
             continue
         grid = FORMATS[fmt]
         ref = None
@@ -81,17 +77,17 @@ def main(argv=None) -> int:
                     launch = dict(pipe, block_n=bn, num_warps=w, num_kv_splits=SPLITS)
                     row = {"format": fmt, **launch}
                     try:
-                        o = bda.run_format(fmt, caches, q, indptr, idx, cfg, **launch)
+                        o = kc.run_variant(fmt, caches, q, indptr, idx, cfg, **launch)
                         if ref is None:
                             ref = o
                         row["max_abs_diff_vs_first_config"] = float((o.float() - ref.float()).abs().max())
-                        ms = bda.bench(lambda: bda.run_format(fmt, caches, q, indptr, idx, cfg, **launch), False)
-                        nbytes = bda.bytes_read(fmt, cfg, cfg.B, cfg.CTX)
+                        ms = time_graph(lambda: kc.run_variant(fmt, caches, q, indptr, idx, cfg, **launch))
+                        nbytes = kc.bytes_read(fmt, cfg, cfg.B, cfg.CTX)
                         row.update(ms=ms, frac_of_copy=nbytes / (ms * 1e-3) / copy_bw)
                     except Exception as e:  # noqa: BLE001 - e.g. out of registers/shared memory
                         row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
                     res["rows"].append(row)
-                    bda.log(f"  {fmt:26s} {str(pipe):36s} bn {bn:3d} w {w}: "
+                    log(f"  {fmt:26s} {str(pipe):36s} bn {bn:3d} w {w}: "
                             + (f"{row['ms'] * 1e3:7.1f} us ({row['frac_of_copy']:.0%} of copy)"
                                if "ms" in row else row["error"]))
         save(f"format {fmt}")
@@ -102,7 +98,7 @@ def main(argv=None) -> int:
     res["best"] = best
     save("done")
     for f, r in best.items():
-        bda.log(f"best {f:26s} {r['ms'] * 1e3:7.1f} us  {r}")
+        log(f"best {f:26s} {r['ms'] * 1e3:7.1f} us  {r}")
     return 0
 
 

@@ -1,14 +1,14 @@
-"""The split-KV paged decode-attention kernel (:mod:`nvfp4_kvcache_triton.decode_attention`) against the float64 oracle.
+"""The split-KV paged decode-attention kernel (`nvfp4_kvcache_triton.decode_attention`) against the float64 oracle.
 
-* every case: ``|kernel - nvfp4_kvcache.attention.decode_attention| <= tolerance(...)`` below;
+* every case: `|kernel - nvfp4_kvcache.attention.decode_attention| <= tolerance(...)` below;
 * the dequantized values themselves are exact: a probe kernel runs the stage-1 tile decoder on every
   code and scale byte, and length-1 requests (softmax weight exactly 1) return V rows bit for bit;
-* the BF16 and FP8 baselines (same kernel, other ``KV_FMT``) against float64 attention on their values;
+* the BF16 and FP8 baselines (same kernel, other `KV_FMT`) against float64 attention on their values;
 * every bad argument raises the oracle's exception type;
-* ``scripts/bench_decode_attention.py --smoke`` runs (CPU, interpreter);
-* ``-m gpu``: the same at full size on a GPU (bf16 dots: the GPU tolerance).
+* `scripts/bench_decode_attention.py --smoke` runs (CPU, interpreter);
+* `-m gpu`: the same at full size on a GPU (bf16 dots: the GPU tolerance).
 
-Run: ``TRITON_INTERPRET=1 python -m pytest -q tests/test_decode_attention_kernel.py``.
+Run: `TRITON_INTERPRET=1 python -m pytest -q tests/test_decode_attention_kernel.py`.
 """
 
 from __future__ import annotations
@@ -280,9 +280,9 @@ def test_length_one_requests_return_v_rows_exactly(recipe, hq, hkv):
 def _run_ptx(asm: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Execute the straight-line b32 PTX of the GPU-only decoders on numpy uint32 arrays.
 
-    Supports exactly what they use: ``and``, ``shr``, ``shl``, ``prmt`` (default mode: selector
-    nibble bit 3 replicates the selected byte's sign bit), ``lop3`` (any truth table), ``mov.b32``
-    into two 16-bit halves and ``cvt.rn.f16x2.e4m3x2`` (through torch's E4M3 -> fp16).
+    Supports exactly what they use: `and`, `shr`, `shl`, `prmt` (default mode: selector
+    nibble bit 3 replicates the selected byte's sign bit), `lop3` (any truth table), `mov.b32`
+    into two 16-bit halves and `cvt.rn.f16x2.e4m3x2` (through torch's E4M3 -> fp16).
     """
     regs = dict(inputs)
 
@@ -351,10 +351,10 @@ def test_prmt_decoder_ptx_emulated_exhaustively():
 
 
 def test_cvt_decoder_ptx_emulated_exhaustively():
-    """The inline PTX of decode='cvt_f16' (GPU only), executed by the emulator (``cvt`` through
+    """The inline PTX of decode='cvt_f16' (GPU only), executed by the emulator (`cvt` through
     torch's E4M3 -> fp16) on every 16-bit half-word and 2**16 random words: $0/$1 are the fp16 of
     the low nibbles (even elements) of bytes 0,1 / 2,3, $2/$3 of the high nibbles, each exactly
-    ``E2M1 * 2**-6`` (-0.0 included)."""
+    `E2M1 * 2**-6` (-0.0 included)."""
     halves = np.arange(1 << 16, dtype=np.uint32)
     words = np.concatenate([halves, halves << np.uint32(16),
                             np.random.default_rng(1).integers(0, 2**32, 1 << 16, dtype=np.uint64).astype(np.uint32)])
@@ -371,8 +371,8 @@ def test_cvt_decoder_ptx_emulated_exhaustively():
 
 
 def _nvfp4_every_code_and_scale(d: int, h: int):
-    """Head 1 of ``n`` slots: every packed byte (shifted per row) under every finite E4M3 scale byte,
-    two scale bytes per row (alternating blocks). Returns ``(data, scales, n)``."""
+    """Head 1 of `n` slots: every packed byte (shifted per row) under every finite E4M3 scale byte,
+    two scale bytes per row (alternating blocks). Returns `(data, scales, n)`."""
     sbytes = torch.tensor([b for b in range(256) if (b & 0x7F) != 0x7F], dtype=torch.uint8)
     n = sbytes.numel()
     data = torch.zeros(n, h, d // 2, dtype=torch.uint8)
@@ -385,7 +385,7 @@ def _nvfp4_every_code_and_scale(d: int, h: int):
 
 def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
     """decode='cvt_f16' (nvfp4): the tile decoder's pure-Triton twin (what the interpreter runs) on
-    every (code, code) byte under every finite E4M3 scale byte gives ``E2M1 * scale * 2**-6`` in
+    every (code, code) byte under every finite E4M3 scale byte gives `E2M1 * scale * 2**-6` in
     fp16, bit for bit the recipe's decode (fp16 holds every such product exactly)."""
     d, h = 128, 2
     data, scales, n = _nvfp4_every_code_and_scale(d, h)
@@ -401,7 +401,7 @@ def test_cvt_f16_tile_decoder_exact_every_code_and_scale_byte():
 
 def test_no_scale_is_one_cached_tensor():
     """A call without scales copies nothing to the device (so it can be captured in a CUDA graph):
-    ``None`` resolves to one cached ``1.0`` per device; a float is a fresh tensor every time."""
+    `None` resolves to one cached `1.0` per device; a float is a fresh tensor every time."""
     from nvfp4_kvcache_triton.decode_attention import _scale_tensor
 
     dev = torch.device(DEV)
@@ -421,7 +421,7 @@ def test_cvt_f16_refuses_power_of_two_scales():
                                            ("fp4_mx_block16", "placement")])
 @pytest.mark.parametrize("page", [1, 16])
 def test_register_prefetch_is_the_same_computation(recipe, decode, page):
-    """``prefetch=1`` (software pipelining in registers) only moves loads earlier: the output is
+    """`prefetch=1` (software pipelining in registers) only moves loads earlier: the output is
     bit for bit the output without it, and within the tolerance of the oracle; requests shorter
     than one step, exactly one step and several steps long."""
     gen = torch.Generator().manual_seed(21)
@@ -554,7 +554,7 @@ def test_cpu_tensor_without_interpreter_is_refused(monkeypatch):
 # the benchmark script stays alive
 # ---------------------------------------------------------------------------------------------
 def _smoke(script: str, tmp_path) -> dict:
-    """Run ``scripts/<script> --smoke`` under the interpreter; its JSON."""
+    """Run `scripts/<script> --smoke` under the interpreter; its JSON."""
     import json
 
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
@@ -568,9 +568,52 @@ def _smoke(script: str, tmp_path) -> dict:
 def test_bench_script_smoke(tmp_path):
     data = _smoke("bench_decode_attention.py", tmp_path)
     assert {"device", "versions", "date", "command", "rows", "summary", "correctness"} <= set(data)
-    assert all(c["ok"] for c in data["correctness"])
-    assert set(data["summary"]) == {"nvfp4", "fp4_mx_block16"} and data["completed_stage"] == "done"
-    assert {r["format"] for r in data["shapes"]} == set(data["sweep_formats"])
+    assert all(c["ok"] for c in data["correctness"]) and not data["dropped_variants"]
+    assert set(data["summary"]) == set(data["summary_page_blocks"]) == {"nvfp4", "fp4_mx_block16"}
+    assert data["completed_stage"] == "done" and data["timing"]["fallbacks"] == 0
+    head = [r for r in data["rows"] if r["kind"] == "headline"]
+    assert {r["format"] for r in head} == set(data["variants"])
+    # every launch tried passed the oracle check first, in both orientations
+    assert all("ms" in t and t["max_rel_rms_err"] < 1e-5 for r in head for t in r["tried"])
+    assert {t["tokens_as_m"] for r in head for t in r["tried"]} == {0, 1}
+    # the upstream path at its pool size, and page-block variants left out of the page-1 shapes
+    assert [u["pool_tokens"] for u in data["upstream_dequantize_then_bf16"]] == [56, 56]
+    assert {r["format"] for r in data["shapes"]} == {v for v in data["sweep_formats"] if "@pages" not in v}
+    assert data["flashinfer"]["available"] is False
+
+
+def test_bench_flashinfer_summary():
+    """The FlashInfer hook: our time over FlashInfer's NVFP4 decode per recipe, and FlashInfer's own
+    BF16 over its NVFP4."""
+    import bench_decode_attention as bda
+
+    summary = {"nvfp4": {"ms": 0.1}, "fp4_mx_block16": {"ms": 0.2}}
+    fi = {"available": True, "ran": True, "rows": [{"format": "bf16", "ms": 0.3}, {"format": "nvfp4", "ms": 0.15}]}
+    bda.flashinfer_summary(summary, fi)
+    assert summary["nvfp4"]["speedup_vs_flashinfer_nvfp4"] == pytest.approx(1.5)
+    assert summary["fp4_mx_block16"]["speedup_vs_flashinfer_nvfp4"] == pytest.approx(0.75)
+    assert fi["speedup_vs_bf16"] == pytest.approx(2.0)
+    untouched = {"nvfp4": {"ms": 0.1}}
+    bda.flashinfer_summary(untouched, {"available": False})
+    assert untouched == {"nvfp4": {"ms": 0.1}}
+
+
+def test_bench_compile_warm_up_worker():
+    """The parallel compile warm-up runs each (shape, variant, launch) once on tiny caches and
+    reports what fails, without raising."""
+    import bench_decode_attention as bda
+    from benchkit.kvcaches import Shape
+
+    shape = Shape(True)
+    items = [(bda.tiny(shape), "nvfp4+cvt_f16", {"num_kv_splits": 2, "block_n": 16, "tokens_as_m": 1}),
+             (bda.tiny(shape, PAGE=1), "bf16", {"num_kv_splits": 2, "block_n": 16}),
+             (bda.tiny(shape), "nvfp4+cvt_f16@pages", {"num_kv_splits": 3, "block_n": 16}),
+             (bda.tiny(shape), "nvfp4+lut", {"num_kv_splits": 2})]
+    errors = bda._warm_worker(items)
+    assert len(errors) == 1 and "nvfp4+lut" in errors[0] and "decode must be one of" in errors[0]
+    every = bda.headline_items(bda.VARIANTS, Shape(False))
+    tiles = {(v, tuple(sorted(bda.tile(launch).items()))) for _, v, launch in every}
+    assert tiles == {(v, tuple(sorted(bda.tile(launch).items()))) for v in bda.VARIANTS for launch in bda.launches(v, False)}
 
 
 def test_limits_script_smoke(tmp_path):
@@ -597,7 +640,7 @@ def test_shape_tuning_script_smoke(tmp_path):
 
 
 def test_measurement_decoder_is_not_public():
-    """``no_decode`` (meaningless values, for the limits script) is refused by the public function."""
+    """`no_decode` (meaningless values, for the limits script) is refused by the public function."""
     from nvfp4_kvcache_triton._triton.decode_attention import ABLATION_IDS, DECODE_IDS
 
     assert not set(ABLATION_IDS) & set(DECODE_IDS)

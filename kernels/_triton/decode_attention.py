@@ -131,7 +131,7 @@ E2M1_PRMT_ASM = tl.constexpr(_E2M1_PRMT_ASM)
 # the 4 odd codes as float16, E2M1 * 2**-6 exactly. An E2M1 code's magnitude bits (e1 e0 m0) moved
 # to bits 4..2 of a byte, its sign to bit 7, *are* an E4M3 byte of value E2M1 * 2**-6 (exponent
 # bias 7 against 1; the subnormal code 1 lands on the E4M3 subnormal 2**-7): 7 bit operations per
-# 8 codes, then sm_89+'s packed ``cvt.rn.f16x2.e4m3x2`` (one instruction per 2 codes, exact).
+# 8 codes, then sm_89+'s packed `cvt.rn.f16x2.e4m3x2` (one instruction per 2 codes, exact).
 # Outputs: $0, $1 = even codes (bytes 0,1 and 2,3); $2, $3 = odd codes.
 _E2M1_CVT_ASM = """
 {
@@ -221,6 +221,17 @@ def load_fp4_raw(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride, D: tl.co
     pb = tl.load(data_ptr + slots[:, None] * d_stride + cols[None, :], mask=tmask[:, None], other=0)
     bcols = tl.arange(0, NB)
     sb = tl.load(scale_ptr + slots[:, None] * s_stride + bcols[None, :], mask=tmask[:, None], other=0)
+    return pb, sb
+
+
+@triton.jit
+def load_fp4_rows(data_ptr, scale_ptr, drow, srow, tmask, D: tl.constexpr):
+    """`load_fp4_raw` with the rows given as offsets (int64 `[BLOCK_N]`) from `data_ptr`
+    and `scale_ptr` instead of slots and strides (any layout, e.g. page blocks)."""
+    cols = tl.arange(0, D // 2)
+    pb = tl.load(data_ptr + drow[:, None] + cols[None, :], mask=tmask[:, None], other=0)
+    bcols = tl.arange(0, D // 16)
+    sb = tl.load(scale_ptr + srow[:, None] + bcols[None, :], mask=tmask[:, None], other=0)
     return pb, sb
 
 
@@ -317,6 +328,21 @@ def load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
 
 
 @triton.jit
+def load_kv_rows(k_ptr, v_ptr, ks_ptr, vs_ptr, drow, srow, tmask, KV_FMT: tl.constexpr, D: tl.constexpr):
+    """`load_kv_raw` with the rows given as offsets (`token_rows`)."""
+    if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16:
+        kp, ksb = load_fp4_rows(k_ptr, ks_ptr, drow, srow, tmask, D)
+        vp, vsb = load_fp4_rows(v_ptr, vs_ptr, drow, srow, tmask, D)
+    else:
+        cols = tl.arange(0, D)
+        kp = tl.load(k_ptr + drow[:, None] + cols[None, :], mask=tmask[:, None], other=0.0)
+        vp = tl.load(v_ptr + drow[:, None] + cols[None, :], mask=tmask[:, None], other=0.0)
+        ksb = tl.zeros((1,), dtype=tl.uint8)
+        vsb = tl.zeros((1,), dtype=tl.uint8)
+    return kp, ksb, vp, vsb
+
+
+@triton.jit
 def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.constexpr):
     """Slots (int64 `[BLOCK_N]`) and mask of the request's tokens `t0 .. t0 + BLOCK_N`.
 
@@ -331,6 +357,31 @@ def token_slots(kv_indices, start, t0, hi, BLOCK_N: tl.constexpr, PAGE: tl.const
     else:
         slots = tl.load(kv_indices + start + toks, mask=tmask, other=0).to(tl.int64)
     return slots, tmask
+
+
+@triton.jit
+def token_rows(kv_indices, start, t0, hi, d_stride, s_stride, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
+               PAGE_BLOCK: tl.constexpr, ROW: tl.constexpr, SROW: tl.constexpr):
+    """Offsets (int64 `[BLOCK_N]`) of the K/V rows and of the FP4 scale rows of the request's
+    tokens `t0 .. t0 + BLOCK_N`, and their mask.
+
+    Strided rows (`PAGE_BLOCK` false): `slot * d_stride` and `slot * s_stride`
+    (`token_slots`). Page blocks (`PAGE_BLOCK`, needs `PAGE > 1`): token `i` of the
+    page holding slot `s` has its `ROW` elements at `(s // PAGE) * d_stride + i * ROW` and
+    its `SROW` scale bytes at `(s // PAGE) * s_stride + i * SROW` (from the scale pointer,
+    which points `PAGE * ROW` bytes into the same block).
+    """
+    if PAGE_BLOCK:
+        tl.static_assert(PAGE > 1, "page blocks need the page-table shortcut (PAGE > 1)")
+        toks = t0 + tl.arange(0, BLOCK_N)
+        tmask = toks < hi
+        first = tl.load(kv_indices + start + (toks // PAGE) * PAGE, mask=tmask, other=0).to(tl.int64)
+        page = first // PAGE
+        i = toks % PAGE
+        return page * d_stride + i * ROW, page * s_stride + i * SROW, tmask
+    else:
+        slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+        return slots * d_stride, slots * s_stride, tmask
 
 
 @triton.jit
@@ -355,6 +406,17 @@ def online_softmax_step(s, tmask, qk_scale, m_i, l_i):
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
+def online_softmax_step_t(s, tmask, qk_scale, m_i, l_i):
+    """`online_softmax_step` over transposed scores `s [BLOCK_N, BLOCK_H]` (tokens along
+    axis 0): the same `(p, alpha, m_new, l_new)`, `p` transposed."""
+    s = tl.where(tmask[:, None], s * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 0))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[None, :])
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 0)
 
 
 @triton.jit
@@ -407,7 +469,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                   G: tl.constexpr, D: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PAGE: tl.constexpr,
                   KV_FMT: tl.constexpr, INTERP: tl.constexpr, DECODE: tl.constexpr = 0,
-                  PREFETCH: tl.constexpr = False):
+                  PREFETCH: tl.constexpr = False, TOKENS_AS_M: tl.constexpr = False,
+                  PAGE_BLOCK: tl.constexpr = False):
     """One split of one request for one KV head and its `G` query heads.
 
     Writes `mid_o[b, h, split, :]` (float32 `[D]`, the split's softmax-normalised output; for
@@ -417,12 +480,18 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     `d_stride` / `d_hstride`: elements between K (and V) rows of consecutive slots / KV heads
     (`H * D` and `D` for a slot-major `[slots, H, D]` buffer; any multiples of the row length
     work, e.g. a head-major buffer); `s_stride` / `s_hstride`: the same for the FP4 scale rows
-    (multiples of `D / 16`; 0 for BF16/FP8).
+    (multiples of `D / 16`; 0 for BF16/FP8). With `PAGE_BLOCK` the rows live in page blocks
+    (`token_rows`): `d_stride` is then the stride between pages, `d_hstride` between
+    the blocks of two KV heads, both multiples of 16 (and `s_stride`, `s_hstride` the same).
     `gk_ptr`: float32 scalar multiplying `sm_scale` (nvfp4 K global scale, FP8 K scale; 1.0 else).
     `PREFETCH`: software pipelining in registers, for `num_stages=1`: each step issues the
     loads of the next step's K/V bytes (and of the slots of the step after) before it decodes its
     own, so every load has a whole step to arrive. Without it, Triton's own pipeliner
     (`num_stages`) decides.
+    `TOKENS_AS_M`: the dots put the step's tokens in the tensor cores' `M` dimension and the
+    `G` query heads in `N` (scores `k . q^T` of shape `[BLOCK_N, BLOCK_H]`, accumulator
+    `[D, BLOCK_H]`), so `BLOCK_H` may be 8: no padded query rows, half the accumulator
+    registers and half the MMAs of `BLOCK_H = 16` at `G = 8`. The same sums, in another order.
     """
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -434,10 +503,20 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     # 8-byte scale row in one load) also when a stride is not a multiple of 16.
     ROW: tl.constexpr = D // 2 if KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16 else D
     SROW: tl.constexpr = D // 16
-    d_stride = (d_stride // ROW) * ROW
-    d_hstride = (d_hstride // ROW) * ROW
-    s_stride = (s_stride // SROW) * SROW
-    s_hstride = (s_hstride // SROW) * SROW
+    if PAGE_BLOCK:  # page and head strides of page blocks: multiples of 16 bytes (the launcher checks)
+        tl.static_assert(not PREFETCH, "page blocks are read without register prefetch")
+        tl.static_assert(KV_FMT == FMT_NVFP4 or KV_FMT == FMT_BLOCK16, "page blocks hold FP4 codes and scales")
+        ks_ptr = k_ptr + PAGE * ROW  # a block's scale bytes follow its PAGE rows of codes
+        vs_ptr = v_ptr + PAGE * ROW
+        d_stride = (d_stride // 16) * 16
+        d_hstride = (d_hstride // 16) * 16
+        s_stride = (s_stride // 16) * 16
+        s_hstride = (s_hstride // 16) * 16
+    else:
+        d_stride = (d_stride // ROW) * ROW
+        d_hstride = (d_hstride // ROW) * ROW
+        s_stride = (s_stride // SROW) * SROW
+        s_hstride = (s_hstride // SROW) * SROW
     kvh64 = kvh.to(tl.int64)  # this KV head's rows: any [slots, H, ...] strides
     k_ptr += kvh64 * d_hstride
     v_ptr += kvh64 * d_hstride
@@ -454,7 +533,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     D2: tl.constexpr = D // 2
     q_base = q_ptr + b.to(tl.int64) * q_sb + heads[:, None] * q_sh
     EVEN_ODD: tl.constexpr = FP4 and DECODE != DEC_PRMT_BF16
-    F16: tl.constexpr = FP4 and (DECODE == DEC_CVT_F16 or DECODE == DEC_NO_DECODE)
+    F16: tl.constexpr = (FP4 and (DECODE == DEC_CVT_F16 or DECODE == DEC_NO_DECODE)) or \
+        (KV_FMT == FMT_FP8 and DECODE == DEC_CVT_F16)
     if EVEN_ODD:
         c2 = tl.arange(0, D2)
         q_e = tl.load(q_base + 2 * c2[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
@@ -466,65 +546,122 @@ def decode_stage1(q_ptr, q_sb, q_sh,
             q_e = q_e * _pow2(kq)
             q_o = q_o * _pow2(kq)
             qk_scale = qk_scale * _pow2(-kq)
-        acc_e = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
-        acc_o = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
+        if not TOKENS_AS_M:
+            acc_e = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
+            acc_o = tl.zeros((BLOCK_H, D2), dtype=tl.float32)
     else:
         c = tl.arange(0, D)
         q = tl.load(q_base + c[None, :], mask=hmask[:, None], other=0.0).to(tl.float32)
-        acc = tl.zeros((BLOCK_H, D), dtype=tl.float32)
+        if F16:  # as above (FP8 values are exact in fp16)
+            qexp = ((tl.max(tl.max(tl.abs(q), 1), 0).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+            kq = tl.minimum(tl.maximum(F16_Q_TOP - qexp, -126), 126)
+            q = q * _pow2(kq)
+            qk_scale = qk_scale * _pow2(-kq)
+        if not TOKENS_AS_M:
+            acc = tl.zeros((BLOCK_H, D), dtype=tl.float32)
     m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
 
-    if PREFETCH:
-        slots, tmask = token_slots(kv_indices, start, lo, hi, BLOCK_N, PAGE)
-        kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride, KV_FMT, D)
-        nslots, nmask = token_slots(kv_indices, start, lo + BLOCK_N, hi, BLOCK_N, PAGE)
-    for t0 in range(lo, hi, BLOCK_N):
-        if PREFETCH:  # issue the next step's loads first; this step's bytes arrived during the last one
-            tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
-            nkp, nksb, nvp, nvsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, nslots, nmask, d_stride, s_stride,
-                                               KV_FMT, D)
-            nslots, nmask = token_slots(kv_indices, start, t0 + 2 * BLOCK_N, hi, BLOCK_N, PAGE)
+    if TOKENS_AS_M:
+        tl.static_assert(not PREFETCH, "TOKENS_AS_M uses Triton's pipeliner, not register prefetch")
+        if EVEN_ODD:
+            qt_e = tl.trans(q_e)      # [D/2, BLOCK_H]: the dots' B operand
+            qt_o = tl.trans(q_o)
+            acct_e = tl.zeros((D2, BLOCK_H), dtype=tl.float32)
+            acct_o = tl.zeros((D2, BLOCK_H), dtype=tl.float32)
         else:
-            slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+            qt = tl.trans(q)
+            acct = tl.zeros((D, BLOCK_H), dtype=tl.float32)
+        for t0 in range(lo, hi, BLOCK_N):
+            drow, srow, tmask = token_rows(kv_indices, start, t0, hi, d_stride, s_stride, BLOCK_N, PAGE,
+                                           PAGE_BLOCK, ROW, SROW)
+            kp, ksb, vp, vsb = load_kv_rows(k_ptr, v_ptr, ks_ptr, vs_ptr, drow, srow, tmask, KV_FMT, D)
+            if EVEN_ODD:
+                k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+                st = _dot(k_e, qt_e, INTERP, F16) + _dot(k_o, qt_o, INTERP, F16)
+            else:
+                if FP4:
+                    k = decode_fp4_bf16(kp, ksb, KV_FMT, D, BLOCK_N)
+                else:
+                    k = kp
+                st = _dot(k, qt, INTERP, F16)
+            pt, alpha, m_i, l_i = online_softmax_step_t(st, tmask, qk_scale, m_i, l_i)
+            if EVEN_ODD:
+                v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+                acct_e = acct_e * alpha[None, :] + _dot(tl.trans(v_e), pt, INTERP, F16)
+                acct_o = acct_o * alpha[None, :] + _dot(tl.trans(v_o), pt, INTERP, F16)
+            else:
+                if FP4:
+                    v = decode_fp4_bf16(vp, vsb, KV_FMT, D, BLOCK_N)
+                else:
+                    v = vp
+                acct = acct * alpha[None, :] + _dot(tl.trans(v), pt, INTERP, F16)
+        nonempty = hi > lo
+        inv_l = split_inv_l(l_i, nonempty)
+        mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
+        if EVEN_ODD:
+            tl.store(mid[None, :] + c2[:, None], acct_e * inv_l[None, :], mask=hmask[None, :])
+            tl.store(mid[None, :] + D2 + c2[:, None], acct_o * inv_l[None, :], mask=hmask[None, :])
+        else:
+            tl.store(mid[None, :] + c[:, None], acct * inv_l[None, :], mask=hmask[None, :])
+        tl.store(mid_lse + (b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split,
+                 split_lse(m_i, l_i, nonempty), mask=hmask)
+    else:
+        if PREFETCH:
+            slots, tmask = token_slots(kv_indices, start, lo, hi, BLOCK_N, PAGE)
             kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
                                            KV_FMT, D)
-        if EVEN_ODD:
-            k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
-            s = _dot(q_e, tl.trans(k_e), INTERP, F16) + _dot(q_o, tl.trans(k_o), INTERP, F16)
-        else:
-            if FP4:
-                k = decode_fp4_bf16(kp, ksb, KV_FMT, D, BLOCK_N)
+            nslots, nmask = token_slots(kv_indices, start, lo + BLOCK_N, hi, BLOCK_N, PAGE)
+        for t0 in range(lo, hi, BLOCK_N):
+            if PREFETCH:  # issue the next step's loads first; this step's bytes arrived during the last one
+                tmask = (t0 + tl.arange(0, BLOCK_N)) < hi
+                nkp, nksb, nvp, nvsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, nslots, nmask, d_stride, s_stride,
+                                                   KV_FMT, D)
+                nslots, nmask = token_slots(kv_indices, start, t0 + 2 * BLOCK_N, hi, BLOCK_N, PAGE)
+            elif PAGE_BLOCK:
+                drow, srow, tmask = token_rows(kv_indices, start, t0, hi, d_stride, s_stride, BLOCK_N, PAGE,
+                                               PAGE_BLOCK, ROW, SROW)
+                kp, ksb, vp, vsb = load_kv_rows(k_ptr, v_ptr, ks_ptr, vs_ptr, drow, srow, tmask, KV_FMT, D)
             else:
-                k = kp
-            s = _dot(q, tl.trans(k), INTERP)
-        p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
-        if EVEN_ODD:
-            v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
-            acc_e = acc_e * alpha[:, None] + _dot(p, v_e, INTERP, F16)
-            acc_o = acc_o * alpha[:, None] + _dot(p, v_o, INTERP, F16)
-        else:
-            if FP4:
-                v = decode_fp4_bf16(vp, vsb, KV_FMT, D, BLOCK_N)
+                slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
+                kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
+                                               KV_FMT, D)
+            if EVEN_ODD:
+                k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+                s = _dot(q_e, tl.trans(k_e), INTERP, F16) + _dot(q_o, tl.trans(k_o), INTERP, F16)
             else:
-                v = vp
-            acc = acc * alpha[:, None] + _dot(p, v, INTERP)
-        if PREFETCH:
-            kp, ksb, vp, vsb = nkp, nksb, nvp, nvsb
+                if FP4:
+                    k = decode_fp4_bf16(kp, ksb, KV_FMT, D, BLOCK_N)
+                else:
+                    k = kp
+                s = _dot(q, tl.trans(k), INTERP, F16)
+            p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
+            if EVEN_ODD:
+                v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
+                acc_e = acc_e * alpha[:, None] + _dot(p, v_e, INTERP, F16)
+                acc_o = acc_o * alpha[:, None] + _dot(p, v_o, INTERP, F16)
+            else:
+                if FP4:
+                    v = decode_fp4_bf16(vp, vsb, KV_FMT, D, BLOCK_N)
+                else:
+                    v = vp
+                acc = acc * alpha[:, None] + _dot(p, v, INTERP, F16)
+            if PREFETCH:
+                kp, ksb, vp, vsb = nkp, nksb, nvp, nvsb
 
-    # split_inv_l and split_lse, written out: through the helpers the compiled fp4_mx_block16 loop
-    # changes (register allocation), and that loop is what the benchmark measured
-    nonempty = hi > lo
-    l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
-    inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)
-    mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
-    if EVEN_ODD:
-        tl.store(mid[:, None] + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
-        tl.store(mid[:, None] + D2 + c2[None, :], acc_o * inv_l[:, None], mask=hmask[:, None])
-    else:
-        tl.store(mid[:, None] + c[None, :], acc * inv_l[:, None], mask=hmask[:, None])
-    lse = tl.where(nonempty, m_i + tl.log2(l_safe), float("-inf"))
-    tl.store(mid_lse + (b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split, lse, mask=hmask)
+        # split_inv_l and split_lse, written out: through the helpers the compiled fp4_mx_block16 loop
+        # changes (register allocation), and that loop is what the benchmark measured
+        nonempty = hi > lo
+        l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
+        inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)
+        mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
+        if EVEN_ODD:
+            tl.store(mid[:, None] + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
+            tl.store(mid[:, None] + D2 + c2[None, :], acc_o * inv_l[:, None], mask=hmask[:, None])
+        else:
+            tl.store(mid[:, None] + c[None, :], acc * inv_l[:, None], mask=hmask[:, None])
+        lse = tl.where(nonempty, m_i + tl.log2(l_safe), float("-inf"))
+        tl.store(mid_lse + (b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split, lse, mask=hmask)
 
 
 @triton.jit
