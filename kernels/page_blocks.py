@@ -6,12 +6,11 @@ rows of `D/2` bytes (64 at head dim 128) from one tensor and as many rows of `D/
 the other, each `H` rows apart. In a page block the same bytes sit in one contiguous run per
 (page, KV head):
 
-``text
+```text
 block(page p, head h) = [codes of tokens 0 .. P-1 of page p, head h]   P x D/2 bytes
                         [scale bytes of the same tokens]               P x D/16 bytes
 tensor                = uint8 [pages, H, P * (D/2 + D/16)]
-``
-
+```
 so a page of one head is one 1152-byte read at head dim 128 and page 16. Token `i` of page `p` is
 slot `p * P + i`, as in SGLang's paged allocator. The layout changes where bytes are, never
 their values: [`to_page_blocks`][nvfp4_kvcache_triton.page_blocks.to_page_blocks] and

@@ -34,9 +34,13 @@ STYLE = {
     "int4_g32": ("#8c564b", "-."),
     "fp4_mx_block16": ("#d62728", "-"),
     "mxfp4": ("#ff7f0e", "-"),
+    "mxfp4_rceil": ("#ffbb78", "--"),
     "nvfp4/g1": ("#9ecae1", "--"),
     "nvfp4/amax6x448": ("#3182bd", ":"),
     "nvfp4/amax448": ("#08519c", "-"),
+    "nvfp4_4over6/g1": ("#a1d99b", "--"),
+    "nvfp4_4over6/amax6x448": ("#31a354", ":"),
+    "nvfp4_4over6/amax448": ("#006d2c", "-"),
 }
 
 

@@ -13,17 +13,15 @@ Measures, in one run on one card:
 
 Usage (on the GPU machine):
 
-``bash
+```bash
 python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
-``
-
+```
 and, anywhere, to turn the JSON into the Kernels chapter's table and figure
 (`docs/data/perf/quant_kernels.md`, `docs/assets/quant-kernels.svg`; matplotlib):
 
-``bash
+```bash
 python scripts/bench_quant_kernels.py --render
-``
-
+```
 The upstream file is read from `.cache/sglang-0.5.23/src` (`benchkit.upstream`; extracted from
 the wheel once, where pip can reach the registry).
 """

@@ -10,9 +10,9 @@ the L2 cache can serve repeats) are left out and said so in the figure.
 The SVG is deterministic (fixed hash salt, no date), so `tests/test_performance_page.py` can
 check that the committed figure is the one this script makes from the committed JSON:
 
-``bash
+```bash
 python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
-``
+```
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_round_to_table_rejects_nan_and_non_f64():
 @given(st.floats(min_value=0, max_value=1e6, allow_nan=False, width=32))
 def test_rounding_is_nearest(v):
     mags = torch.tensor(E2M1.magnitudes, dtype=torch.float64)
-    for rounding in Rounding:
+    for rounding in (Rounding.NEAREST_EVEN, Rounding.NEAREST_AWAY):  # FLOOR and CEIL are the exponent roundings
         c = int(E2M1.encode_magnitude(torch.tensor([v]), rounding))
         best = (mags - v).abs().min()
         assert abs(mags[c] - v) == best or v > 6

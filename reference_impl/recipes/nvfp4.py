@@ -245,8 +245,12 @@ def _decoder(order: Order):
     return decode
 
 
-encode = _encoder(ORDERS[DEFAULT_ORDER])
-"""The rules above in the default order (the registered recipe's block rule)."""
+_encode_default = _encoder(ORDERS[DEFAULT_ORDER])
+
+
+def encode(blocks: torch.Tensor, global_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rules above in the default order: `float32 [n, 16]` and `g` -> (`uint8` codes `[n, 16]`, E4M3 bytes `[n]`)."""
+    return _encode_default(blocks, global_scale)
 
 NVFP4 = Recipe(
     name="nvfp4",
