@@ -30,21 +30,25 @@ if not HAS_CUDA:
     # Must happen before triton is first imported anywhere.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from sybil import Sybil  # noqa: E402
-from sybil.document import PythonDocStringDocument  # noqa: E402
-from sybil.parsers.rest import DocTestParser  # noqa: E402
-
-from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example  # noqa: E402
-
-_docs = Sybil(parsers=[FenceParser()], path=str(ROOT / "docs"), patterns=["*.md"], name="docs")
-_docstrings = Sybil(
-    parsers=[DocTestParser(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)],
-    path=str(ROOT),
-    patterns=["reference_impl/*.py", "reference_impl/**/*.py", "kernels/*.py", "kernels/**/*.py"],
-    name="docstrings",
-    document_types={".py": PythonDocStringDocument},
-)
-pytest_collect_file = (_docs + _docstrings).pytest()
+try:
+    from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example
+    from sybil import Sybil
+    from sybil.document import PythonDocStringDocument
+    from sybil.parsers.rest import DocTestParser
+except ImportError:  # a GPU machine's image without the docs stack: the tests run, the docs blocks do not
+    # (`make test` installs sybil, and its doc-block audit fails when blocks did not run)
+    print("conftest: sybil is not installed; docs blocks and docstring examples are not collected", file=sys.stderr)
+    GPU_SKIP_REASON = "needs a CUDA GPU"
+else:
+    _docs = Sybil(parsers=[FenceParser()], path=str(ROOT / "docs"), patterns=["*.md"], name="docs")
+    _docstrings = Sybil(
+        parsers=[DocTestParser(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)],
+        path=str(ROOT),
+        patterns=["reference_impl/*.py", "reference_impl/**/*.py", "kernels/*.py", "kernels/**/*.py"],
+        name="docstrings",
+        document_types={".py": PythonDocStringDocument},
+    )
+    pytest_collect_file = (_docs + _docstrings).pytest()
 
 _DOC_ITEMS: dict[str, dict] = {}
 
