@@ -67,10 +67,17 @@ def activate(run: Path = RUN) -> dict:
         "flashinfer": flashinfer.__version__,
         "flashinfer_file": str(Path(flashinfer.__file__).relative_to(run)),
         "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown"),
-        "jit_dir": str(jit_env.FLASHINFER_JIT_DIR),
+        "jit_dir": _publishable(Path(jit_env.FLASHINFER_JIT_DIR)),
         "bundle_sha256_of_wheel": json.loads(manifest.read_text())["wheel_sha256"] if manifest.is_file() else None,
         "python": platform.python_version(),
     }
+
+
+def _publishable(path: Path) -> str:
+    """A path inside the checkout, relative to it (a result file names no machine's folders)."""
+    root = Path(__file__).resolve().parents[1]
+    path = path.resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
 def _ninja_log(jit_dir: Path) -> list[tuple[int, int, str]]:
