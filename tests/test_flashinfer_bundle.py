@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import doctest
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import flashinfer_bundle as fb
 import flashinfer_env as fenv
@@ -116,6 +119,73 @@ def test_ninja_log_is_grouped_by_module(tmp_path):
                                     f"50\t60000\t0\t{jit}/batch_prefill_x/kernel.cuda.o\t4\n")
     rows = fenv._ninja_log(jit)
     assert sorted(fenv._module_of(r[2], jit) for r in rows) == ["batch_prefill_x", "page", "page", "page"]
+
+
+class _Spec:
+    """A stand-in JitSpec with FlashInfer's ninja conventions: absolute outputs under the module's
+    folder, objects with gcc-style depfiles (`deps = gcc`), one linked library."""
+
+    def __init__(self, root: Path, name: str, fail: bool = False):
+        self.name, self.fail = name, fail
+        self.build_dir, self.lock_path = root / name, root / "tmp" / f"{name}.lock"
+        self.ninja_path = self.build_dir / "build.ninja"
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_compiled(self) -> bool:
+        return (self.build_dir / f"{self.name}.so").exists()
+
+    def write_ninja(self) -> None:
+        d = self.build_dir.resolve()
+        d.mkdir(parents=True, exist_ok=True)
+        for i in (1, 2):
+            (d / f"s{i}.cu").write_text(f"source {i}\n")
+        compile_cmd = "false" if self.fail else "cp $in $out && echo \"$out: $in\" > $out.d"
+        self.ninja_path.write_text("\n".join([
+            "rule cuda_compile", f"  command = {compile_cmd}", "  depfile = $out.d", "  deps = gcc",
+            "rule link", "  command = cat $in > $out",
+            f"build {d}/s1.cuda.o: cuda_compile {d}/s1.cu", f"build {d}/s2.cuda.o: cuda_compile {d}/s2.cu",
+            f"build {d}/{self.name}.so: link {d}/s1.cuda.o {d}/s2.cuda.o", f"default {d}/{self.name}.so", ""]))
+
+
+def _first_use_would_rebuild(spec: _Spec) -> bool:
+    """What FlashInfer's first use runs (ninja in the module's folder), as a dry run."""
+    r = subprocess.run(["ninja", "-n", "-C", str(spec.build_dir), "-f", str(spec.ninja_path)], capture_output=True,
+                       text=True, check=True)
+    return "no work to do" not in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_prebuild_leaves_nothing_for_the_first_use_to_compile(tmp_path):
+    specs = {"a": _Spec(tmp_path, "mod_a"), "b": _Spec(tmp_path, "mod_b")}
+    rec = fenv.prebuild(specs, log=lambda *a: None, parallel=2)
+    assert rec["error"] is None and rec["parallel"] == 2
+    for label, spec in specs.items():
+        m = rec["modules"][label]
+        assert m["compiled"] and not m["compiled_before"] and m["objects"] == 3 and m["done_after_s"] is not None
+        assert not _first_use_would_rebuild(spec)
+    again = fenv.prebuild(specs, log=lambda *a: None)
+    assert all(m["compiled_before"] and m["done_after_s"] is None for m in again["modules"].values())
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_one_ninja_run_over_subninjas_would_be_compiled_again(tmp_path):
+    """Why the prebuild builds in each module's folder: built from a master file in the parent
+    folder (one ninja run, `subninja` per module), the module's own folder has no ninja log, and
+    the first use compiles everything again."""
+    spec = _Spec(tmp_path, "mod_c")
+    spec.write_ninja()
+    (tmp_path / "all.ninja").write_text(f"subninja {spec.ninja_path.resolve()}\n")
+    subprocess.run(["ninja", "-C", str(tmp_path), "-f", str(tmp_path / "all.ninja")], capture_output=True, check=True)
+    assert spec.is_compiled and _first_use_would_rebuild(spec)
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_prebuild_reports_a_module_that_fails(tmp_path):
+    specs = {"ok": _Spec(tmp_path, "mod_ok"), "bad": _Spec(tmp_path, "mod_bad", fail=True)}
+    rec = fenv.prebuild(specs, log=lambda *a: None, parallel=1)
+    assert rec["modules"]["ok"]["compiled"] and not rec["modules"]["bad"]["compiled"]
+    assert "ninja failed for mod_bad" in rec["error"]
 
 
 def test_install_script_says_what_to_run_without_a_bundle(tmp_path):
