@@ -166,6 +166,16 @@ def _wait_for_module(label: str, head_dim: int, deadline: float) -> dict:
     return info
 
 
+def _jit_builds() -> list[dict]:
+    """FlashInfer's build records so far (`FLASHINFER_JIT_BUILD_LOG`, set by `flashinfer_env.activate`)."""
+    import flashinfer_env
+
+    try:
+        return flashinfer_env.jit_builds_since(0)
+    except (OSError, ValueError):
+        return []
+
+
 # -- checks and rows --------------------------------------------------------------------------------
 def check(oracle: kc.Oracle, fmt: str, out: torch.Tensor) -> list[dict]:
     """One row per sampled request: FlashInfer's output against the benchmark's float64 reference
@@ -202,11 +212,14 @@ def _run_path(label: str, fmt: str, inp, fi_caches: dict, oracle, timer, deadlin
         if "skip" in row["jit"]:
             row["skipped"] = row["jit"].pop("skip")
             return row
-        t0 = time.monotonic()
+        t0, seen = time.monotonic(), len(_jit_builds())
         run = fh.decode(label, inp, fi_caches)
         if inp.q.is_cuda:
             torch.cuda.synchronize()
         row["first_call_s"] = round(time.monotonic() - t0, 2)
+        # FlashInfer's own build records of this first call (a prebuilt module shows a ninja no-op)
+        row["jit"]["first_use_builds"] = {r["name"]: r["seconds"] for r in _jit_builds()[seen:]
+                                          if r.get("pid") == os.getpid()}
         row["flashinfer_backend"], row["uses_cudnn"] = run.backend_used, run.uses_cudnn
         row["check"] = check(oracle, fmt, run.out)
         row["ok"] = all(c["ok"] for c in row["check"])

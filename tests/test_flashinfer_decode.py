@@ -342,3 +342,27 @@ def test_unavailable_says_why_without_a_gpu(monkeypatch):
     why = fd.unavailable()
     assert why.startswith("ImportError: no installed FlashInfer bundle under build/flashinfer-run")
     assert str(fd.ROOT) not in why and "no installed flashinfer package" in why
+
+
+def test_rows_record_what_the_first_call_compiled(bench, fake_flashinfer, monkeypatch, tmp_path):
+    """FlashInfer's build log (one JSON line per build_and_load) tells a prebuilt module (a ninja
+    no-op) from one compiled inside the benchmark."""
+    import json
+    import os
+
+    caches, ip, ix, q, oracle = bench
+    log = tmp_path / "builds.jsonl"
+    log.write_text(json.dumps({"name": "earlier", "seconds": 99.0, "pid": os.getpid()}) + "\n")
+    monkeypatch.setenv("FLASHINFER_JIT_BUILD_LOG", str(log))
+    plan = FakeDecodeWrapper.plan
+
+    def logged(self, *a, **kw):
+        with log.open("a") as f:
+            f.write(json.dumps({"name": f"mod_{a[3]}_{kw['kv_data_type']}", "seconds": 0.01, "pid": os.getpid()}) + "\n")
+            f.write(json.dumps({"name": "other process", "seconds": 5.0, "pid": -1}) + "\n")
+        return plan(self, *a, **kw)
+
+    monkeypatch.setattr(FakeDecodeWrapper, "plan", logged)
+    out = fd.rows(caches, q, ip, ix, SHAPE, _timer, oracle=oracle)
+    assert out[0]["jit"]["first_use_builds"] == {f"mod_{SHAPE.HQ}_torch.uint8": 0.01}
+    assert all(len(r["jit"]["first_use_builds"]) == 1 for r in out)
