@@ -26,6 +26,7 @@ Usage:
 `text
 python scripts/bench_decode_attention.py                 # GPU, everything (~4-5 min on an H200)
 python scripts/bench_decode_attention.py --no-sweep      # stages 1-6
+python scripts/bench_decode_attention.py --no-shapes     # stages 1-7
 python scripts/bench_decode_attention.py --launch-table docs/data/perf/decode_attention.json
 TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/smoke/d.json   # CPU, toy sizes
 `
@@ -407,6 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention.json"))
     ap.add_argument("--smoke", action="store_true", help="toy sizes on the CPU under TRITON_INTERPRET=1")
     ap.add_argument("--no-sweep", action="store_true", help="skip the context x batch sweep and the other shapes")
+    ap.add_argument("--no-shapes", action="store_true", help="skip the other head dims and page sizes (stage 8)")
     ap.add_argument("--variants", help="comma-separated subset of VARIANTS (the baselines always run)")
     ap.add_argument("--workers", type=int, default=12, help="processes compiling kernels before the timing (0: none)")
     ap.add_argument("--budget-s", type=float, default=270.0, help="skip the sweep and shapes past this many seconds")
@@ -512,7 +514,8 @@ def main(argv=None) -> int:
     res["sweep_formats"] = sweep_variants
     shape_items = [(tiny(shape, D=d, PAGE=page), v, best[v]) for d, page in SHAPES for v in sweep_variants
                    if not ("@pages" in v and page == 1)]
-    wait_shapes = warmup.start(_warm_worker, shape_items, args.workers) if gpu and args.workers > 0 and not args.no_sweep else None
+    wait_shapes = warmup.start(_warm_worker, shape_items, args.workers) \
+        if gpu and args.workers > 0 and not (args.no_sweep or args.no_shapes) else None
 
     log("[4/8] FlashInfer decode on the same caches")
     res["flashinfer"] = fi = flashinfer_stage(caches, q, indptr, idx, shape, args.smoke, oracle)
@@ -575,9 +578,9 @@ def main(argv=None) -> int:
         caches.clear()  # the 2M-slot pools: room for the shapes' caches
         if wait_shapes is not None:
             res["warm_up_errors_shapes"] = wait_shapes()
-        if save.elapsed() > args.budget_s + 90:
+        if args.no_shapes or save.elapsed() > args.budget_s + 90:
             res["skipped"] = ["shapes"]
-            log("[8/8] other head dims and page sizes skipped (past the time budget)")
+            log(f"[8/8] other head dims and page sizes skipped ({'--no-shapes' if args.no_shapes else 'past the time budget'})")
         else:
             log(f"[8/8] other head dims and page sizes (batch {shape.B}, context {shape.CTX}); headline launches")
             res["shapes"] = other_shapes(shape, best, sweep_variants, gpu, dev, copy_bw, args.smoke)

@@ -195,8 +195,59 @@ def test_install_script_says_what_to_run_without_a_bundle(tmp_path):
 
 
 def test_shell_scripts_parse():
-    for name in ("flashinfer_install.sh", "flashinfer_gpu.sh"):
+    for name in ("flashinfer_install.sh", "flashinfer_gpu.sh", "gpu_all.sh"):
         assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)]).returncode == 0, name
+
+
+GPU_ALL_STAGES = ["setup_project", "setup_flashinfer", "a1_kernel_tests", "a2_decode_attention_tests", "e_mla_bench",
+                  "d_quant_bench", "c_decode_bench", "b1_flashinfer_conformance", "b2_flashinfer_gpu_tests",
+                  "b3_flashinfer_4over6_tests"]
+
+
+def _gpu_all_dry(tmp_path, **env) -> dict:
+    """`DRY_RUN=1 bash scripts/gpu_all.sh`: stage name -> (budget, command line)."""
+    import os
+    import re
+
+    run_env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
+                   PYTHON=sys.executable, **env)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_all.sh")], capture_output=True, text=True, env=run_env,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    stages = {m.group(1): (int(m.group(2)), m.group(3))
+              for m in re.finditer(r"\[gpu_all\] \+\d+ s: (\w+): would run \(budget (\d+) s\): (.*)", r.stdout)}
+    assert (tmp_path / "out" / "gpu_all.log").read_text().count("would run") == len(stages)
+    return stages
+
+
+def test_gpu_all_runs_every_stage_within_its_budget(tmp_path):
+    stages = _gpu_all_dry(tmp_path)
+    assert list(stages) == GPU_ALL_STAGES
+    assert sum(b for b, _ in stages.values()) <= 560            # within the device tool's 10 minutes
+    out = tmp_path / "out"
+    # the measurements land in $OUT under the names the pages read, every test file exists
+    for name, want in (("c_decode_bench", "bench_decode_attention.py"), ("e_mla_bench", "bench_mla_decode_attention.py"),
+                       ("d_quant_bench", "bench_quant_kernels.py"), ("b1_flashinfer_conformance", "flashinfer_conformance.py")):
+        assert want in stages[name][1], name
+    assert f"--out {out}/decode_attention.json" in stages["c_decode_bench"][1]
+    assert f"--out {out}/mla_decode_attention.json" in stages["e_mla_bench"][1]
+    assert f"--out {out}/quant_kernels.json" in stages["d_quant_bench"][1]
+    for _, cmd in stages.values():
+        for word in cmd.split():
+            if word.startswith(("tests/", "scripts/")):
+                assert (ROOT / word).is_file(), word
+    # the flags it passes exist: the decode benchmark leaves the sweep a minute of its budget
+    bench = (ROOT / "scripts" / "bench_decode_attention.py").read_text()
+    assert '"--no-shapes"' in bench and '"--budget-s"' in bench and '"--no-tune"' in (ROOT / "scripts" / "bench_quant_kernels.py").read_text()
+    budget, cmd = stages["c_decode_bench"]
+    assert f"--budget-s {budget - 60}" in cmd
+    assert "-m gpu" in stages["a2_decode_attention_tests"][1] and "not flashinfer" in stages["a1_kernel_tests"][1]
+
+
+def test_gpu_all_budgets_are_settable_and_capped_by_the_total(tmp_path):
+    stages = _gpu_all_dry(tmp_path, T_C="100", DECODE_ARGS="--no-sweep", TOTAL="200")
+    assert stages["c_decode_bench"][0] == 100 and "--no-sweep --budget-s 40" in stages["c_decode_bench"][1]
+    assert sum(b for b, _ in stages.values()) > 200      # a dry run takes no time: the cap is per stage, on the clock
 
 
 def test_activate_explains_a_missing_bundle(tmp_path):
