@@ -238,6 +238,7 @@ def test_rows_end_to_end_with_a_stand_in_flashinfer(bench, fake_flashinfer):
         assert r["flashinfer"] == "0.0-stand-in" and r["tolerance_factor"] == fd.TOLERANCE_FACTOR
         assert (r["batch"], r["context"], r["page"], r["kv_layout"]) == (SHAPE.B, SHAPE.CTX, SHAPE.PAGE, "NHD")
         assert r["tensor_cores"] == r["backend"].endswith("_fa2") and r["jit"]["compiled_before"]
+        assert r["timer_fell_back_to_events"] is False
     seen = FakeDecodeWrapper.seen
     nv = [s for s in seen if s["sf"] is not None]
     assert nv and all(s["k_scale"] == pytest.approx(kc.G_K) and s["v_scale"] == pytest.approx(kc.G_V) for s in nv)
@@ -366,3 +367,20 @@ def test_rows_record_what_the_first_call_compiled(bench, fake_flashinfer, monkey
     out = fd.rows(caches, q, ip, ix, SHAPE, _timer, oracle=oracle)
     assert out[0]["jit"]["first_use_builds"] == {f"mod_{SHAPE.HQ}_torch.uint8": 0.01}
     assert all(len(r["jit"]["first_use_builds"]) == 1 for r in out)
+
+
+def test_rows_say_when_the_timer_could_not_capture_a_graph(bench, fake_flashinfer, monkeypatch):
+    from benchkit import timing
+
+    caches, ip, ix, q, oracle = bench
+
+    def events_timer(fn):          # what time_graph does when capture fails
+        timing._STATS["fallbacks"] += 1
+        return _timer(fn)
+
+    before = timing.stats()["fallbacks"]
+    try:
+        out = fd.rows(caches, q, ip, ix, SHAPE, events_timer, oracle=oracle)
+    finally:
+        timing._STATS["fallbacks"] = before
+    assert all(r["timer_fell_back_to_events"] for r in out)
