@@ -26,7 +26,6 @@ Usage:
 `text
 python scripts/bench_decode_attention.py                 # GPU, everything (~4-5 min on an H200)
 python scripts/bench_decode_attention.py --no-sweep      # stages 1-6
-python scripts/bench_decode_attention.py --no-shapes     # stages 1-7
 python scripts/bench_decode_attention.py --launch-table docs/data/perf/decode_attention.json
 TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/smoke/d.json   # CPU, toy sizes
 `
@@ -34,7 +33,8 @@ TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/
 `--smoke` runs every stage at toy sizes under Triton's interpreter (timings meaningless), so CI
 keeps this script alive. SGLang's files are read from `.cache/sglang-0.5.23/src` (carry that
 folder to a GPU machine without network). `--launch-table` prints the `DEVICE_LAUNCHES` entry
-(`nvfp4_kvcache_triton.decode_attention`) of a finished run.
+(`nvfp4_kvcache_triton.decode_attention`) of a finished run. `--no-shapes` skips stage 8 only
+(`scripts/gpu_all.sh` runs the benchmark so, within its time budget).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Usage:
 
 ``text
 python scripts/bench_mla_decode_attention.py            # GPU (~1-2 min on an H200)
-TRITON_INTERPRET=1 python scripts/bench_mla_decode_attention.py --smoke --out build/smoke/m.json   # CPU, toy sizes
+TRITON_INTERPRET=1 python scripts/bench_mla_decode_attention.py --smoke --out /tmp/m.json   # CPU, toy sizes
 ``
 """
 
