@@ -11,7 +11,9 @@ One self-checking run on one card, saving its JSON after every stage:
    every variant over its launch grid (`GRIDS` x `SPLITS`), each launch's output checked against
    the oracle before it is timed; the best launch, its CUDA-graph time and its CUDA-event time;
    summaries per recipe against BF16 and FP8 (the goals' ratios);
-4. **FlashInfer** rows, through the harness module `FLASHINFER_HARNESS` when it is present;
+4. **FlashInfer**'s decode (NVFP4 through its FA2 tensor-core path, BF16 and FP8) over the same
+   caches, through `FLASHINFER_HARNESS` where FlashInfer can be imported: each output checked
+   against the oracle, then timed; summaries of each recipe against FlashInfer's NVFP4;
 5. **SGLang's Triton BF16 decode kernel** on the BF16 cache, as a sanity anchor for our baseline;
 6. **upstream's way of reading an FP4 pool**: dequantize the whole layer to BF16, then BF16
    attention, at two pool sizes (the batch's 262k tokens and the whole 2M-token pool; our Triton dequantize, and
@@ -31,7 +33,8 @@ TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out build/
 `--smoke` runs every stage at toy sizes under Triton's interpreter (timings meaningless), so CI
 keeps this script alive. SGLang's files are read from `.cache/sglang-0.5.23/src` (carry that
 folder to a GPU machine without network). `--launch-table` prints the `DEVICE_LAUNCHES` entry
-(`nvfp4_kvcache_triton.decode_attention`) of a finished run.
+(`nvfp4_kvcache_triton.decode_attention`) of a finished run. `--no-shapes` skips stage 8 only
+(`scripts/gpu_all.sh` runs the benchmark so, within its time budget).
 """
 
 from __future__ import annotations
@@ -93,9 +96,11 @@ SHAPES = [(64, 16), (256, 16), (128, 1), (128, 64)]
 """(head_dim, page) timed besides the headline's (128, 16); their correctness at 32k tokens is the
 GPU tests' (`tests/test_decode_attention_kernel.py::test_gpu_full_size`)."""
 FLASHINFER_HARNESS = "flashinfer_decode"
-"""Module (in `scripts/`) that times FlashInfer's decode on the same caches. Expected:
-`rows(caches, q, kv_indptr, kv_indices, shape, timer) -> list[dict]`, one dict per FlashInfer path
-with at least `{"format": "bf16" | "fp8" | "nvfp4", "ms": float}`. Absent, stage 4 records why."""
+"""Module (in `scripts/`) that times FlashInfer's decode on the same caches (`scripts/flashinfer_decode.py`).
+Expected: `rows(caches, q, kv_indptr, kv_indices, shape, timer, oracle=...) -> list[dict]`, one dict
+per FlashInfer path with at least `{"format": "bf16" | "fp8" | "nvfp4", "ms": float}` (and `"ok"`,
+its check against the oracle), and `unavailable() -> str | None`. Absent, or FlashInfer not
+importable here, stage 4 records why."""
 
 
 def launches(variant: str, smoke: bool) -> list[dict]:
@@ -213,30 +218,50 @@ def summarize(head: dict) -> dict:
     return out
 
 
-def flashinfer_stage(caches, q, indptr, idx, shape, smoke: bool) -> dict:
-    """FlashInfer's decode on the same caches, through `FLASHINFER_HARNESS` when present."""
+def flashinfer_stage(caches, q, indptr, idx, shape, smoke: bool, oracle=None) -> dict:
+    """FlashInfer's decode on the same caches, through `FLASHINFER_HARNESS` when present: its
+    `unavailable()` says why FlashInfer cannot run here (recorded as `available: False`), its
+    `rows(...)` times it (`oracle`, when given, lends it the references of stage 2)."""
     try:
         harness = importlib.import_module(FLASHINFER_HARNESS)
     except ImportError as e:
         return {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    why = harness.unavailable() if hasattr(harness, "unavailable") else None
+    if why:
+        return {"available": False, "reason": why}
     try:
-        rows = harness.rows(caches, q, indptr, idx, shape, lambda fn: time_graph(fn, smoke))
+        kw = {} if oracle is None else {"oracle": oracle}
+        rows = harness.rows(caches, q, indptr, idx, shape, lambda fn: time_graph(fn, smoke), **kw)
     except Exception as e:  # noqa: BLE001 - record why, keep going
         return {"available": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
                 "trace": traceback.format_exc()[-1500:]}
     return {"available": True, "ran": True, "rows": rows}
 
 
+def flashinfer_fastest(fi: dict) -> dict:
+    """Per format, FlashInfer's fastest row that ran and passed its check."""
+    best = {}
+    for r in fi.get("rows", []):
+        if "ms" in r and r.get("ok", True) and (r["format"] not in best or r["ms"] < best[r["format"]]["ms"]):
+            best[r["format"]] = r
+    return best
+
+
 def flashinfer_summary(summary: dict, fi: dict) -> None:
-    """Add `speedup_vs_flashinfer_nvfp4` (our time over FlashInfer's NVFP4 decode, per recipe) to
-    `summary`, and FlashInfer's own `speedup_vs_bf16` (its BF16 over its NVFP4) to `fi`."""
-    ms = {r["format"]: r["ms"] for r in fi.get("rows", [])}
-    if "nvfp4" not in ms:
+    """Add `speedup_vs_flashinfer_nvfp4` (FlashInfer's NVFP4 decode time over ours, per recipe) to
+    `summary`, and FlashInfer's own `speedup_vs_bf16` (its fastest BF16 over its NVFP4; also
+    `speedup_vs_fp8`) to `fi`. Each FlashInfer time is its fastest path that passed the check."""
+    best = flashinfer_fastest(fi)
+    if "nvfp4" not in best:
         return
+    nv = best["nvfp4"]
     for s in summary.values():
-        s["speedup_vs_flashinfer_nvfp4"] = ms["nvfp4"] / s["ms"]
-    if "bf16" in ms:
-        fi["speedup_vs_bf16"] = ms["bf16"] / ms["nvfp4"]
+        s["speedup_vs_flashinfer_nvfp4"] = nv["ms"] / s["ms"]
+        s["flashinfer_nvfp4_backend"] = nv.get("backend")
+    fi["fastest"] = {f: r.get("backend") for f, r in best.items()}
+    for base in ("bf16", "fp8"):
+        if base in best:
+            fi[f"speedup_vs_{base}"] = best[base]["ms"] / nv["ms"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,6 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "data" / "perf" / "decode_attention.json"))
     ap.add_argument("--smoke", action="store_true", help="toy sizes on the CPU under TRITON_INTERPRET=1")
     ap.add_argument("--no-sweep", action="store_true", help="skip the context x batch sweep and the other shapes")
+    ap.add_argument("--no-shapes", action="store_true", help="skip the other head dims and page sizes (stage 8)")
     ap.add_argument("--variants", help="comma-separated subset of VARIANTS (the baselines always run)")
     ap.add_argument("--workers", type=int, default=12, help="processes compiling kernels before the timing (0: none)")
     ap.add_argument("--budget-s", type=float, default=270.0, help="skip the sweep and shapes past this many seconds")
@@ -488,12 +514,19 @@ def main(argv=None) -> int:
     res["sweep_formats"] = sweep_variants
     shape_items = [(tiny(shape, D=d, PAGE=page), v, best[v]) for d, page in SHAPES for v in sweep_variants
                    if not ("@pages" in v and page == 1)]
-    wait_shapes = warmup.start(_warm_worker, shape_items, args.workers) if gpu and args.workers > 0 and not args.no_sweep else None
+    wait_shapes = warmup.start(_warm_worker, shape_items, args.workers) \
+        if gpu and args.workers > 0 and not (args.no_sweep or args.no_shapes) else None
 
     log("[4/8] FlashInfer decode on the same caches")
-    res["flashinfer"] = flashinfer_stage(caches, q, indptr, idx, shape, args.smoke)
-    flashinfer_summary(res["summary"], res["flashinfer"])
-    log(f"  {({k: v for k, v in res['flashinfer'].items() if k != 'trace'})}")
+    res["flashinfer"] = fi = flashinfer_stage(caches, q, indptr, idx, shape, args.smoke, oracle)
+    for r in fi.get("rows", []):
+        if "bytes_per_s" in r:
+            r["frac_of_copy"], r["frac_of_read"] = r["bytes_per_s"] / copy_bw, r["bytes_per_s"] / read_bw
+        log(f"  {r['format']:6s} {r['backend']:22s} " + (
+            f"{r['ms'] * 1e3:8.1f} us  {r['bytes_per_s'] / 1e12:.3f} TB/s  check {'ok' if r['ok'] else 'FAIL'}"
+            if "ms" in r else r.get("skipped") or r.get("error", "")))
+    flashinfer_summary(res["summary"], fi)
+    log(f"  {({k: v for k, v in fi.items() if k not in ('trace', 'rows')})}")
     save("flashinfer")
 
     log("[5/8] SGLang's Triton BF16 decode kernel (sanity anchor)")
@@ -545,9 +578,9 @@ def main(argv=None) -> int:
         caches.clear()  # the 2M-slot pools: room for the shapes' caches
         if wait_shapes is not None:
             res["warm_up_errors_shapes"] = wait_shapes()
-        if save.elapsed() > args.budget_s + 90:
+        if args.no_shapes or save.elapsed() > args.budget_s + 90:
             res["skipped"] = ["shapes"]
-            log("[8/8] other head dims and page sizes skipped (past the time budget)")
+            log(f"[8/8] other head dims and page sizes skipped ({'--no-shapes' if args.no_shapes else 'past the time budget'})")
         else:
             log(f"[8/8] other head dims and page sizes (batch {shape.B}, context {shape.CTX}); headline launches")
             res["shapes"] = other_shapes(shape, best, sweep_variants, gpu, dev, copy_bw, args.smoke)

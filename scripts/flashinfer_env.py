@@ -8,9 +8,10 @@ there calls:
   `sys.path` (without running FlashInfer's top-level `__init__`: the bundle's lazy one) and
   points FlashInfer's JIT cache at `build/flashinfer-run/ws`, so that every process of one run
   reuses what the first one compiled;
-* [`prebuild`][flashinfer_env.prebuild] compiles a list of JIT modules in **one** ninja run
-  (all CPU cores, every translation unit of every module in parallel) and returns the compile time
-  of each module from ninja's log (sum and span of its objects) plus the wall time of the run.
+* [`prebuild`][flashinfer_env.prebuild] compiles a list of JIT modules, several at a time on
+  all CPU cores, each the way FlashInfer's first use would (its own ninja run in its own folder,
+  under its lock, so the wrappers find it built), and returns each module's compile time from
+  its ninja log (sum and span of its objects) plus the wall time of the run.
 
 Nothing here compiles anything on import; FlashInfer itself is imported only by `activate`'s
 callers.
@@ -105,38 +106,75 @@ def _module_of(output: str, jit_dir: Path) -> str:
     return p.parts[0] if p.parts else ""
 
 
-def prebuild(specs: dict, log=print) -> dict:
-    """Compile JIT modules in one parallel ninja run; a module already compiled is not rebuilt.
+def _build_module(spec, jobs: int) -> str | None:
+    """Compile one module as FlashInfer's own first-use build does (`JitSpecNvcc.build`): its
+    ninja file, run **in the module's folder**, under the module's lock. Returns ninja's output
+    tail on failure.
+
+    The folder matters: ninja keeps its log (`.ninja_log`, `.ninja_deps`) in the folder it runs
+    in, and rebuilds every output its log does not list ("command line not found in log"). The
+    wrappers' `build_and_load` runs ninja in the module's folder, so a module built from any
+    other folder (one ninja file including every module with `subninja`) is compiled a second
+    time on first use. The lock makes a wrapper that asks for a module while it is being built
+    wait for it instead of compiling it alongside.
+    """
+    import subprocess
+
+    from filelock import FileLock
+
+    with FileLock(str(spec.lock_path), thread_local=False):
+        spec.write_ninja()
+        workdir = Path(spec.build_dir).resolve()
+        cmd = ["ninja", "-v", "-C", str(workdir), "-f", str(Path(spec.ninja_path).resolve()), "-j", str(jobs)]
+        r = subprocess.run(cmd, cwd=str(workdir), capture_output=True, text=True)
+    return None if r.returncode == 0 else f"ninja failed for {spec.name}: {(r.stdout + r.stderr)[-3000:]}"
+
+
+def prebuild(specs: dict, log=print, parallel: int | None = None) -> dict:
+    """Compile JIT modules, several at a time; a module already compiled is not rebuilt.
+
+    Each module is built in its own folder, under its lock (`_build_module`): exactly what the
+    wrappers' first use would run, so they then find nothing to do. `parallel` modules (default
+    `FLASHINFER_PREBUILD_PARALLEL`, else 3) compile at once, in the order given, each with
+    `MAX_JOBS // parallel` ninja jobs (`MAX_JOBS`: every core by default).
 
     Args:
-        specs: label -> FlashInfer `JitSpec` (from `flashinfer.jit` generators).
+        specs: label -> FlashInfer `JitSpec` (from `flashinfer.jit` generators), most wanted first.
         log: progress printer.
+        parallel: modules compiled at once.
 
     Returns:
-        `{"wall_s", "max_jobs", "modules": {label: {"name", "compiled_before", "objects",
-        "compile_s_sum", "compile_s_span"}}}`: per module the seconds its objects took (sum over
-        objects, and first start to last end within the shared run).
+        `{"wall_s", "max_jobs", "parallel", "error", "modules": {label: {"name", "compiled_before",
+        "compiled", "objects", "compile_s_sum", "compile_s_span", "done_after_s"}}}`: per module the
+        seconds its objects took (sum over objects, and first start to last end, from the module's
+        own ninja log) and when it was done, counted from the start of this call.
     """
-    from flashinfer.jit import env as jit_env
-    from flashinfer.jit.core import build_jit_specs
+    from concurrent.futures import ThreadPoolExecutor
 
-    jit_dir = Path(jit_env.FLASHINFER_JIT_DIR)
+    total = int(os.environ.get("MAX_JOBS") or os.cpu_count() or 8)
+    parallel = max(1, int(parallel or os.environ.get("FLASHINFER_PREBUILD_PARALLEL") or 3))
+    jobs = max(1, total // parallel)
     before = {label: bool(spec.is_compiled) for label, spec in specs.items()}
     todo = [label for label, done in before.items() if not done]
     log(f"[flashinfer] JIT: {len(todo)} of {len(specs)} modules to compile ({', '.join(todo) or 'none'}), "
-        f"MAX_JOBS={os.environ.get('MAX_JOBS')}")
+        f"{parallel} at a time with {jobs} ninja jobs each")
     t0 = time.perf_counter()
-    error = None
+    done_after: dict = {}
+
+    def one(label):
+        err = _build_module(specs[label], jobs)
+        done_after[label] = round(time.perf_counter() - t0, 1)
+        log(f"[flashinfer]   {label} {'FAILED' if err else 'compiled'} after {done_after[label]:.0f} s")
+        return err
+
+    errors = []
     if todo:
-        try:
-            build_jit_specs([specs[label] for label in todo], verbose=False)
-        except Exception as exc:  # recorded; the caller decides what still runs
-            error = f"{type(exc).__name__}: {str(exc)[-4000:]}"
+        with ThreadPoolExecutor(min(parallel, len(todo))) as ex:
+            errors = [e for e in ex.map(one, todo) if e]
     wall = time.perf_counter() - t0
-    objects = _ninja_log(jit_dir)
     modules = {}
     for label, spec in specs.items():
-        mine = [o for o in objects if _module_of(o[2], jit_dir) == spec.name]
+        mine = _ninja_log(Path(spec.build_dir))
         modules[label] = {
             "name": spec.name,
             "compiled_before": before[label],
@@ -144,11 +182,13 @@ def prebuild(specs: dict, log=print) -> dict:
             "objects": len(mine),
             "compile_s_sum": round(sum(e - s for s, e, _ in mine) / 1000, 1),
             "compile_s_span": round((max(e for _, e, _ in mine) - min(s for s, _, _ in mine)) / 1000, 1) if mine else 0.0,
+            "done_after_s": done_after.get(label),
         }
         log(f"[flashinfer]   {label:<28} {spec.name:<60} objects {len(mine):>3}  "
             f"sum {modules[label]['compile_s_sum']:>7.1f} s  span {modules[label]['compile_s_span']:>6.1f} s")
+    error = "\n".join(e[-1500:] for e in errors) or None
     log(f"[flashinfer] JIT wall {wall:.1f} s" + (f"  ERROR {error[:300]}" if error else ""))
-    return {"wall_s": round(wall, 1), "max_jobs": os.environ.get("MAX_JOBS"), "error": error, "modules": modules}
+    return {"wall_s": round(wall, 1), "max_jobs": total, "parallel": parallel, "error": error, "modules": modules}
 
 
 def jit_builds_since(offset: int = 0) -> list[dict]:
@@ -167,15 +207,20 @@ modules (FA2 tensor cores and CUDA cores), all at the headline head dim."""
 
 
 def specs_for(groups, head_dim: int = 128) -> dict:
-    """Label -> JitSpec for the named groups (imports FlashInfer: call `activate` first)."""
+    """Label -> JitSpec for the named groups, in the order the groups are named (`prebuild`
+    starts the first ones first). Imports FlashInfer: call `activate` first."""
     import flashinfer_harness as fh
 
     specs = {}
-    if "writers" in groups:
-        specs.update(fh.writer_specs())
-    labels = (["flashinfer_nvfp4_fa2"] if "nvfp4_decode" in groups else []) + (
-        [b for b in fh.BACKENDS if b != "flashinfer_nvfp4_fa2"] if "baselines" in groups else [])
-    specs.update(fh.jit_specs(labels, fh.Shape(head_dim=head_dim)))
+    for group in groups:
+        if group == "writers":
+            specs.update(fh.writer_specs())
+        elif group == "nvfp4_decode":
+            specs.update(fh.jit_specs(["flashinfer_nvfp4_fa2"], fh.Shape(head_dim=head_dim)))
+        elif group == "baselines":
+            specs.update(fh.jit_specs([b for b in fh.BACKENDS if b != "flashinfer_nvfp4_fa2"], fh.Shape(head_dim=head_dim)))
+        else:
+            raise ValueError(f"unknown group {group!r}; groups are {GROUPS}")
     return specs
 
 

@@ -5,8 +5,9 @@
 #
 # 1. installs this project (editable, no dependencies) and the trimmed FlashInfer bundle
 #    (build/flashinfer, written by scripts/flashinfer_bundle.py; carry it with the tree);
-# 2. JIT-compiles the page writers, the NVFP4 dequantize and the NVFP4 FA2 decode in one parallel
-#    ninja run, then the BF16/FP8 decode baselines in the background (compile times recorded);
+# 2. JIT-compiles the page writers, the NVFP4 dequantize and the NVFP4 FA2 decode (several modules
+#    at a time, each in its own folder as FlashInfer's first use would, so the wrappers find them
+#    built), then the BF16/FP8 decode baselines in the background (compile times recorded);
 # 3. runs the byte conformance (scripts/flashinfer_conformance.py)   -> $OUT/flashinfer.json
 # 4. runs the decode harness: backend probe, checks, headline timing -> $OUT/flashinfer_decode.json
 # 5. runs the GPU tests (tests/test_flashinfer_gpu.py, without pytest) -> $OUT/flashinfer_tests.log

@@ -246,7 +246,8 @@ def decode(label: str, inp: DecodeInputs, caches: dict) -> DecodeRun:
     kv, kwargs = _run_args(label, inp, caches)
     fn = lambda: w.run(inp.q, kv, **kwargs)  # noqa: E731
     out = fn()
-    return DecodeRun(label, out, fn, str(getattr(w, "_backend", "?")), bool(getattr(w, "_uses_cudnn", False)))
+    used = getattr(w, "resolved_backend", None) or getattr(w, "_backend", "?")   # what "auto" resolved to
+    return DecodeRun(label, out, fn, str(used), bool(getattr(w, "_uses_cudnn", False)))
 
 
 def probe_nvfp4_backends(inp: DecodeInputs, caches: dict) -> dict:

@@ -3,7 +3,9 @@
 Reads `docs/data/perf/decode_attention.json` (written on a GPU by
 `scripts/bench_decode_attention.py`) and writes `docs/assets/perf/decode_attention_speedup.svg`:
 for each batch size of the sweep, the time of BF16 divided by the time of each other format (FP8
-and each FP4 recipe's fastest decoder), against context length. Sweep points where the batch's
+and each FP4 recipe's fastest decoder), against context length; where the run timed FlashInfer's
+decode over the same caches, its NVFP4 and BF16 times at the headline shape are marked (our BF16
+time divided by FlashInfer's) in the headline batch's panel. Sweep points where the batch's
 tokens exceed the benchmark pool (slots wrap around, so several requests read the same pages and
 the L2 cache can serve repeats) are left out and said so in the figure.
 
@@ -38,6 +40,22 @@ def sweep_points(d: dict) -> dict:
     return {k: sorted(v) for k, v in pts.items()}
 
 
+def flashinfer_points(d: dict) -> dict:
+    """`{label: (batch, context, speedup over our BF16)}` for FlashInfer's fastest passing NVFP4 and
+    BF16 rows at the headline (its decode over the same caches); empty when the run has none."""
+    fi = d.get("flashinfer", {})
+    heads = {r["format"]: r for r in d["rows"] if r["kind"] == "headline"}
+    if "bf16" not in heads:
+        return {}
+    best: dict = {}
+    for r in fi.get("rows", []):
+        if "ms" in r and r.get("ok", True) and r["format"] in ("nvfp4", "bf16"):
+            if r["format"] not in best or r["ms"] < best[r["format"]]["ms"]:
+                best[r["format"]] = r
+    return {f"FlashInfer {f} (headline)": (r["batch"], r["context"], heads["bf16"]["ms"] / r["ms"])
+            for f, r in sorted(best.items(), key=lambda kv: kv[0] != "nvfp4")}
+
+
 def plot(d: dict, out: Path) -> None:
     import matplotlib
 
@@ -68,6 +86,11 @@ def _draw(plt, d: dict, out: Path) -> None:
             xs = [c for c, _ in pts.get((f, b), []) if c in base]
             ys = [base[c] / dict(pts[(f, b)])[c] for c in xs]
             ax.plot(xs, ys, marker="o", label=f)
+        fi = [(label, c, y) for label, (fb, c, y) in flashinfer_points(d).items() if fb == b]
+        for (label, c, y), marker in zip(fi, ("X", "P")):
+            ax.plot([c], [y], marker=marker, ms=9, ls="none", color="black", label=label)
+        if fi and b != batches[0]:
+            ax.legend(fontsize=8, loc="upper left")
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(3.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)

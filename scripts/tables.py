@@ -145,18 +145,66 @@ def _fp8_ms(rows: list[dict]) -> tuple[str, float]:
     return r["format"], r["ms"]
 
 
-def decode_attention_headline(name: str = "decode_attention.json") -> str:
-    """Decode attention at the headline shape, every KV format and decoder, from the benchmark JSON."""
-    d = _perf(name)
+def _flashinfer_label(r: dict) -> str:
+    return f"FlashInfer `{r['format']}` ({'FA2 tensor cores' if r.get('tensor_cores') else 'CUDA-core decode'})"
+
+
+def flashinfer_note(d: dict) -> str:
+    """What a decode-attention run says about FlashInfer: its summaries, or why it has no rows."""
+    fi = d.get("flashinfer")
+    if fi is None:
+        return "This run has no FlashInfer rows: it predates the benchmark's FlashInfer stage."
+    if not fi.get("available", False):
+        return f"This run has no FlashInfer rows: FlashInfer was not available ({fi.get('reason', 'no reason recorded')})."
+    if not fi.get("ran", False):
+        return f"This run has no FlashInfer rows: FlashInfer's stage failed ({fi.get('reason', 'no reason recorded')})."
+    rows = fi.get("rows", [])
+    out = []
+    missing = [r for r in rows if "ms" not in r]
+    failed = [r for r in rows if "ms" in r and not r.get("ok", True)]
+    version = next((r["flashinfer"] for r in rows if r.get("flashinfer")), None)
+    speed = [(recipe, s["speedup_vs_flashinfer_nvfp4"]) for recipe, s in d.get("summary", {}).items()
+             if "speedup_vs_flashinfer_nvfp4" in s]
+    if speed:
+        nv = next(r for r in rows if r.get("backend") == fi["fastest"]["nvfp4"] and r["format"] == "nvfp4")
+        out.append(f"Against FlashInfer{' ' + version if version else ''}'s NVFP4 decode over the same bytes "
+                   f"({1000 * nv['ms']:.1f} us, `{nv['backend']}`), the speedup of each recipe's fastest slot-major "
+                   "variant (FlashInfer's time over ours): "
+                   + ", ".join(f"`{recipe}` {x:.2f}x" for recipe, x in speed) + ".")
+        own = [f"{x:.2f}x its {base.upper()} (`{fi['fastest'][base]}`)" for base in ("bf16", "fp8")
+               if (x := fi.get(f"speedup_vs_{base}")) is not None]
+        if own:
+            out.append("FlashInfer's own NVFP4 decode runs at " + " and ".join(own) + ".")
+    else:
+        out.append("FlashInfer's NVFP4 decode has no passing time in this run, so there is no speedup against it.")
+    if failed:
+        out.append("Rows that fail the oracle check (timed, not used in any ratio): "
+                   + ", ".join(f"`{r['backend']}`" for r in failed) + ".")
+    if missing:
+        out.append("Not timed: " + "; ".join(f"`{r['backend']}`: {r.get('skipped') or r.get('error', '')}"
+                                              for r in missing) + ".")
+    return " ".join(out)
+
+
+def decode_attention_headline(name: str = "decode_attention.json", data: dict | None = None) -> str:
+    """Decode attention at the headline shape, every KV format and decoder, and FlashInfer's decode
+    over the same caches when the run has it, from the benchmark JSON (or `data`, its contents)."""
+    d = _perf(name) if data is None else data
     copy = d["copy"]["bytes_per_s"]
     heads = [r for r in d["rows"] if r["kind"] == "headline"]
     bf16 = next(r for r in heads if r["format"] == "bf16")["ms"]
     fp8_name, fp8 = _fp8_ms(heads)
     read = d["copy"].get("read_bytes_per_s")
+    fi_rows = [dict(r, kind="flashinfer") for r in d.get("flashinfer", {}).get("rows", []) if "ms" in r]
     rows = []
-    for r in sorted(heads, key=lambda r: r["ms"]):
-        launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
-        rows.append([f"`{r['format']}`", f"{1000 * r['ms']:.1f}",
+    for r in sorted(heads + fi_rows, key=lambda r: r["ms"]):
+        if r["kind"] == "flashinfer":
+            label = _flashinfer_label(r)
+            launch = f"FlashInfer {r.get('flashinfer', '')} `{r['backend']}`" + ("" if r.get("ok", True) else ", FAILS the oracle check")
+        else:
+            label = f"`{r['format']}`"
+            launch = ", ".join(f"{k}={v}" for k, v in r["launch"].items())
+        rows.append([label, f"{1000 * r['ms']:.1f}",
                      f"{1000 * r['ms_events']:.1f}" if "ms_events" in r else "-", f"{r['bytes_per_s'] / 1e12:.2f}",
                      f"{100 * r['bytes_per_s'] / copy:.0f}%", f"{100 * r['bytes_per_s'] / read:.0f}%" if read else "-",
                      f"{bf16 / r['ms']:.2f}x", f"{fp8 / r['ms']:.2f}x", launch])
@@ -169,9 +217,13 @@ def decode_attention_headline(name: str = "decode_attention.json") -> str:
             + f"; {d['date']}; `{d['command']}`. Time: {timing}; the events column times each call on its own"
             f" (CUDA events, L2 flushed first). Ceilings measured in the same run: copy {copy / 1e12:.2f} TB/s"
             + (f", read-only {read / 1e12:.2f} TB/s" if read else "") + f". FP8 is the fastest FP8 row, `{fp8_name}`; "
-            "`@pages` rows read the same bytes as page blocks.\n\n")
-    return head + _table(["KV format (decoder)", "time (us)", "events (us)", "TB/s read", "of copy", "of read-only",
-                          "vs BF16", "vs FP8", "best launch"], rows)
+            "`@pages` rows read the same bytes as page blocks."
+            + (" FlashInfer rows: FlashInfer's paged decode over the same caches (the NVFP4 pool's bytes in its "
+               "page-major layout; the BF16 and FP8 buffers themselves), each output checked against the float64 "
+               "oracle before it is timed; their speedup columns divide our BF16 and FP8 times by FlashInfer's."
+               if fi_rows else "") + "\n\n")
+    return (head + _table(["KV format (decoder)", "time (us)", "events (us)", "TB/s read", "of copy", "of read-only",
+                           "vs BF16", "vs FP8", "best launch"], rows) + "\n" + flashinfer_note(d) + "\n")
 
 
 def decode_attention_sweep() -> str:

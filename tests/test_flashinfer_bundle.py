@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import doctest
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 import flashinfer_bundle as fb
 import flashinfer_env as fenv
@@ -118,6 +121,73 @@ def test_ninja_log_is_grouped_by_module(tmp_path):
     assert sorted(fenv._module_of(r[2], jit) for r in rows) == ["batch_prefill_x", "page", "page", "page"]
 
 
+class _Spec:
+    """A stand-in JitSpec with FlashInfer's ninja conventions: absolute outputs under the module's
+    folder, objects with gcc-style depfiles (`deps = gcc`), one linked library."""
+
+    def __init__(self, root: Path, name: str, fail: bool = False):
+        self.name, self.fail = name, fail
+        self.build_dir, self.lock_path = root / name, root / "tmp" / f"{name}.lock"
+        self.ninja_path = self.build_dir / "build.ninja"
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_compiled(self) -> bool:
+        return (self.build_dir / f"{self.name}.so").exists()
+
+    def write_ninja(self) -> None:
+        d = self.build_dir.resolve()
+        d.mkdir(parents=True, exist_ok=True)
+        for i in (1, 2):
+            (d / f"s{i}.cu").write_text(f"source {i}\n")
+        compile_cmd = "false" if self.fail else "cp $in $out && echo \"$out: $in\" > $out.d"
+        self.ninja_path.write_text("\n".join([
+            "rule cuda_compile", f"  command = {compile_cmd}", "  depfile = $out.d", "  deps = gcc",
+            "rule link", "  command = cat $in > $out",
+            f"build {d}/s1.cuda.o: cuda_compile {d}/s1.cu", f"build {d}/s2.cuda.o: cuda_compile {d}/s2.cu",
+            f"build {d}/{self.name}.so: link {d}/s1.cuda.o {d}/s2.cuda.o", f"default {d}/{self.name}.so", ""]))
+
+
+def _first_use_would_rebuild(spec: _Spec) -> bool:
+    """What FlashInfer's first use runs (ninja in the module's folder), as a dry run."""
+    r = subprocess.run(["ninja", "-n", "-C", str(spec.build_dir), "-f", str(spec.ninja_path)], capture_output=True,
+                       text=True, check=True)
+    return "no work to do" not in r.stdout
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_prebuild_leaves_nothing_for_the_first_use_to_compile(tmp_path):
+    specs = {"a": _Spec(tmp_path, "mod_a"), "b": _Spec(tmp_path, "mod_b")}
+    rec = fenv.prebuild(specs, log=lambda *a: None, parallel=2)
+    assert rec["error"] is None and rec["parallel"] == 2
+    for label, spec in specs.items():
+        m = rec["modules"][label]
+        assert m["compiled"] and not m["compiled_before"] and m["objects"] == 3 and m["done_after_s"] is not None
+        assert not _first_use_would_rebuild(spec)
+    again = fenv.prebuild(specs, log=lambda *a: None)
+    assert all(m["compiled_before"] and m["done_after_s"] is None for m in again["modules"].values())
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_one_ninja_run_over_subninjas_would_be_compiled_again(tmp_path):
+    """Why the prebuild builds in each module's folder: built from a master file in the parent
+    folder (one ninja run, `subninja` per module), the module's own folder has no ninja log, and
+    the first use compiles everything again."""
+    spec = _Spec(tmp_path, "mod_c")
+    spec.write_ninja()
+    (tmp_path / "all.ninja").write_text(f"subninja {spec.ninja_path.resolve()}\n")
+    subprocess.run(["ninja", "-C", str(tmp_path), "-f", str(tmp_path / "all.ninja")], capture_output=True, check=True)
+    assert spec.is_compiled and _first_use_would_rebuild(spec)
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None, reason="needs ninja on PATH")
+def test_prebuild_reports_a_module_that_fails(tmp_path):
+    specs = {"ok": _Spec(tmp_path, "mod_ok"), "bad": _Spec(tmp_path, "mod_bad", fail=True)}
+    rec = fenv.prebuild(specs, log=lambda *a: None, parallel=1)
+    assert rec["modules"]["ok"]["compiled"] and not rec["modules"]["bad"]["compiled"]
+    assert "ninja failed for mod_bad" in rec["error"]
+
+
 def test_install_script_says_what_to_run_without_a_bundle(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "scripts" / "flashinfer_install.sh")], capture_output=True, text=True,
                          env={"FLASHINFER_BUNDLE": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"})
@@ -125,8 +195,59 @@ def test_install_script_says_what_to_run_without_a_bundle(tmp_path):
 
 
 def test_shell_scripts_parse():
-    for name in ("flashinfer_install.sh", "flashinfer_gpu.sh"):
+    for name in ("flashinfer_install.sh", "flashinfer_gpu.sh", "gpu_all.sh"):
         assert subprocess.run(["bash", "-n", str(ROOT / "scripts" / name)]).returncode == 0, name
+
+
+GPU_ALL_STAGES = ["setup_project", "setup_flashinfer", "a1_kernel_tests", "a2_decode_attention_tests", "e_mla_bench",
+                  "d_quant_bench", "c_decode_bench", "b1_flashinfer_conformance", "b2_flashinfer_gpu_tests",
+                  "b3_flashinfer_4over6_tests"]
+
+
+def _gpu_all_dry(tmp_path, **env) -> dict:
+    """`DRY_RUN=1 bash scripts/gpu_all.sh`: stage name -> (budget, command line)."""
+    import os
+    import re
+
+    run_env = dict(os.environ, DRY_RUN="1", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
+                   PYTHON=sys.executable, **env)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_all.sh")], capture_output=True, text=True, env=run_env,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    stages = {m.group(1): (int(m.group(2)), m.group(3))
+              for m in re.finditer(r"\[gpu_all\] \+\d+ s: (\w+): would run \(budget (\d+) s\): (.*)", r.stdout)}
+    assert (tmp_path / "out" / "gpu_all.log").read_text().count("would run") == len(stages)
+    return stages
+
+
+def test_gpu_all_runs_every_stage_within_its_budget(tmp_path):
+    stages = _gpu_all_dry(tmp_path)
+    assert list(stages) == GPU_ALL_STAGES
+    assert sum(b for b, _ in stages.values()) <= 560            # within the device tool's 10 minutes
+    out = tmp_path / "out"
+    # the measurements land in $OUT under the names the pages read, every test file exists
+    for name, want in (("c_decode_bench", "bench_decode_attention.py"), ("e_mla_bench", "bench_mla_decode_attention.py"),
+                       ("d_quant_bench", "bench_quant_kernels.py"), ("b1_flashinfer_conformance", "flashinfer_conformance.py")):
+        assert want in stages[name][1], name
+    assert f"--out {out}/decode_attention.json" in stages["c_decode_bench"][1]
+    assert f"--out {out}/mla_decode_attention.json" in stages["e_mla_bench"][1]
+    assert f"--out {out}/quant_kernels.json" in stages["d_quant_bench"][1]
+    for _, cmd in stages.values():
+        for word in cmd.split():
+            if word.startswith(("tests/", "scripts/")):
+                assert (ROOT / word).is_file(), word
+    # the flags it passes exist: the decode benchmark leaves the sweep a minute of its budget
+    bench = (ROOT / "scripts" / "bench_decode_attention.py").read_text()
+    assert '"--no-shapes"' in bench and '"--budget-s"' in bench and '"--no-tune"' in (ROOT / "scripts" / "bench_quant_kernels.py").read_text()
+    budget, cmd = stages["c_decode_bench"]
+    assert f"--budget-s {budget - 60}" in cmd
+    assert "-m gpu" in stages["a2_decode_attention_tests"][1] and "not flashinfer" in stages["a1_kernel_tests"][1]
+
+
+def test_gpu_all_budgets_are_settable_and_capped_by_the_total(tmp_path):
+    stages = _gpu_all_dry(tmp_path, T_C="100", DECODE_ARGS="--no-sweep", TOTAL="200")
+    assert stages["c_decode_bench"][0] == 100 and "--no-sweep --budget-s 40" in stages["c_decode_bench"][1]
+    assert sum(b for b, _ in stages.values()) > 200      # a dry run takes no time: the cap is per stage, on the clock
 
 
 def test_activate_explains_a_missing_bundle(tmp_path):
