@@ -79,6 +79,18 @@ DEVICE_LAUNCHES: dict[str, dict[str, dict[str, int]]] = {
         "fp4_mx_block16+prmt": {"block_n": 32, "num_warps": 1, "num_stages": 2},
         "fp4_mx_block16+prmt_bf16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
     },
+    "NVIDIA H200": {
+        "bf16": {"block_n": 32, "num_warps": 1, "num_stages": 2, "tokens_as_m": 1},
+        "fp8": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp8+cvt_f16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4+prmt": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "nvfp4+prmt_bf16": {"block_n": 32, "num_warps": 2, "num_stages": 2, "tokens_as_m": 1},
+        "nvfp4+cvt_f16": {"block_n": 32, "num_warps": 1, "num_stages": 2, "tokens_as_m": 1},
+        "fp4_mx_block16": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp4_mx_block16+prmt": {"block_n": 32, "num_warps": 1, "num_stages": 2},
+        "fp4_mx_block16+prmt_bf16": {"block_n": 64, "num_warps": 2, "num_stages": 2, "tokens_as_m": 1},
+    },
 }
 """Best stage-1 tile per GPU model (`torch.cuda.get_device_name()`) and variant (`recipe+decoder`,
 `"bf16"`, `"fp8"`, `"fp8+cvt_f16"`), at head dim 128: what `scripts/bench_decode_attention.py`
