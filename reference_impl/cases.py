@@ -290,6 +290,65 @@ _LIST = [
          "midpoint 23: 24 (0x5C); -3.03125 / (24 / G) = -5.75 -> -6 (code 0xF). compressed-tensors divides "
          "amax by 6 in bfloat16 (0.50390625), so s = 22.958: 22 (0x5B)",
          global_scale=_G_ENCODE, dtype=torch.bfloat16, order="encode_div"),
+    Case("nvfp4/scale_subnormal_tie", "nvfp4", {0: 0.076171875}, 0x06, {0: 7},
+         "amax/6 = 6.5 * 2**-9 exactly, the midpoint of the E4M3 subnormals 6 * 2**-9 (0x06, even) and 7 * 2**-9: "
+         "0x06; 0.076171875 / (6 * 2**-9) = 6.5 saturates to 6 (code 7). torchao's NVFP4 clamps the block scale to "
+         "at least 2**-6 (0x08), so 0.076 / 2**-6 = 4.875 -> 4 (code 6)", global_scale=1.0, dtype=torch.bfloat16),
+    Case("nvfp4/scale_subnormal_near_tie", "nvfp4", {0: 15 * 2.0**-9 + 2.0**-29}, 0x03, {0: 7},
+         "amax/6 = 2.5 * 2**-9 + 2**-29 / 6 lies 2/3 of a float32 ulp above the E4M3 midpoint 2.5 * 2**-9: 3 * 2**-9 "
+         "(0x03), and amax / (3 * 2**-9) = 5 + 2**-20 / 3 -> 6 (code 7). torchao's NVFP4 clamps the block scale to "
+         "2**-6 (0x08): amax / 2**-6 = 1.875 -> 2 (code 4)", global_scale=1.0),
+    Case("mxfp4/byte0_element_tie", "mxfp4", {0: 1.25 * 2.0**-127}, 0, {0: 2},
+         "floor(log2 amax) - 2 = -129 clamps to -127 (byte 0); 1.25 * 2**-127 / 2**-127 = 1.25, a tie -> 1 (even "
+         "code 2). torchao's MX FLOOR, EVEN and CEIL clamp the float32 scale to 2**-126 (the smallest normal): "
+         "0.625 -> 0.5 (code 1)", dtype=torch.bfloat16),
+    Case("mxfp4/nan_block_bfloat16", "mxfp4", {0: math.nan, 1: 3.0}, 0xFF, {},
+         "the NaN block on bfloat16 input: scale byte 0xFF (NaN), all codes 0. compressed-tensors' MXFP4 writes "
+         "scale byte 127 and code 8 for the NaN (the 3.0 gets code 0): the block decodes to finite values",
+         dtype=torch.bfloat16),
+    Case("mxfp4/inf_block_bfloat16", "mxfp4", {0: -math.inf, 1: 1.0}, 0xFF, {},
+         "an infinite block on bfloat16 input: scale byte 0xFF (NaN), all codes 0. compressed-tensors' MXFP4 writes "
+         "scale byte 127 and code 8 for the infinity: the block decodes to finite values", dtype=torch.bfloat16),
+    Case("mxfp4/zero_block_float16", "mxfp4", {}, 0, {},
+         "an all +0.0 block on float16 input: the smallest scale (byte 0), all codes 0. compressed-tensors' MXFP4 "
+         "writes scale byte 127 for a float16 zero block (byte 0 for bfloat16 and float32)", dtype=torch.float16),
+    # mxfp4_rceil: torchao's RCEIL mode, ModelOpt's MXFP4QTensor and PyTorch's MX helper
+    Case("mxfp4_rceil/byte0_element_tie", "mxfp4_rceil", {0: 1.25 * 2.0**-127}, 0, {0: 2},
+         "amax = 1.25 * 2**-127 <= 6 * 2**-127: E = -127 (byte 0); 1.25 * 2**-127 / 2**-127 = 1.25, a tie -> 1 "
+         "(even code 2). torchao's RCEIL and PyTorch's MX helper multiply the elements of a byte-0 block by 1.0 "
+         "instead of 2**127: code 0", dtype=torch.bfloat16),
+    Case("mxfp4_rceil/byte0_element_scaled_by_2_127", "mxfp4_rceil", {0: -0.375 * 2.0**-127}, 0, {0: 0x9},
+         "byte 0; -0.375 * 2**-127 / 2**-127 = -0.375 -> -0.5 (code 9). torchao's RCEIL and PyTorch's MX helper "
+         "multiply by 1.0 instead of 2**127 and write -0 (code 8): every block with amax below 6 * 2**-127 decodes "
+         "to zeros", dtype=torch.bfloat16),
+    Case("mxfp4_rceil/log2_rounds_down_one_ulp_above", "mxfp4_rceil", {0: 0.1875 + 2.0**-26}, 123, {0: 5},
+         "amax = 6 * 2**-5 + 2**-26 exceeds 6 * 2**-5: E = -4 (byte 123), amax / 2**-4 = 3 + 2**-22 -> 3 (code 5). "
+         "fl(amax / 6) = 2**-5 (1 + 2**-23), whose float32 log2 rounds to -5.0: torchao's RCEIL, ModelOpt's "
+         "MXFP4QTensor and PyTorch's MX helper write byte 122 and clip 6.0000005 to 6 (code 7)"),
+    Case("mxfp4_rceil/ties_even_no_zeros", "mxfp4_rceil",
+         {0: 6.0, 1: 0.75, 2: 1.75, 3: -3.5, **{i: 1.0 for i in range(4, 32)}}, 127,
+         {0: 7, 1: 2, 2: 4, 3: 0xE, **{i: 2 for i in range(4, 32)}},
+         "E = 0; the ties 0.75, 1.75 and -3.5 go to the even codes 2 (1.0), 4 (2.0) and 0xE (-4.0); no +0.0 in the "
+         "block. ModelOpt's MXFP4QTensor counts the midpoints |y| exceeds, so every tie goes toward zero: codes 1, "
+         "3 and 0xD"),
+    Case("mxfp4_rceil/positive_zero_in_block", "mxfp4_rceil", {0: 6.0}, 127, {0: 7},
+         "E = 0, 6 is code 7, and +0.0 is code 0. ModelOpt's MXFP4QTensor takes the sign bit as (2 - sign(x)) // 2, "
+         "which is 1 for +0.0: code 8 (-0) in the other 31 positions"),
+    Case("mxfp4_rceil/nan_with_finite_values", "mxfp4_rceil", {0: math.nan, 1: -3.0}, 0xFF, {},
+         "a NaN block: scale byte 0xFF, all codes 0, and it decodes to NaN whatever the codes. torchao's RCEIL "
+         "writes code 3 everywhere and PyTorch's MX helper 0xC for the NaN and 8 for -3.0 (same values); ModelOpt's "
+         "MXFP4QTensor writes scale byte 0 (its NaN exponent cast to uint8) and code 8 everywhere: the block decodes "
+         "to -0.0 and the NaN is lost"),
+    Case("mxfp4_rceil/inf_and_largest_power_of_two", "mxfp4_rceil", {0: math.inf, 1: -(2.0**127)}, 0xFE,
+         {0: 7, 1: 0xA},
+         "an infinite block: scale byte 0xFE (2**127, as cvt.rp.satfinite), +inf -> 6 (code 7), -2**127 / 2**127 = -1 "
+         "(code 0xA). ModelOpt's MXFP4QTensor computes an infinite exponent, writes scale byte 0 and code 8 "
+         "everywhere: the block decodes to -0.0"),
+    Case("mxfp4_rceil/bfloat16_double_rounding", "mxfp4_rceil", {0: 6.0, 1: 2.5 + 2.0**-19, 2: -(3.5 - 2.0**-19)},
+         127, {0: 7, 1: 5, 2: 0xD},
+         "E = 0; 2.5 + 2**-19 is above the midpoint 2.5 -> 3 (code 5), -(3.5 - 2**-19) below 3.5 -> -3 (code 0xD). "
+         "PyTorch's MX helper rounds the scaled float32 values to bfloat16 first (2.5 and -3.5, exact ties) and "
+         "then to even: codes 4 and 0xE"),
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}

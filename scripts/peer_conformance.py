@@ -49,11 +49,12 @@ from nvfp4_kvcache.recipes.nvfp4 import get_order  # noqa: E402
 
 from peerlab import casts_peer, compressed_tensors_peer, modelopt_peer, sglang_peer, torch_mx_peer, torchao_peer  # noqa: E402
 from peerlab.base import Entry, Peer, finite_amax, version_of  # noqa: E402
-from nvfp4_kvcache.cases import CASES, case_codes, case_input  # noqa: E402
+from nvfp4_kvcache.cases import CASES, case_codes, case_input, case_recipe  # noqa: E402
+from nvfp4_kvcache.oracle import compare_with_oracle  # noqa: E402
 from nvfp4_kvcache.packing import unpack_nibbles  # noqa: E402
 from peerlab.inputs import DTYPES, INPUT_CLASSES, make_input  # noqa: E402
-from peerlab.named import NAMED  # noqa: E402
-from peerlab.referee import VERDICTS, compare, find_reproducer, rerun_reproducer  # noqa: E402
+from peerlab.named import NAMED, NOT_ON_ONE_BLOCK  # noqa: E402
+from peerlab.referee import VERDICTS, compare, find_reproducer, oracle_recipe, rerun_reproducer  # noqa: E402
 
 PEERS: dict[str, Peer] = {p.name: p for p in (
     torchao_peer.PEER, modelopt_peer.PEER, compressed_tensors_peer.PEER, torch_mx_peer.PEER, sglang_peer.PEER,
@@ -251,19 +252,43 @@ def check_reproducers(peer: Peer, data: dict, entries: dict[str, Entry]) -> list
     return problems
 
 
-def check_named(entries: dict[str, Entry]) -> list[str]:
-    """Each named case mapped to a peer's class of mismatch must still tell the peer from the oracle."""
+def named_problems(entry: Entry, cls: str, name: str) -> list[str]:
+    """What no longer holds for one named case mapped to one class of one entry: the oracle must
+    give the case's bytes, the peer other bytes, and (unless `NOT_ON_ONE_BLOCK` says the class needs
+    many blocks) a mismatch of that class."""
+    case = CASES[name]
+    x = case_input(case)
+    q = case_recipe(case).quantize(x, case.global_scale)
+    oracle = (int(q.scales.flatten()[0]), unpack_nibbles(q.packed.reshape(1, -1))[0].tolist())
+    if oracle != (case.scale_byte, case_codes(case)):
+        return [f"named case {name}: the oracle gives scale byte {oracle[0]} and codes {oracle[1]}, the case says "
+                f"{case.scale_byte} and {case_codes(case)}"]
+    res = entry.run(x, case.global_scale)
+    codes = unpack_nibbles(res.packed.reshape(1, -1))[0].tolist()
+    if res.scales.flatten().tolist() == [case.scale_byte] and codes == case_codes(case):
+        return [f"{entry.id}: now gives the bytes of named case {name} (its class {cls}): re-run the lab"]
+    if (entry.id, cls) in NOT_ON_ONE_BLOCK:
+        return []
+    rep = compare_with_oracle(oracle_recipe(entry), x, res.packed.reshape(1, -1), res.scales, res.global_scale,
+                              max_rows=0, max_block_rows=0)
+    if not rep.classes.get(cls):
+        shown = {k: v for k, v in rep.classes.items() if v}
+        return [f"{entry.id}: on named case {name} the peer no longer shows class {cls} (it shows {shown}): "
+                "re-run the lab and map the class to a case that pins it"]
+    return []
+
+
+def check_named(entries: dict[str, Entry], named: dict | None = None) -> list[str]:
+    """Each named case mapped to a peer's class of mismatch must still tell the peer from the oracle,
+    in that class (`named_problems`). `named`: the mapping (default `peerlab.named.NAMED`)."""
     problems = []
-    for eid, classes in NAMED.items():
+    for eid, classes in (NAMED if named is None else named).items():
         entry = entries.get(eid)
         if entry is None:
             continue
-        for cls, name in classes.items():
-            case = CASES[name]
-            res = entry.run(case_input(case), case.global_scale)
-            codes = unpack_nibbles(res.packed.reshape(1, -1))[0].tolist()
-            if res.scales.flatten().tolist() == [case.scale_byte] and codes == case_codes(case):
-                problems.append(f"{eid}: now gives the bytes of named case {name} (its class {cls}): re-run the lab")
+        for cls, names in classes.items():
+            for name in (names,) if isinstance(names, str) else names:
+                problems += named_problems(entry, cls, name)
     return problems
 
 
