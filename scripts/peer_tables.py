@@ -149,7 +149,7 @@ def peers_reproducers() -> str:
     and the named case that pins the class in the oracle's own tests."""
     import sys
     sys.path.insert(0, str(ROOT / "scripts"))
-    from peerlab.named import NAMED
+    from peerlab.named import NOT_ON_ONE_BLOCK, cases_for
 
     rows = []
     for d in peers():
@@ -158,14 +158,19 @@ def peers_reproducers() -> str:
                 if "values" in rep:
                     vals = ", ".join(f"[{i}]={v}" for i, v in rep["values"].items()) or "all +0"
                     g = _fmt(rep["global_scale"], 9) if rep.get("global_scale") is not None else "–"
-                    case = NAMED.get(e["id"], {}).get(cls)
+                    cases = ", ".join(f"`{c}`" for c in cases_for(e["id"], cls)) or "–"
                     rows.append([f"`{e['id']}`", f"`{cls}`", SHORT.get(rep["dtype"], rep["dtype"]), vals, g,
-                                 _bytes(rep["oracle"]), _bytes(rep["peer"]), f"`{case}`" if case else "–"])
+                                 _bytes(rep["oracle"]), _bytes(rep["peer"]), cases])
                 else:
                     rows.append([f"`{e['id']}`", f"`{cls}`", SHORT.get(rep["dtype"], rep["dtype"]), str(rep["value"]), "–",
                                  f"0x{rep['oracle']:02X}", f"0x{rep['peer']:02X}", "–"])
-    return _table(["entry", "class", "dtype", "block (other elements +0)", "global scale", "oracle bytes",
-                   "peer bytes", "named case"], rows)
+    out = _table(["entry", "class", "dtype", "block (other elements +0)", "global scale", "oracle bytes",
+                  "peer bytes", "named case"], rows)
+    if NOT_ON_ONE_BLOCK:
+        out += ("\n\nClasses no single block shows (their case is only required to still differ):\n\n"
+                + "\n".join(f"- `{eid}` `{cls}` (case {', '.join(f'`{c}`' for c in cases_for(eid, cls))}): {why}."
+                             for (eid, cls), why in NOT_ON_ONE_BLOCK.items()))
+    return out
 
 
 def peers_order() -> str:
@@ -206,6 +211,179 @@ def peers_calls() -> str:
     return _table(["entry", "calls", "rule (from the released code)", "note"], rows)
 
 
+# ---- FlashInfer: the CPU formula scan and the GPU byte conformance --------------------------------
+
+FLASHINFER_FORMULA = DATA / "flashinfer_formula.json"
+"""The CPU scan of FlashInfer's writer formulas (`scripts/flashinfer_exact.py scan`)."""
+FLASHINFER_GPU = DATA / "flashinfer.json"
+"""The GPU byte conformance of FlashInfer's writers (`scripts/flashinfer_conformance.py`), when committed."""
+
+_FI_TALLY = {"flashinfer right": "peer", "oracle right": "oracle", "both right": "both", "neither right": "neither"}
+
+
+def flashinfer_verdict(differing: int, verdicts: dict[str, int]) -> str:
+    """The lab's verdict (`peerlab.referee.VERDICTS`) from FlashInfer's exact decisions, the way the
+    referee derives it: FlashInfer is the peer, "undefined: NaN in block" is unspecified."""
+    if not differing:
+        return "agrees"
+    d = {"peer": 0, "oracle": 0, "both": 0, "neither": 0}
+    for k, n in verdicts.items():
+        if k in _FI_TALLY:
+            d[_FI_TALLY[k]] += n
+    if not any(d.values()):
+        return "unspecified"
+    if d["peer"] == d["both"] == 0 and d["oracle"] > 0:
+        return "peer_deviates"
+    if d["oracle"] == d["both"] == 0 and d["peer"] > 0:
+        return "oracle_deviates"
+    return "mixed"
+
+
+def _fi_verdicts(v: dict[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(v.items())) or "–"
+
+
+def peers_flashinfer_formula(path: Path | None = None) -> str:
+    """FlashInfer 0.7.4's writer formulas against the oracle's product form, per global scale, decided exactly."""
+    path = path or FLASHINFER_FORMULA
+    if not path.exists():
+        return f"No FlashInfer formula scan: `{path.relative_to(ROOT).as_posix()}` is missing."
+    d = json.loads(path.read_text())
+    writers = (("flashinfer_division", "`flashinfer/paged_writer` (division form)"),
+               ("flashinfer_precise", "`flashinfer/mla_writer` (reciprocal form)"))
+    rows = []
+    for key, label in writers:
+        row = [label, "`nvfp4`"]
+        for r in d["rows"]:
+            w = r[key]
+            sym = SYMBOLS[flashinfer_verdict(w["differing_blocks"], w["verdicts"])]
+            row.append(sym if not w["differing_blocks"] else f"{sym} {w['differing_blocks']}")
+        rows.append(row)
+    detail = []
+    for r in d["rows"]:
+        for key, label in writers:
+            w = r[key]
+            if w["differing_blocks"]:
+                detail.append([label, _fmt(r["global_scale"], 6), w["differing_blocks"], w["scale_byte_diffs"],
+                               f"{_fi_verdicts(w['verdicts'])} (of {w['decided']} decided)",
+                               flashinfer_verdict(w["differing_blocks"], w["verdicts"]).replace("_", " ")])
+    head = (f"{d['blocks']:,} `{d['dtype']}` blocks per global scale, IEEE `float32` arithmetic "
+            f"({d['device']}, torch {d['versions']['torch']}, {d['date'][:10]}; `{d['command']}`), from "
+            f"{d['flashinfer_source']}. Each cell: the verdict and the number of blocks whose bytes differ from "
+            "the oracle's (default order, NVIDIA's product form).\n\n")
+    return (head + _table(["writer formula", "compared with"] + [f"g = {_fmt(r['global_scale'], 6)}" for r in d["rows"]],
+                          rows)
+            + "\n\n" + _table(["writer formula", "g", "blocks differing", "scale bytes differing",
+                                 "exact decisions", "verdict"], detail))
+
+
+def _fi_load(path: Path | None, data: dict | None) -> dict | None:
+    if data is not None:
+        return data
+    path = path or FLASHINFER_GPU
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+FLASHINFER_NOT_COMMITTED = (
+    "**The GPU run is not committed.** `docs/data/peers/flashinfer.json`, written by "
+    "`scripts/flashinfer_conformance.py` on a GPU, is not in the repository yet: no FlashInfer byte on this page "
+    "comes from a GPU, and the rows above are the CPU scan of FlashInfer's formulas only.")
+"""What the page says while the GPU result is missing."""
+
+_FI_WRITERS = ("append_NHD", "append_HND", "slot_mapping_NHD", "slot_mapping_4over6_NHD", "mla")
+
+
+def _fi_cell(r: dict | None) -> tuple[str, int, dict]:
+    """(symbol and count, differing blocks, verdicts) of one writer on one class."""
+    if r is None:
+        return " ", 0, {}
+    if "error" in r:
+        return SYMBOLS["error"], 0, {}
+    if "ckv_blocks" in r:          # the MLA writer: latent blocks and the FP8 rope bytes
+        n = max(r["ckv_scale_byte_diffs"], r["ckv_code_diff_blocks"])
+        verdicts = dict(r["ckv_verdicts"])
+        if r["kpe_diffs"]:
+            n += r["kpe_diffs"]
+            for k, v in r["kpe_verdicts"].items():
+                verdicts[k] = verdicts.get(k, 0) + v
+    else:
+        n, verdicts = r["differing_blocks"], r["verdicts"]
+    sym = SYMBOLS[flashinfer_verdict(n, verdicts)]
+    return (sym if not n else f"{sym} {n}"), n, verdicts
+
+
+def peers_flashinfer(path: Path | None = None, data: dict | None = None) -> str:
+    """FlashInfer's GPU writers against the oracle, byte for byte, per writer and input class; or, while the
+    GPU result is not committed, a sentence saying so."""
+    d = _fi_load(path, data)
+    if d is None:
+        return FLASHINFER_NOT_COMMITTED
+    env = d.get("flashinfer", {})
+    head = (f"FlashInfer {env.get('flashinfer', '?')} on {d['device']} (torch {d['versions']['torch']}, CUDA "
+            f"{d['versions'].get('cuda')}), {d['date'][:10]}, `{d['command']}`. Each cell: the verdict from the "
+            "exact decisions and the number of differing blocks (MLA: latent blocks plus FP8 rope bytes); "
+            f"{SYMBOLS['error']} the writer raised.\n\n")
+    totals: dict[str, dict] = {}
+    rows = []
+    for dname, cases in d["results"].items():
+        for cname, res in cases.items():
+            cells = []
+            for w in _FI_WRITERS:
+                cell, n, verdicts = _fi_cell(res.get(w))
+                cells.append(cell)
+                t = totals.setdefault(w, {"classes": 0, "differing": 0, "stray": 0, "verdicts": {}, "errors": 0})
+                r = res.get(w) or {}
+                t["errors"] += "error" in r
+                t["classes"] += bool(n)
+                t["differing"] += n
+                t["stray"] += r.get("stray_blocks", r.get("stray_rows", 0))
+                for k, v in verdicts.items():
+                    t["verdicts"][k] = t["verdicts"].get(k, 0) + v
+            dq = res.get("dequantize_paged", {})
+            dq_cell = (SYMBOLS["error"] if "error" in dq else
+                       " ".join("✓" if v["differ"] == 0 else f"✗ {v['differ']}" for v in dq.values()) or " ")
+            rows.append([SHORT.get(dname, dname), f"`{cname}`"] + cells + [dq_cell])
+    summary = [[f"`{w}`", t["classes"], t["differing"], t["stray"], _fi_verdicts(t["verdicts"]), t["errors"]]
+               for w, t in totals.items()]
+    ref = d.get("fourover6_reference")
+    note = f"\n\nThe 4-over-6 writer is compared with the {ref}." if ref else ""
+    return (head + _table(["dtype", "input class"] + [f"`{w}`" for w in _FI_WRITERS]
+                          + ["`dequantize_paged` (bf16 fp16 out)"], rows)
+            + "\n\nTotals per writer:\n\n"
+            + _table(["writer", "classes with differences", "differing blocks", "stray writes",
+                      "exact decisions (sampled)", "errors"], summary) + note)
+
+
+def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = None) -> str:
+    """One reproducer per FlashInfer writer and exact verdict: the block, the global scale and both bytes."""
+    d = _fi_load(path, data)
+    if d is None:
+        return FLASHINFER_NOT_COMMITTED
+    import struct
+
+    def f32(h: str) -> float:
+        return struct.unpack(">f", bytes.fromhex(h))[0]
+
+    seen, rows = set(), []
+    for dname, cases in d["results"].items():
+        for cname, res in cases.items():
+            for w in _FI_WRITERS:
+                r = res.get(w) or {}
+                rep = r.get("reproducer") or r.get("ckv_reproducer")
+                if not rep or (w, rep["verdict"]) in seen:
+                    continue
+                seen.add((w, rep["verdict"]))
+                vals = ", ".join(f"[{i}]={f32(h)!r}" for i, h in enumerate(rep["inputs_f32_hex"]) if f32(h) != 0
+                                 or h.startswith("8")) or "all +0"
+                fi, orc = rep["flashinfer"], rep["oracle"]
+                rows.append([f"`{w}`", SHORT.get(dname, dname), f"`{cname}`", vals, _fmt(f32(rep["global_scale_f32_hex"]), 9),
+                             _bytes(orc), _bytes(fi), rep["verdict"]])
+    if not rows:
+        return "No FlashInfer writer differs from the oracle: no reproducer."
+    return _table(["writer", "dtype", "input class", "block (16 values)", "global scale", "oracle bytes",
+                   "FlashInfer bytes", "exact verdict"], rows)
+
+
 TABLES = {
     "peers_versions": peers_versions,
     "peers_matrix": peers_matrix,
@@ -214,5 +392,8 @@ TABLES = {
     "peers_orders_used": peers_orders_used,
     "peers_calls": peers_calls,
     **{f"peers_detail.{n}": (lambda n=n: peers_detail(n)) for n in PEER_ORDER},
+    "peers_flashinfer_formula": peers_flashinfer_formula,
+    "peers_flashinfer": peers_flashinfer,
+    "peers_flashinfer_reproducers": peers_flashinfer_reproducers,
 }
 """Name -> function returning Markdown."""

@@ -123,3 +123,69 @@ def test_writer_model_in_ieee_arithmetic_is_the_exact_model_of_the_same_formula(
     x = torch.tensor([[2.0**-130] * 16])
     assert fc.writer_model(x, 2.0**-124, flush=True)[0].item() == 0      # flushed amax: scale 0
     assert fc.writer_model(x, 2.0**-124, flush=False)[0].item() != 0
+
+
+def _synthetic_gpu_result(cases: dict, tmp_path) -> dict:
+    """A `flashinfer.json` in the schema `main()` writes, made on the CPU: the oracle with injected faults
+    (`OracleWritersWithFaults`) stands in for FlashInfer's writers, `run_record` and `summarize` do the rest."""
+    import json
+
+    gen = torch.Generator().manual_seed(3)
+    writers = fc.OracleWritersWithFaults()
+    results = {"bfloat16": {}}
+    for name in ("random_g1", "nan_blocks"):
+        c = cases[name]
+        r = fc.run_case(c, torch.bfloat16, writers, torch.device("cpu"), gen, 4, None)
+        r["why"], r["global_scale"], r["tokens"] = c.why, c.g, c.x.shape[0]
+        results["bfloat16"][name] = r
+    res = fc.run_record("flashinfer_conformance.py", ["--quick", "--out", str(tmp_path / "elsewhere.json")])
+    res["flashinfer"] = {"flashinfer": "0.7.4"}
+    res["fourover6_reference"] = "float32 model of FlashInfer's formula"
+    res["results"] = results
+    res["summary"] = fc.summarize(results)
+    path = tmp_path / "flashinfer.json"
+    path.write_text(json.dumps(res, indent=1, default=str) + "\n")
+    return json.loads(path.read_text())
+
+
+def test_the_peers_chapter_renders_a_gpu_result(bf16_cases, tmp_path):
+    """The Peers chapter's FlashInfer tables read the conformance module's own output: the injected
+    faults show as one differing block per writer call, decided "oracle right" (the peer deviates),
+    and one stray write each; the 4-over-6 and MLA writers and the dequantize agree."""
+    import peer_tables as pt
+
+    data = _synthetic_gpu_result(bf16_cases, tmp_path)
+    text = pt.peers_flashinfer(tmp_path / "flashinfer.json")
+    assert "FlashInfer 0.7.4" in text and "`python scripts/flashinfer_conformance.py --quick`" in text
+    assert "elsewhere" not in text
+    row = next(line for line in text.splitlines() if "`random_g1`" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["bf16", "`random_g1`"]
+    assert cells[2:5] == ["✗ 1"] * 3                     # append NHD, HND, slot mapping: the one wrong code
+    assert cells[5:8] == ["✓", "✓", "✓ ✓"]               # 4-over-6, MLA, dequantize (bf16 and fp16 out)
+    total = next(line for line in text.splitlines() if line.startswith("| `append_NHD`"))
+    n = sum(r["append_NHD"]["differing_blocks"] for r in data["results"]["bfloat16"].values())
+    assert f"| 2 | {n} | 2 |" in total and "oracle right" in total
+    assert "float32 model of FlashInfer's formula" in text
+    reps = pt.peers_flashinfer_reproducers(tmp_path / "flashinfer.json")
+    assert "| `append_NHD` | bf16 | `random_g1` |" in reps and "oracle right" in reps
+    # the same tables from the data in memory, and the page's sentence when the file is missing
+    assert pt.peers_flashinfer(data=data) == text
+    assert pt.peers_flashinfer(tmp_path / "missing.json") == pt.FLASHINFER_NOT_COMMITTED
+    assert "not committed" in pt.FLASHINFER_NOT_COMMITTED
+
+
+def test_flashinfer_verdicts_are_derived_as_the_referee_derives_them():
+    import peer_tables as pt
+    from peerlab.base import Entry
+    from peerlab.referee import _verdict
+
+    entry = Entry(id="x/y", recipe="nvfp4", rule="", api="", source="", run=lambda x, g: None)
+    counts = {"codes": 1, "scales": 1, "decoded": 1}
+    for tally in ({"flashinfer right": 3}, {"oracle right": 2, "neither right": 1}, {"flashinfer right": 1,
+                  "oracle right": 1}, {"both right": 1}, {"undefined: NaN in block": 4}, {"neither right": 2}):
+        decided = {"peer": tally.get("flashinfer right", 0), "oracle": tally.get("oracle right", 0),
+                   "both": tally.get("both right", 0), "neither": tally.get("neither right", 0),
+                   "unspecified": tally.get("undefined: NaN in block", 0)}
+        assert pt.flashinfer_verdict(1, tally) == _verdict(entry, counts, decided), tally
+    assert pt.flashinfer_verdict(0, {}) == "agrees"

@@ -39,11 +39,9 @@ def test_data_records_versions_calls_and_conventions():
                 assert r["verdict"] in lab.VERDICTS or r["status"] != "ran", (e["id"], r)
 
 
-def test_every_class_a_block_peer_fails_has_a_named_case():
-    """A class of mismatch in the data without a named case would be untested by the oracle's own suite."""
-    from nvfp4_kvcache.cases import CASES
-    from peerlab.named import NAMED
-
+def _block_classes() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(entry id, class of mismatch) -> [(dtype, input class)] over every block peer's data."""
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for name in lab.PEERS:
         d = json.loads((lab.DATA / f"{name}.json").read_text())
         for e in d["entries"]:
@@ -51,10 +49,158 @@ def test_every_class_a_block_peer_fails_has_a_named_case():
                 continue
             for r in e.get("results", []):
                 for cls in r.get("classes", {}):
-                    if cls == "codes/scale_differs":   # a consequence of a differing scale byte, not a class of its own
-                        continue
-                    case = NAMED.get(e["id"], {}).get(cls)
-                    assert case in CASES, f"{e['id']} fails on {cls} ({r['dtype']} {r['input_class']}) with no named case"
+                    if cls != "codes/scale_differs":   # a consequence of a differing scale byte, not a class of its own
+                        out.setdefault((e["id"], cls), []).append((r["dtype"], r["input_class"]))
+    return out
+
+
+def test_every_class_a_block_peer_fails_has_a_named_case():
+    """A class of mismatch in the data without a named case would be untested by the oracle's own suite."""
+    from nvfp4_kvcache.cases import CASES
+    from peerlab.named import cases_for
+
+    for (eid, cls), where in _block_classes().items():
+        names = cases_for(eid, cls)
+        assert names and all(n in CASES for n in names), f"{eid} fails on {cls} ({where[0]}) with no named case"
+
+
+def test_every_mapping_and_exception_is_for_a_class_the_data_shows():
+    """A class that disappears from the data (a peer fixed, a lab re-run) leaves a stale mapping: noticed here.
+    A class excused from one-block cases must have no one-block reproducer in the data."""
+    from peerlab.named import NAMED, NOT_ON_ONE_BLOCK
+
+    shown = _block_classes()
+    for eid, classes in NAMED.items():
+        for cls in classes:
+            assert (eid, cls) in shown, f"NAMED maps {eid} {cls}, which the data no longer shows"
+    for eid, cls in NOT_ON_ONE_BLOCK:
+        assert cls in NAMED.get(eid, {}), (eid, cls)
+        peer = eid.split("/")[0]
+        d = json.loads((lab.DATA / f"{peer}.json").read_text())
+        e = next(e for e in d["entries"] if e["id"] == eid)
+        assert cls not in e.get("reproducers", {}), f"{eid} {cls} has a one-block reproducer: not an exception"
+
+
+def test_the_named_cases_of_peer_classes_are_the_exact_rule():
+    """Who is right is decided in exact rational arithmetic: on every finite, non-zero case that pins a
+    peer's class, `nvfp4_kvcache.exact` gives the case's bytes (the oracle's), not the peer's."""
+    import math
+    from fractions import Fraction
+
+    import torch
+
+    from nvfp4_kvcache.cases import CASES, case_codes, case_input
+    from nvfp4_kvcache.exact import exact_block
+    from nvfp4_kvcache.recipes.nvfp4 import get_order
+    from peerlab.named import NAMED, cases_for
+
+    checked = set()
+    for eid, classes in NAMED.items():
+        for cls in classes:
+            for name in cases_for(eid, cls):
+                case = CASES[name]
+                values = case_input(case).float()[0].tolist()
+                if name in checked or not all(map(math.isfinite, values)) or not any(values):
+                    continue
+                g = None
+                if case.global_scale is not None:
+                    g = Fraction(float(torch.tensor(case.global_scale, dtype=torch.float32)))
+                    if case.order and get_order(case.order).global_scale == "encode":
+                        g = 1 / g
+                ex = exact_block(case.recipe, values, g)
+                assert (ex.scale_byte, list(ex.codes)) == (case.scale_byte, case_codes(case)), name
+                checked.add(name)
+    assert len(checked) >= 12
+
+
+# ---- the check of the named cases, tested on synthetic peers (the oracle with one rule changed) ----
+
+def _rceil_peer(*mutations):
+    """An `mxfp4_rceil` "peer": the oracle, then each mutation `(x, codes, scale bytes) -> codes`."""
+    from nvfp4_kvcache.packing import pack_nibbles, unpack_nibbles
+    from nvfp4_kvcache.recipes import get_recipe
+    from peerlab.base import Entry, PeerResult
+
+    r = get_recipe("mxfp4_rceil")
+
+    def run(x, g):
+        q = r.quantize(x)
+        codes = unpack_nibbles(q.packed).reshape(-1, r.block_size)
+        for m in mutations:
+            codes = m(x.float().reshape(-1, r.block_size), codes.clone(), q.scales.reshape(-1))
+        return PeerResult(pack_nibbles(codes.reshape(x.shape)), q.scales, None)
+
+    return Entry(id="synthetic/rceil", recipe="mxfp4_rceil", rule="", api="", source="", run=run)
+
+
+def _ties_toward_zero(x, codes, scales):          # ModelOpt's MXFP4 element rounding
+    import torch
+
+    from nvfp4_kvcache.formats import E2M1
+
+    y = (x / torch.exp2(scales.double() - 127).unsqueeze(-1)).abs()
+    table = torch.tensor(E2M1.magnitudes, dtype=torch.float64)
+    mag = (codes & 7).long()
+    lower = (mag - 1).clamp(min=0)
+    tie = (mag > 0) & (y * 2 == table[mag] + table[lower])
+    return torch.where(tie, codes - 1, codes)
+
+
+def _positive_zero_as_eight(x, codes, scales):    # ModelOpt's sign bit of +0.0
+    import torch
+
+    return torch.where((x == 0) & ~torch.signbit(x), torch.full_like(codes, 8), codes)
+
+
+def test_check_named_passes_a_peer_that_still_differs_in_its_class():
+    named = {"synthetic/rceil": {"codes/tie": "mxfp4_rceil/ties_even_no_zeros",
+                                 "codes/signed_zero": "mxfp4_rceil/positive_zero_in_block"}}
+    peer = _rceil_peer(_ties_toward_zero, _positive_zero_as_eight)
+    assert lab.check_named({peer.id: peer}, named) == []
+
+
+def test_check_named_notices_a_class_that_disappears():
+    """A peer fixed (the oracle's bytes), or one that still differs on the case but no longer in the
+    mapped class: both are reported."""
+    named = {"synthetic/rceil": {"codes/tie": "mxfp4_rceil/ties_even_no_zeros"}}
+    fixed = _rceil_peer()
+    assert any("now gives the bytes" in p for p in lab.check_named({fixed.id: fixed}, named))
+    named = {"synthetic/rceil": {"codes/tie": "mxfp4_rceil/positive_zero_in_block"}}
+    other = _rceil_peer(_ties_toward_zero, _positive_zero_as_eight)
+    problems = lab.check_named({other.id: other}, named)
+    assert any("no longer shows class codes/tie" in p and "codes/signed_zero" in p for p in problems), problems
+
+
+def test_check_named_notices_a_stale_exception(monkeypatch):
+    import peerlab.named
+
+    named = {"synthetic/rceil": {"codes/tie": "mxfp4_rceil/ties_even_no_zeros"}}
+    peer = _rceil_peer(_ties_toward_zero)
+    monkeypatch.setitem(peerlab.named.NOT_ON_ONE_BLOCK, ("synthetic/rceil", "codes/tie"), "test")
+    monkeypatch.setattr(lab, "NOT_ON_ONE_BLOCK", peerlab.named.NOT_ON_ONE_BLOCK)
+    assert any("drop it from NOT_ON_ONE_BLOCK" in p for p in lab.check_named({peer.id: peer}, named))
+
+
+def test_a_mutant_named_case_fails(monkeypatch):
+    """Every case that pins a peer's class, with its scale byte or one code changed, is rejected
+    before the peer is even run: the oracle no longer gives the case's bytes."""
+    import dataclasses
+
+    from nvfp4_kvcache.cases import CASES
+    from peerlab.named import NAMED, cases_for
+
+    peer = _rceil_peer()
+    names = sorted({n for eid, classes in NAMED.items() for cls in classes for n in cases_for(eid, cls)})
+    assert len(names) >= 20
+    for name in names:
+        case = CASES[name]
+        first = min(case.codes) if case.codes else 0
+        for mutant in (dataclasses.replace(case, scale_byte=case.scale_byte ^ 1),
+                       dataclasses.replace(case, codes={**case.codes, first: case.codes.get(first, 0) ^ 1})):
+            monkeypatch.setitem(CASES, name, mutant)
+            problems = lab.named_problems(peer, "codes/tie", name)
+            assert problems and "the oracle gives" in problems[0], (name, mutant)
+        monkeypatch.setitem(CASES, name, case)
 
 
 def test_the_check_notices_what_changed():

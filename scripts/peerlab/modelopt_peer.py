@@ -10,7 +10,9 @@ Read from nvidia-modelopt 0.47.0, `modelopt/torch/quantization/qtensor/nvfp4_ten
   code 0); decode `e2m1 * fl(sf * g)`.
 * MXFP4: `E = ceil(max(log2(fl(amax / 6)), -127))` with a `float32` logarithm (the RCEIL rule);
   elements `x / 2**E` rounded by counting the midpoints they *exceed*, so every tie goes toward
-  zero; the sign bit is `(2 - sign(x)) // 2`, which gives code 8 for +0.0 and -0.0 alike.
+  zero; the sign bit is `(2 - sign(x)) // 2`, which gives code 8 for +0.0 and -0.0 alike. `E` is
+  not clamped above and is cast to `uint8` as it is: a NaN or infinite exponent (a block holding a
+  NaN or an infinity) becomes byte 0 on the CPU, and the elements `x / 2**E` become signed zeros.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ def load() -> list[Entry]:
         Entry(
             id="modelopt/mxfp4",
             recipe="mxfp4_rceil",
-            rule="E = ceil(max(log2(fl(amax / 6)), -127)) with a float32 log2; codes = #{midpoints m : |y| > m} "
-                 "(ties toward zero); sign bit = (2 - sign(x)) // 2",
+            rule="E = ceil(max(log2(fl(amax / 6)), -127)) with a float32 log2, no upper clamp, cast to uint8 "
+                 "(a NaN or infinite E becomes byte 0 on the CPU); codes = #{midpoints m : |y| > m} (ties toward "
+                 "zero); sign bit = (2 - sign(x)) // 2 (code 8 for +0.0)",
             api="qt, e8m0 = MXFP4QTensor.quantize(x, 32); qt._quantized_data, e8m0, "
                 "qt.dequantize(torch.float32, scale=e8m0, block_sizes={-1: 32})",
             source=SOURCE,

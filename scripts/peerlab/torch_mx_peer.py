@@ -35,7 +35,9 @@ def load() -> list[Entry]:
         source=SOURCE,
         run=run,
         dtypes=("bfloat16", "float32"),
-        note="the helper has no MXFP4 dequantize: decoded values are the oracle's decode of its bytes",
+        note="its scale rule is RCEIL, so it is compared with mxfp4_rceil; the bfloat16 step is a second rounding of "
+             "the elements, not another recipe (no recipe rounds twice). The helper has no MXFP4 dequantize: decoded "
+             "values are the oracle's decode of its bytes",
     )]
 
 

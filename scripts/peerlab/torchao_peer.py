@@ -10,7 +10,9 @@ Read from torchao 0.18.0, `torchao/prototype/mx_formats/nvfp4_tensor.py` (`nvfp4
   `e2m1 * fl(g * sf)`. `float16` input is refused.
 * MX FLOOR (OCP), CEIL (`ceil(log2 amax) - 2`), EVEN (the exponent of `amax` rounded to E2M1's
   mantissa first) compute the exponent from the bits of `amax`; RCEIL is `ceil(log2(amax / 6))`
-  with a `float32` logarithm (eager fallback; the CUDA path uses `cvt.rp.satfinite.ue8m0x2.f32`).
+  with a `float32` logarithm (eager fallback; the CUDA path uses `cvt.rp.satfinite.ue8m0x2.f32`);
+  its elements are multiplied by `2**(127 - byte)`, except in a block whose byte is 0, which is
+  multiplied by 1.0 (`rcp_fp32` in `_to_mx_rceil`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ SOURCE = "torchao 0.18.0: torchao/prototype/mx_formats/nvfp4_tensor.py, mx_tenso
 
 _MX_RULES = {
     "FLOOR": ("mxfp4", "E = floor(log2 amax) - 2 from amax's exponent bits (OCP)", ""),
-    "RCEIL": ("mxfp4_rceil", "E = ceil(log2(fl(amax / 6))) with a float32 log2, clamped to [-127, 127]",
-              ""),
+    "RCEIL": ("mxfp4_rceil", "E = ceil(log2(fl(amax / 6))) with a float32 log2, clamped to [-127, 127]; elements "
+              "x * 2**-E, but x * 1.0 when the byte is 0; byte 255 for NaN, 254 for infinity", ""),
     "EVEN": ("mxfp4", "E = floor(log2 r) - 2 where r is amax with its mantissa rounded to one bit (ties up)",
              "no recipe here implements EVEN: compared with mxfp4 (OCP), whose rule it changes on purpose"),
     "CEIL": ("mxfp4", "E = ceil(log2 amax) - 2 (the exponent of amax, plus one unless amax is a power of two)",
