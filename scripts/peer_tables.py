@@ -243,14 +243,22 @@ def _fi_verdicts(v: dict[str, int]) -> str:
     return ", ".join(f"{k} {n}" for k, n in sorted(v.items())) or "–"
 
 
-def peers_flashinfer_formula(path: Path | None = None) -> str:
-    """FlashInfer 0.7.4's writer formulas against the oracle's product form, per global scale, decided exactly."""
+_FI_FORMULAS = (("flashinfer_division", "`flashinfer/paged_writer` (division form)"),
+                ("flashinfer_precise", "`flashinfer/mla_writer` (reciprocal form)"))
+
+
+def _fi_formula(path: Path | None) -> dict | None:
     path = path or FLASHINFER_FORMULA
-    if not path.exists():
-        return f"No FlashInfer formula scan: `{path.relative_to(ROOT).as_posix()}` is missing."
-    d = json.loads(path.read_text())
-    writers = (("flashinfer_division", "`flashinfer/paged_writer` (division form)"),
-               ("flashinfer_precise", "`flashinfer/mla_writer` (reciprocal form)"))
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def peers_flashinfer_formula(path: Path | None = None) -> str:
+    """FlashInfer 0.7.4's writer formulas against the oracle's product form: one matrix row per writer,
+    one column per global scale (verdict and differing blocks)."""
+    d = _fi_formula(path)
+    if d is None:
+        return "No FlashInfer formula scan: `docs/data/peers/flashinfer_formula.json` is missing."
+    writers = _FI_FORMULAS
     rows = []
     for key, label in writers:
         row = [label, "`nvfp4`"]
@@ -259,6 +267,20 @@ def peers_flashinfer_formula(path: Path | None = None) -> str:
             sym = SYMBOLS[flashinfer_verdict(w["differing_blocks"], w["verdicts"])]
             row.append(sym if not w["differing_blocks"] else f"{sym} {w['differing_blocks']}")
         rows.append(row)
+    head = (f"{d['blocks']:,} `{d['dtype']}` blocks per global scale, IEEE `float32` arithmetic "
+            f"({d['device']}, torch {d['versions']['torch']}, {d['date'][:10]}; `{d['command']}`), from "
+            f"{d['flashinfer_source']}. Each cell: the verdict and the number of blocks whose bytes differ from "
+            "the oracle's (default order, NVIDIA's product form).\n\n")
+    return head + _table(["writer formula", "compared with"] + [f"g = {_fmt(r['global_scale'], 6)}" for r in d["rows"]],
+                         rows)
+
+
+def peers_flashinfer_formula_detail(path: Path | None = None) -> str:
+    """Every (writer formula, global scale) that differs: counts, exact decisions (sampled) and verdict."""
+    d = _fi_formula(path)
+    if d is None:
+        return "No FlashInfer formula scan: `docs/data/peers/flashinfer_formula.json` is missing."
+    writers = _FI_FORMULAS
     detail = []
     for r in d["rows"]:
         for key, label in writers:
@@ -267,14 +289,8 @@ def peers_flashinfer_formula(path: Path | None = None) -> str:
                 detail.append([label, _fmt(r["global_scale"], 6), w["differing_blocks"], w["scale_byte_diffs"],
                                f"{_fi_verdicts(w['verdicts'])} (of {w['decided']} decided)",
                                flashinfer_verdict(w["differing_blocks"], w["verdicts"]).replace("_", " ")])
-    head = (f"{d['blocks']:,} `{d['dtype']}` blocks per global scale, IEEE `float32` arithmetic "
-            f"({d['device']}, torch {d['versions']['torch']}, {d['date'][:10]}; `{d['command']}`), from "
-            f"{d['flashinfer_source']}. Each cell: the verdict and the number of blocks whose bytes differ from "
-            "the oracle's (default order, NVIDIA's product form).\n\n")
-    return (head + _table(["writer formula", "compared with"] + [f"g = {_fmt(r['global_scale'], 6)}" for r in d["rows"]],
-                          rows)
-            + "\n\n" + _table(["writer formula", "g", "blocks differing", "scale bytes differing",
-                                 "exact decisions", "verdict"], detail))
+    return _table(["writer formula", "g", "blocks differing", "scale bytes differing", "exact decisions", "verdict"],
+                  detail)
 
 
 def _fi_load(path: Path | None, data: dict | None) -> dict | None:
@@ -358,7 +374,7 @@ def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = N
     """One reproducer per FlashInfer writer and exact verdict: the block, the global scale and both bytes."""
     d = _fi_load(path, data)
     if d is None:
-        return FLASHINFER_NOT_COMMITTED
+        return ""          # peers_flashinfer says the GPU run is not committed
     import struct
 
     def f32(h: str) -> float:
@@ -393,6 +409,7 @@ TABLES = {
     "peers_calls": peers_calls,
     **{f"peers_detail.{n}": (lambda n=n: peers_detail(n)) for n in PEER_ORDER},
     "peers_flashinfer_formula": peers_flashinfer_formula,
+    "peers_flashinfer_formula_detail": peers_flashinfer_formula_detail,
     "peers_flashinfer": peers_flashinfer,
     "peers_flashinfer_reproducers": peers_flashinfer_reproducers,
 }

@@ -172,6 +172,7 @@ def test_the_peers_chapter_renders_a_gpu_result(bf16_cases, tmp_path):
     # the same tables from the data in memory, and the page's sentence when the file is missing
     assert pt.peers_flashinfer(data=data) == text
     assert pt.peers_flashinfer(tmp_path / "missing.json") == pt.FLASHINFER_NOT_COMMITTED
+    assert pt.peers_flashinfer_reproducers(tmp_path / "missing.json") == ""
     assert "not committed" in pt.FLASHINFER_NOT_COMMITTED
 
 
