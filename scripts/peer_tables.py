@@ -347,9 +347,16 @@ def peers_flashinfer(path: Path | None = None, data: dict | None = None) -> str:
             for w in _FI_WRITERS:
                 cell, n, verdicts = _fi_cell(res.get(w))
                 cells.append(cell)
-                t = totals.setdefault(w, {"classes": 0, "differing": 0, "stray": 0, "verdicts": {}, "errors": 0})
+                t = totals.setdefault(w, {"classes": 0, "differing": 0, "stray": 0, "verdicts": {}, "errors": 0,
+                                          "model_blocks": 0, "model_misses": 0, "model_miss_classes": []})
                 r = res.get(w) or {}
                 t["errors"] += "error" in r
+                fm = r.get("fastmath_model")
+                if fm:
+                    t["model_blocks"] += fm["blocks"]
+                    t["model_misses"] += fm["mismatch_blocks"]
+                    if fm["mismatch_blocks"]:
+                        t["model_miss_classes"].append(f"{SHORT.get(dname, dname)} `{cname}`")
                 t["classes"] += bool(n)
                 t["differing"] += n
                 t["stray"] += r.get("stray_blocks", r.get("stray_rows", 0))
@@ -359,15 +366,24 @@ def peers_flashinfer(path: Path | None = None, data: dict | None = None) -> str:
             dq_cell = (SYMBOLS["error"] if "error" in dq else
                        " ".join("✓" if v["differ"] == 0 else f"✗ {v['differ']}" for v in dq.values()) or " ")
             rows.append([SHORT.get(dname, dname), f"`{cname}`"] + cells + [dq_cell])
-    summary = [[f"`{w}`", t["classes"], t["differing"], t["stray"], _fi_verdicts(t["verdicts"]), t["errors"]]
+    def model(t: dict) -> str:
+        if not t["model_blocks"]:
+            return "–"
+        where = f" ({', '.join(t['model_miss_classes'])})" if t["model_miss_classes"] else ""
+        return f"{t['model_misses']} of {t['model_blocks']}{where}"
+
+    summary = [[f"`{w}`", t["classes"], t["differing"], t["stray"], _fi_verdicts(t["verdicts"]), model(t), t["errors"]]
                for w, t in totals.items()]
+    fm_note = d.get("fastmath_model", "")
     ref = d.get("fourover6_reference")
     note = f"\n\nThe 4-over-6 writer is compared with the {ref}." if ref else ""
     return (head + _table(["dtype", "input class"] + [f"`{w}`" for w in _FI_WRITERS]
                           + ["`dequantize_paged` (bf16 fp16 out)"], rows)
             + "\n\nTotals per writer:\n\n"
             + _table(["writer", "classes with differences", "differing blocks", "stray writes",
-                      "exact decisions (sampled)", "errors"], summary) + note)
+                      "exact decisions (sampled)", "blocks the fast-math model misses", "errors"], summary)
+            + (f"\n\nThe fast-math model: FlashInfer's formula computed with the instructions its compiled writer "
+               f"uses ({fm_note})." if fm_note and not fm_note.startswith("unavailable") else "") + note)
 
 
 def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = None) -> str:
@@ -380,7 +396,8 @@ def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = N
     def f32(h: str) -> float:
         return struct.unpack(">f", bytes.fromhex(h))[0]
 
-    seen, rows = set(), []
+    seen: set[tuple[str, str]] = set()
+    found: dict[tuple, dict] = {}                 # one row per distinct block and bytes, writers joined
     for dname, cases in d["results"].items():
         for cname, res in cases.items():
             for w in _FI_WRITERS:
@@ -389,15 +406,21 @@ def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = N
                 if not rep or (w, rep["verdict"]) in seen:
                     continue
                 seen.add((w, rep["verdict"]))
-                vals = ", ".join(f"[{i}]={f32(h)!r}" for i, h in enumerate(rep["inputs_f32_hex"]) if f32(h) != 0
-                                 or h.startswith("8")) or "all +0"
-                fi, orc = rep["flashinfer"], rep["oracle"]
-                rows.append([f"`{w}`", SHORT.get(dname, dname), f"`{cname}`", vals, _fmt(f32(rep["global_scale_f32_hex"]), 9),
-                             _bytes(orc), _bytes(fi), rep["verdict"]])
-    if not rows:
+                key = (tuple(rep["inputs_f32_hex"]), rep["global_scale_f32_hex"], json.dumps(rep["flashinfer"]),
+                       json.dumps(rep["oracle"]))
+                row = found.setdefault(key, {"writers": [], "dtype": dname, "class": cname, "rep": rep})
+                row["writers"].append(f"`{w}`")
+    if not found:
         return "No FlashInfer writer differs from the oracle: no reproducer."
-    return _table(["writer", "dtype", "input class", "block (16 values)", "global scale", "oracle bytes",
-                   "FlashInfer bytes", "exact verdict"], rows)
+    rows = []
+    for (hexes, g, _, _), row in found.items():
+        rep = row["rep"]
+        vals = ", ".join(f"[{i}]={f32(h)!r}" for i, h in enumerate(hexes) if f32(h) != 0 or h.startswith("8")) or "all +0"
+        rows.append([", ".join(row["writers"]), SHORT.get(row["dtype"], row["dtype"]), f"`{row['class']}`", vals,
+                     repr(f32(g)), _bytes(rep["oracle"]), _bytes(rep["flashinfer"]), rep["verdict"]])
+    return ("One block per writer and exact verdict (the first the run kept; writers that kept the same block share "
+            "a row):\n\n" + _table(["writers", "dtype", "input class", "block (16 values)", "global scale",
+                                      "oracle bytes", "FlashInfer bytes", "exact verdict"], rows))
 
 
 TABLES = {
