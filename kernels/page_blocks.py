@@ -36,8 +36,12 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # decode_attention imports this module
+    from nvfp4_kvcache_triton.decode_attention import FP4KVLayer
 
 __all__ = ["FP4PageBlocks", "to_page_blocks", "from_page_blocks", "block_bytes"]
 
@@ -84,7 +88,7 @@ def _check_page_size(page_size: object) -> int:
     return page_size
 
 
-def to_page_blocks(layer, page_size: int) -> FP4PageBlocks:
+def to_page_blocks(layer: FP4KVLayer, page_size: int) -> FP4PageBlocks:
     """Copy one layer of slot-major FP4 buffers into page blocks (bit for bit).
 
     Args:
@@ -127,7 +131,7 @@ def to_page_blocks(layer, page_size: int) -> FP4PageBlocks:
                          layer.k_global, layer.v_global)
 
 
-def from_page_blocks(blocks: FP4PageBlocks):
+def from_page_blocks(blocks: FP4PageBlocks) -> FP4KVLayer:
     """The slot-major buffers of page blocks: the inverse of
     [`to_page_blocks`][nvfp4_kvcache_triton.page_blocks.to_page_blocks] (bit for bit).
 
