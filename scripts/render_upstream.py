@@ -402,20 +402,38 @@ def _freshness(rows: list[dict], releases: dict) -> str:
         lines.append(f"| {name} | `{engine['package']}` | {verified} | {dates[-1]} | {engine['latest']} |")
     unreadable = [f"{name}: {e['why']}" for name, e in releases["engines"].items() if not e["readable"]]
     note = ("\n" + "".join(f"\n*{u}.*" for u in unreadable)) if unreadable else ""
-    return "\n".join(lines) + note + f"\n\nLatest releases as seen on the package index on {releases['checked']}.\n"
+    others = [f"{name} (`{e['package']}` {e['latest']}{', source archive' if e.get('dist') == 'sdist' else ''})"
+              for name, e in releases["engines"].items() if name not in ("SGLang", *ENGINE_SECTIONS)]
+    repos = [f"{name} {r['release']} ({r['date']}, commit `{r['commit'][:8]}`, newest tag of a repository "
+             f"snapshot read on {r['read']})" for name, r in releases.get("repositories", {}).items()]
+    wider = (f"\n\nThe landscape section also reads the latest releases of {', '.join(others)}"
+             + (f"; and, with no package on the index, {'; '.join(repos)}" if repos else "") + ".")
+    return ("\n".join(lines) + note + f"\n\nLatest releases as seen on the package index on {releases['checked']}."
+            + wider + "\n")
 
 
-def _landscape(landscape: dict, src: Sources, lock: dict) -> str:
-    out = []
+def _landscape(landscape: dict, src: Sources, lock: dict, history: list[dict] | None = None) -> str:
+    """Sections of items; a merged item shows the merge dates its history entries have, and the
+    page says once how many merged items have none."""
+    merged = {e["ref"]: e["merged"] for e in history or [] if e["state"] == "merged" and e["merged"]}
+    out, undated = [], 0
     for section in landscape["sections"]:
         out.append(f'### <a id="{section["id"]}"></a>{section["title"]}\n')
         out.append(src.prose(section["intro"]) + "\n")
         for item in section["items"]:
             evidence = f" *Evidence:* {_evidence(item, lock, src)}." if item.get("evidence") else ""
-            out.append(f"- **{item['engine']}** ({LANDSCAPE_STATUS[item['status']]}): {src.prose(item['text'])} "
+            dates = ""
+            if item["status"] == "merged":
+                dated_in_text = re.search(r"merged \d{4}-\d{2}-\d{2}", item["text"])
+                known = [f"{r.split('#')[0]}#{r.split('#')[1]} merged {merged[r]}" for r in item["refs"] if r in merged]
+                dates = f" ({'; '.join(known)})" if known and not dated_in_text else ""
+                undated += not known and not dated_in_text
+            out.append(f"- **{item['engine']}** ({LANDSCAPE_STATUS[item['status']]}): {src.prose(item['text'])}{dates} "
                        f"{src.cites(item['refs'])}{evidence}")
         out.append("")
-    return "\n".join(out)
+    head = (f"Date not verified: {undated} merged items, whose repositories' histories could not be read, "
+            "show no merge date.\n\n" if undated else "")
+    return head + "\n".join(out)
 
 
 def render_backends(data: dict) -> str:
@@ -437,7 +455,7 @@ def render_backends(data: dict) -> str:
         "matrix_sglang_nvfp4": _matrix([r for r in sglang if r["recipe"] == "nvfp4" and r["status"] == "shipped"], src, lock),
         "matrix_sglang_mx": _matrix([r for r in sglang if r["recipe"] == "fp4_mx_block16" and r["status"] == "shipped"], src, lock),
         "matrix_proposed": _matrix(proposed, src, lock, with_status=True),
-        "landscape": _landscape(data["landscape"], src, lock),
+        "landscape": _landscape(data["landscape"], src, lock, data["history"]["entries"]),
         "counts": (f"{len(rows)} rows: {sum(r['verified'] for r in rows)} verified, "
                    f"{sum(not r['verified'] for r in rows)} marked unverified.\n"),
     }
