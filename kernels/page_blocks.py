@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # decode_attention imports this module
+if TYPE_CHECKING:   # decode_attention imports this module
     from nvfp4_kvcache_triton.decode_attention import FP4KVLayer
 
 __all__ = ["FP4PageBlocks", "to_page_blocks", "from_page_blocks", "block_bytes"]
