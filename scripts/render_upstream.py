@@ -45,7 +45,7 @@ READ_LABELS = {
 }
 ARCH_VALUE_LABELS = {"yes": ":material-check-circle: yes", "allowed": ":material-checkbox-marked-outline: allowed", "no": ":material-close-circle: no", "unknown": ":material-help-circle-outline: unknown"}
 STATUS_LABELS = {"shipped": "shipped", "open_pr": "open PR", "closed_pr": "closed PR"}
-SYSTEM_ORDER = {"SGLang": 0, "vLLM": 1, "TensorRT-LLM": 2, "FlashInfer": 3, "ModelOpt": 4}
+SYSTEM_ORDER = {"SGLang": 0, "vLLM": 1, "TensorRT-LLM": 2, "FlashInfer": 3, "Aphrodite": 4, "ModelOpt": 5}
 RECIPE_ORDER = {"nvfp4": 0, "fp4_mx_block16": 1, "mxfp4": 2, "both": 3}
 
 
@@ -385,7 +385,7 @@ def _config_blocks(cfg: dict, release: str, src: Sources) -> dict[str, str]:
     }
 
 
-ENGINE_SECTIONS = ("vLLM", "TensorRT-LLM", "FlashInfer")
+ENGINE_SECTIONS = ("vLLM", "TensorRT-LLM", "FlashInfer", "Aphrodite")
 LANDSCAPE_STATUS = {"shipped": "in the release", "merged": "merged", "open": "open", "closed": "closed",
                     "absent": "not offered", "unknown": "not established"}
 
