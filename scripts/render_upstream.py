@@ -558,9 +558,15 @@ def render_history(data: dict) -> str:
     src = Sources(data["sources"], data["releases"])
     entries = data["history"]["entries"]
     template = _prose_in_template(_template("history"), src)
-    undated = sum(1 for e in entries if e["state"] == "merged" and not _merged_text(e, src))
+    undated_by: dict[str, int] = {}
+    for e in entries:
+        if e["state"] == "merged" and not _merged_text(e, src):
+            undated_by[e["project"]] = undated_by.get(e["project"], 0) + 1
+    undated = sum(undated_by.values())
+    per = ", ".join(f"{p} {n}" for p, n in sorted(undated_by.items(), key=lambda kv: SYSTEM_ORDER[kv[0]]))
     blocks = {
-        "undated": (f"{undated} merged threads, whose repositories' histories were not read, show no merge date."
+        "undated": (f"{undated} merged threads ({per}) show no merge date: their repositories' histories could "
+                    "not be read, or end before the merge."
                     if undated else "Every merged thread has a verified merge date or bound."),
         "timeline_table": _timeline_table(entries, src),
         "entries": _entries(entries, src),
