@@ -205,3 +205,15 @@ def test_repository_claims_extracted_at_their_commit(tmp_path):
     assert rec["sha256"] == evidence.locate("a\nenum Kv {\n  Fp8,\n}\n", "enum Kv {", 3)[2]
     kept = evidence.extract([("test", item)], {"engines": {}}, {}, old={"claims": [rec]})
     assert kept["claims"] == [rec] and kept["skipped"]
+
+
+def _verification_disagreements(data) -> list[str]:
+    by_id = {s["id"]: s for s in data["sources"]["sources"]}
+    return [e["ref"] for e in data["history"]["entries"] if e["verified"] != by_id[e["ref"]]["verified"]]
+
+
+def test_history_and_sources_agree_on_what_was_verified(data):
+    assert _verification_disagreements(data) == []
+    bad = copy.deepcopy(data)
+    bad["history"]["entries"][0]["verified"] = not bad["history"]["entries"][0]["verified"]
+    assert _verification_disagreements(bad) == [bad["history"]["entries"][0]["ref"]]
