@@ -8,7 +8,9 @@ python -m nvfp4_kvcache verify --recipe nvfp4 --input x.npy --packed p.npy --sca
     [--ignore-nan-block-codes] [--ignore-zero-block-scale] [--either-signed-zero] \
     [--decoded-values-only] [--near-tie-ulps K]
 python -m nvfp4_kvcache vectors write DIR [--recipe R ...] [--dtype D ...]
-python -m nvfp4_kvcache vectors check DIR
+python -m nvfp4_kvcache vectors check [DIR]
+python -m nvfp4_kvcache vectors list [DIR]
+python -m nvfp4_kvcache vectors path
 ```
 
 `verify` exits 0 when the candidate's bytes equal the oracle's (after the policies named), 1 with
@@ -17,6 +19,10 @@ a mismatch report when they do not, and 2 on unreadable or malformed files. File
 `uint8`) or `.pt` tensors saved with `torch.save` (then `x` may be `float32`, `bfloat16` or
 `float16`, `packed` may be `float4_e2m1fn_x2` and `scales` `float8_e4m3fn` or
 `float8_e8m0fnu`). `--json` prints the report as JSON instead of text.
+
+`vectors` writes a fresh set of golden vectors into `DIR`, checks a directory (without `DIR`: the
+set shipped in the package), lists a directory's sets (name, kind, recipe, input dtype), or prints
+the shipped set's folder, for test suites in other languages to read.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 from nvfp4_kvcache.oracle import Policy, compare_with_oracle
 from nvfp4_kvcache.recipes import RECIPES
 from nvfp4_kvcache.recipes.nvfp4 import ORDERS
-from nvfp4_kvcache.vectors import DTYPES, check_vectors, load_array, write_vectors
+from nvfp4_kvcache.vectors import DTYPES, check_vectors, golden_dir, load_array, read_manifest, write_vectors
 
 
 class InputError(Exception):
@@ -83,13 +89,29 @@ def _verify(args) -> int:
 
 def _vectors(args) -> int:
     if args.action == "write":
+        if args.directory is None:
+            raise InputError("vectors write needs a directory to write into")
         manifest = write_vectors(args.directory, args.recipe, args.dtype)
         print(f"wrote {len(manifest['sets'])} vector sets to {args.directory}")
         return 0
-    problems = check_vectors(args.directory)
+    if args.action == "path":
+        if args.directory is not None:
+            raise InputError("vectors path takes no directory: it prints the shipped one")
+        print(golden_dir())
+        return 0
+    directory = golden_dir() if args.directory is None else args.directory
+    if args.action == "list":
+        try:
+            sets = read_manifest(directory)["sets"]
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read the manifest of {directory}: {e}") from None
+        for s in sets:
+            print(f"{s['name']:40} {s['kind']:17} {s['recipe']:15} {s['input_dtype']}")
+        return 0
+    problems = check_vectors(directory)
     for p in problems:
         print(p)
-    print(f"{args.directory}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    print(f"{directory}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
 
@@ -116,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="policy: accept the other neighbour within K float32 ulps of a midpoint")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--max-rows", type=int, default=10)
-    w = sub.add_parser("vectors", help="write or check golden vectors")
-    w.add_argument("action", choices=["write", "check"])
-    w.add_argument("directory", type=Path)
+    w = sub.add_parser("vectors", help="write, check or list golden vectors, or print the shipped set's folder")
+    w.add_argument("action", choices=["write", "check", "list", "path"])
+    w.add_argument("directory", type=Path, nargs="?", help="write: required; check, list: default the shipped set")
     w.add_argument("--recipe", action="append", choices=sorted(RECIPES))
     w.add_argument("--dtype", action="append", choices=sorted(DTYPES))
     args = ap.parse_args(argv)

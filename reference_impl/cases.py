@@ -3,10 +3,15 @@
 These are the semantic corner cases every FP4 quantizer must get right (zero blocks, ties,
 saturation, scale underflow and overflow, NaN, infinity, negative zero). The expected bytes were
 derived by hand from each recipe's written rules, not by running the oracle, so the tests that
-compare the oracle with them can fail. Kernel tests and the docs use the same list.
+compare the oracle with them can fail. Kernel tests, the golden vectors' `named_cases` sets
+([`nvfp4_kvcache.vectors`][nvfp4_kvcache.vectors]) and the docs use the same list,
+[`CASES`][nvfp4_kvcache.cases.CASES].
 
-Each `Case` is one block: `values` lists the non-zero positions (every other element
-is `+0.0`), `codes` the expected non-zero nibbles (every other code is 0).
+Each [`Case`][nvfp4_kvcache.cases.Case] is one block: `values` lists the non-zero positions
+(every other element is `+0.0`), `codes` the expected non-zero nibbles (every other code is 0).
+[`case_input`][nvfp4_kvcache.cases.case_input] builds the block,
+[`case_codes`][nvfp4_kvcache.cases.case_codes] spells out all its expected codes and
+[`case_recipe`][nvfp4_kvcache.cases.case_recipe] gives the recipe object to quantize it with.
 
 Examples:
     >>> from nvfp4_kvcache.cases import CASES, case_input
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.recipes import Recipe, get_recipe
 from nvfp4_kvcache.recipes.nvfp4 import nvfp4_with_order
 
 __all__ = ["Case", "CASES", "case_input", "case_codes", "case_recipe"]
@@ -49,15 +54,16 @@ class Case:
 
     Attributes:
         name: `"<recipe>/<what>"`.
-        recipe: recipe name.
+        recipe: recipe name, a key of [`RECIPES`][nvfp4_kvcache.recipes.RECIPES].
         values: `{position: float32 value}`; other positions hold `+0.0`.
-        scale_byte: expected scale byte (E4M3 bits for `nvfp4`).
+        scale_byte: expected scale byte (E4M3 bits for the recipes with an E4M3 block scale).
         codes: `{position: expected 4-bit code}`; other positions expect code 0.
         why: the rule the case pins, in one sentence.
-        global_scale: `nvfp4` only.
+        global_scale: the global scale, for recipes that have one (`None` otherwise): the decode
+            multiplier, or the encode scale where `order` is an encode order.
         dtype: input dtype.
-        order: ``nvfp4`` only: the `float32` order of operations the bytes are for (a name in
-            `nvfp4_kvcache.recipes.nvfp4.ORDERS`), or `None` for the default.
+        order: `nvfp4` only: the `float32` order of operations the bytes are for (a name in
+            [`ORDERS`][nvfp4_kvcache.recipes.nvfp4.ORDERS]), or `None` for the default.
     """
 
     name: str
@@ -72,7 +78,11 @@ class Case:
 
 
 def case_input(case: Case) -> torch.Tensor:
-    """The case's block as a `[1, block_size]` tensor of `case.dtype`."""
+    """The case's block as a `[1, block_size]` tensor of `case.dtype`.
+
+    Args:
+        case: one of [`CASES`][nvfp4_kvcache.cases.CASES].
+    """
     n = get_recipe(case.recipe).block_size
     x = torch.zeros(1, n, dtype=torch.float32)
     for i, v in case.values.items():
@@ -80,13 +90,26 @@ def case_input(case: Case) -> torch.Tensor:
     return x.to(case.dtype)
 
 
-def case_recipe(case: Case):
-    """The recipe object the case's bytes are for (its order of operations applied)."""
+def case_recipe(case: Case) -> Recipe:
+    """The recipe the case's bytes are for, its order of operations applied.
+
+    Args:
+        case: one of [`CASES`][nvfp4_kvcache.cases.CASES].
+
+    Returns:
+        The [`Recipe`][nvfp4_kvcache.recipes.base.Recipe] of `case.recipe`, or for a case with an
+            `order` the NVFP4 recipe in that order
+            ([`nvfp4_with_order`][nvfp4_kvcache.recipes.nvfp4.nvfp4_with_order]).
+    """
     return nvfp4_with_order(case.order) if case.order else get_recipe(case.recipe)
 
 
 def case_codes(case: Case) -> list[int]:
-    """The expected codes of the whole block, position by position."""
+    """The expected codes of the whole block, position by position (0 where `case.codes` has none).
+
+    Args:
+        case: one of [`CASES`][nvfp4_kvcache.cases.CASES].
+    """
     n = get_recipe(case.recipe).block_size
     return [case.codes.get(i, 0) for i in range(n)]
 
@@ -352,4 +375,4 @@ _LIST = [
 ]
 
 CASES: dict[str, Case] = {c.name: c for c in _LIST}
-"""All cases by name."""
+"""All cases by name (`"<recipe>/<what>"`), in the order the list above gives them."""

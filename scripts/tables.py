@@ -374,6 +374,19 @@ def mla_decode_attention() -> str:
                      rows))
 
 
+def wheel_size(data: dict | None = None) -> str:
+    """The wheel's size and the golden vectors' share of it, from `docs/data/package/wheel.json`."""
+    d = data or json.loads((DATA / "package" / "wheel.json").read_text())
+    kb = lambda n: f"{n / 1000:.0f} kB"  # noqa: E731
+    rows = [[label, d[part]["files"], kb(d[part]["compressed_bytes"]), kb(d[part]["installed_bytes"])]
+            for label, part in (("golden vectors (`nvfp4_kvcache/golden/`)", "golden"),
+                                ("code and metadata", "rest"), ("all", "total"))]
+    share = d["golden"]["compressed_bytes"] / d["total"]["compressed_bytes"]
+    return (f"`{d['wheel']}`: {kb(d['wheel_bytes'])} to download, of which the golden vectors are "
+            f"{100 * share:.0f}% of the compressed bytes; measured {d['date']} by `{d['command']}`.\n\n"
+            + _table(["part", "files", "in the wheel (compressed)", "installed"], rows))
+
+
 TABLES = {
     "e2m1": e2m1,
     "formats": formats,
@@ -389,6 +402,7 @@ TABLES = {
     "decode_attention_shapes": decode_attention_shapes,
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     "mla_decode_attention": mla_decode_attention,
+    "wheel_size": wheel_size,
     **_ACCURACY_TABLES,
     **_PEER_TABLES,
 }

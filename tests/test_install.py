@@ -6,20 +6,26 @@
 * The built wheel installs into a fresh virtual environment that reuses this environment's torch
   and numpy (no download), and from a folder outside the repository `python -m nvfp4_kvcache
   verify --help` and the README's Python snippet run against the installed copy.
+* The wheel holds the golden vectors, byte for byte the repository's copy, and its size agrees
+  with the one the Cookbook shows (`docs/data/package/wheel.json`, `scripts/wheel_size.py`);
+  installed, the package finds them, loads a set and checks every set against its oracle.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import wheel_size
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -97,12 +103,16 @@ def test_readme_installs_a_cpu_torch_first():
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
+def wheel(tmp_path_factory):
+    """The wheel, built as `scripts/wheel_size.py` builds it (from a clean copy of its inputs)."""
+    return wheel_size.build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, wheel):
     """A fresh venv holding the built wheel; torch and numpy come from this environment."""
     tmp = tmp_path_factory.mktemp("install")
     run = lambda *cmd, **kw: subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)  # noqa: E731
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp / "dist"), str(ROOT))
-    wheel = next((tmp / "dist").glob("nvfp4_kvcache-*.whl"))
     run(sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv"))
     python = tmp / "venv" / "bin" / "python"
     run(sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel))
@@ -135,3 +145,60 @@ def test_the_readme_snippet_runs_against_the_installed_package(installed):
     printed = "nvfp4: 1 of 16384 codes and 0 of 1024 scale bytes differ from the oracle; 1 decoded values differ"
     assert out.stdout == printed + "\n"
     assert f"# prints: {printed}" in (ROOT / "README.md").read_text(), "the README shows what its snippet prints"
+
+
+GOLDEN = ROOT / "reference_impl" / "golden"
+RECORDED_SIZE = ROOT / "docs" / "data" / "package" / "wheel.json"
+
+
+def test_the_wheel_holds_the_golden_vectors_byte_for_byte(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        shipped = {n.removeprefix(wheel_size.GOLDEN_PREFIX): z.read(n) for n in z.namelist()
+                   if n.startswith(wheel_size.GOLDEN_PREFIX)}
+    assert sorted(shipped) == sorted(p.name for p in GOLDEN.iterdir())
+    assert all(data == (GOLDEN / name).read_bytes() for name, data in shipped.items())
+
+
+def test_the_recorded_wheel_size_is_this_wheels(wheel):
+    """The golden part exactly (its files and bytes; compression within 2 %), the whole within 10 %:
+    code changes move it a little; rerun `python scripts/wheel_size.py` when it drifts further."""
+    recorded, now = json.loads(RECORDED_SIZE.read_text()), wheel_size.measure(wheel)
+    assert recorded["wheel"] == now["wheel"]
+    for key in ("files", "installed_bytes"):
+        assert recorded["golden"][key] == now["golden"][key], key
+    assert recorded["golden"]["compressed_bytes"] == pytest.approx(now["golden"]["compressed_bytes"], rel=0.02)
+    assert recorded["wheel_bytes"] == pytest.approx(now["wheel_bytes"], rel=0.10)
+    assert recorded["command"] == "python scripts/wheel_size.py"
+
+
+GOLDEN_SCRIPT = """
+import json, sys
+import nvfp4_kvcache
+from nvfp4_kvcache.oracle import assert_matches_oracle
+from nvfp4_kvcache.vectors import check_vectors, golden_dir, load_set, set_names
+
+s = load_set("nvfp4.quantize.bfloat16")
+x, g, expected = s.inputs()["input"], s.entry["global_scale"], s.outputs()
+assert_matches_oracle("nvfp4", x, expected["packed"], expected["scales"], g)
+q = nvfp4_kvcache.quantize(x, "nvfp4", global_scale=g)
+bad = q.packed.clone()
+bad[1, 2, 3] ^= 0x01
+json.dump({"golden_dir": str(golden_dir()), "sets": set_names(), "check": check_vectors(),
+           "same": s.compare({"packed": q.packed, "scales": q.scales}), "bad": s.compare({"packed": bad})}, sys.stdout)
+"""
+
+
+def test_the_installed_package_loads_and_checks_its_golden_vectors(installed):
+    python, outside, site = installed
+    out = subprocess.run([str(python), "-c", GOLDEN_SCRIPT], cwd=outside, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert Path(found["golden_dir"]).is_relative_to(site), found["golden_dir"]
+    assert found["sets"] == [s["name"] for s in json.loads((GOLDEN / "manifest.json").read_text())["sets"]]
+    assert found["check"] == [] and found["same"] == []
+    assert found["bad"] == ["nvfp4.quantize.bfloat16: 1 of 1024 bytes of packed differ, the first at (1, 2, 3)"]
+    cli = [str(python), "-m", "nvfp4_kvcache", "vectors"]
+    path = subprocess.run([*cli, "path"], cwd=outside, capture_output=True, text=True)
+    assert path.returncode == 0 and path.stdout.strip() == found["golden_dir"]
+    check = subprocess.run([*cli, "check"], cwd=outside, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.strip() == f"{found['golden_dir']}: OK", check.stdout + check.stderr

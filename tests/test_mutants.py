@@ -22,7 +22,7 @@ from nvfp4_kvcache.recipes import fp4_mx_block16, mxfp4, nvfp4
 from nvfp4_kvcache.rounding import Rounding, round_to_table
 from nvfp4_kvcache.vectors import check_vectors
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "reference_impl" / "golden"
 
 
 class _Format:

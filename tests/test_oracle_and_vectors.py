@@ -1,4 +1,4 @@
-"""The oracle check API, the golden vectors in tests/golden, and the command line."""
+"""The oracle check API, the golden vectors shipped in reference_impl/golden, and the command line."""
 
 import hashlib
 import io
@@ -16,10 +16,11 @@ import nvfp4_kvcache as ri
 from nvfp4_kvcache.oracle import OracleMismatch, assert_matches_oracle, compare_with_oracle
 from nvfp4_kvcache.recipes import RECIPES
 from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil
-from nvfp4_kvcache.vectors import ATTENTION_TOLERANCE, check_vectors, write_vectors
+from nvfp4_kvcache.vectors import (ATTENTION_TOLERANCE, check_vectors, golden_dir, load_set, read_manifest, set_names,
+                                   write_vectors)
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "golden"
+GOLDEN = ROOT / "reference_impl" / "golden"   # the package's copy: golden_dir() in a checkout
 
 
 def _g(recipe):
@@ -74,6 +75,80 @@ def test_malformed_candidates_raise():
 
 def test_golden_vectors_in_the_repository_check_out():
     assert check_vectors(GOLDEN) == []
+
+
+def test_the_package_finds_its_golden_vectors():
+    assert golden_dir().resolve() == GOLDEN.resolve()
+    assert read_manifest() == json.loads((GOLDEN / "manifest.json").read_text())
+    names = set_names()
+    assert names == [s["name"] for s in read_manifest()["sets"]] and len(names) == len(set(names))
+    assert set_names(recipe="mxfp4") == ["mxfp4.quantize.float32", "mxfp4.quantize.bfloat16",
+                                         "mxfp4.quantize.float16", "mxfp4.quantize.named_cases"]
+    pools = set_names(kind="pool_store")
+    assert pools and all(n.endswith(".pool_store") for n in pools)
+    assert set_names(recipe="mxfp4", kind="pool_store") == []
+
+
+def test_a_missing_golden_folder_is_a_clear_error(monkeypatch, tmp_path):
+    """An install without the data files names what to do instead of failing on a missing manifest."""
+    import importlib.resources
+
+    monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
+    with pytest.raises(FileNotFoundError, match="no golden vectors"):
+        golden_dir()
+
+
+def test_load_set_restores_the_inputs_and_checks_the_files(tmp_path):
+    s = load_set("nvfp4.pool_store")
+    assert (s.entry["kind"], s.entry["recipe"]) == ("pool_store", "nvfp4")
+    assert set(s.arrays) == set(s.entry["files"])
+    inputs, outputs = s.inputs(), s.outputs()
+    assert set(inputs) == {"k", "v", "loc"} and set(outputs) == {"k_data", "v_data", "k_scales", "v_scales"}
+    assert inputs["k"].dtype == torch.bfloat16 and inputs["loc"].dtype == torch.int64
+    assert torch.equal(inputs["k"].float(), torch.from_numpy(s.arrays["k"].copy()))   # exact: bf16 held in float32
+    outputs["k_data"].fill_(0xFF)                  # a caller writing into what it got leaves the set intact
+    inputs["loc"].fill_(0)
+    assert s.outputs()["k_data"].any() and not (s.outputs()["k_data"] == 0xFF).all()
+    assert s.inputs()["loc"].unique().numel() == s.inputs()["loc"].numel()
+    with pytest.raises(ValueError, match="read-only"):
+        s.arrays["k_data"][0] = 1
+    with pytest.raises(KeyError, match="known:"):
+        load_set("nvfp4.quantize.bfloat32")
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    f = tmp_path / "g" / "nvfp4.pool_store.k_data.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0x01
+    f.write_bytes(bytes(data))
+    assert load_set("nvfp4.quantize.bfloat16", tmp_path / "g").name == "nvfp4.quantize.bfloat16"
+    with pytest.raises(ValueError, match="k_data.npy does not match its SHA-256"):
+        load_set("nvfp4.pool_store", tmp_path / "g")
+
+
+def test_a_set_compares_a_kernels_bytes_and_values():
+    s = load_set("nvfp4.quantize.bfloat16")
+    g = s.entry["global_scale"]
+    q = ri.quantize(s.inputs()["input"], "nvfp4", global_scale=g)
+    deq = ri.dequantize(q, torch.float32)
+    assert s.compare({"packed": q.packed, "scales": q.scales.view(torch.float8_e4m3fn), "dequantized": deq}) == []
+    assert s.compare({"packed": q.packed.numpy()}) == []
+    bad = q.scales.clone()
+    bad[1, 2, 3] += 1
+    bad[3, 0, 0] += 1
+    assert s.compare({"scales": bad}) == ["nvfp4.quantize.bfloat16: 2 of 128 bytes of scales differ, the first at (1, 2, 3)"]
+    assert s.compare({"packed": q.packed[:2]}) == ["nvfp4.quantize.bfloat16: packed has shape [2, 4, 64], expected [4, 4, 64]"]
+    assert s.compare({"packed": q.packed.int()}) == ["nvfp4.quantize.bfloat16: packed holds int32, expected uint8 bytes"]
+    near = deq * (1 + 1e-6)
+    assert s.compare({"dequantized": near})[0].startswith("nvfp4.quantize.bfloat16: ")
+    assert "values of dequantized differ" in s.compare({"dequantized": near})[0]
+    assert s.compare({"dequantized": near}, rtol=1e-5) == []
+    with pytest.raises(ValueError, match="has no output 'input'"):
+        s.compare({"input": s.inputs()["input"]})
+
+
+def test_a_set_with_nan_blocks_compares_equal_to_itself():
+    s = load_set("mxfp4.quantize.named_cases")
+    assert np.isnan(s.arrays["dequantized"]).any()
+    assert s.compare(s.outputs()) == []
 
 
 def test_golden_vectors_regenerate_identically(tmp_path):
@@ -181,7 +256,7 @@ def _cli(*args):
 
 
 def test_cli_verify(tmp_path):
-    base = "tests/golden/nvfp4.quantize.bfloat16"
+    base = "reference_impl/golden/nvfp4.quantize.bfloat16"
     manifest = json.loads((GOLDEN / "manifest.json").read_text())
     g = next(s for s in manifest["sets"] if s["name"] == "nvfp4.quantize.bfloat16")["global_scale"]
     common = ["verify", "--recipe", "nvfp4", "--input", f"{base}.input.npy", "--scales", f"{base}.scales.npy",
@@ -206,3 +281,21 @@ def test_cli_vectors_write_and_check(tmp_path):
     assert out.returncode == 0 and "wrote 2 vector sets" in out.stdout
     assert _cli("vectors", "check", str(tmp_path)).returncode == 0
     assert _cli("vectors", "check", str(tmp_path / "nowhere")).returncode == 1
+    missing = _cli("vectors", "write")
+    assert missing.returncode == 2 and "needs a directory" in missing.stderr
+
+
+def test_cli_vectors_list_path_and_check_the_shipped_set(tmp_path):
+    path = _cli("vectors", "path")
+    assert path.returncode == 0 and Path(path.stdout.strip()).resolve() == GOLDEN.resolve()
+    assert _cli("vectors", "path", str(tmp_path)).returncode == 2
+    listed = _cli("vectors", "list")
+    assert listed.returncode == 0
+    assert [line.split() for line in listed.stdout.splitlines()] == [
+        [s["name"], s["kind"], s["recipe"], s["input_dtype"]] for s in read_manifest()["sets"]]
+    write_vectors(tmp_path, recipes=["mxfp4"], dtypes=["float32"])
+    assert _cli("vectors", "list", str(tmp_path)).stdout.split()[::4] == ["mxfp4.quantize.float32", "mxfp4.quantize.named_cases"]
+    unreadable = _cli("vectors", "list", str(tmp_path / "nowhere"))
+    assert unreadable.returncode == 2 and "cannot read the manifest" in unreadable.stderr
+    check = _cli("vectors", "check")
+    assert check.returncode == 0 and check.stdout.strip().endswith(": OK")
