@@ -199,3 +199,42 @@ def write_pending_updates() -> list[str]:
         written.append(path)
     _PENDING.clear()
     return written
+
+
+# ------------------------------------------------------------------ blocks copied on their own
+
+REUSE = re.compile(r"^#\s*from above:\s*(?P<names>[\w, ]*)$", re.M)
+"""A block that uses names from earlier blocks of its page says so on a leading comment line,
+``# from above: pool, q``, so that a reader who copies it alone knows what it needs."""
+
+
+def free_names(source: str) -> set[str]:
+    """Names a block reads but neither defines, imports nor gets from builtins."""
+    import builtins
+    import symtable
+
+    table = symtable.symtable(source, "<block>", "exec")
+    bound = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
+    used: set[str] = set()
+
+    def visit(t, top):
+        for sym in t.get_symbols():
+            if sym.is_referenced() and (top or sym.is_global()):
+                used.add(sym.get_name())
+        for child in t.get_children():
+            visit(child, False)
+
+    visit(table, True)
+    return {n for n in used - bound if not hasattr(builtins, n)}
+
+
+def declared_reuse(source: str) -> set[str]:
+    """The names listed on the block's ``# from above:`` lines (before its first code line)."""
+    names: set[str] = set()
+    for line in source.splitlines():
+        if line.strip() and not line.startswith("#"):
+            break
+        m = REUSE.match(line)
+        if m:
+            names |= {n.strip() for n in m.group("names").split(",") if n.strip()}
+    return names
