@@ -3,7 +3,8 @@
 A page writes
 
 * `<!-- generated: NAME -->` alone on a line: replaced by the Markdown that `TABLES[NAME]()`
-  returns (a table, or a few tables with their provenance line);
+  returns (a table, or a few tables with their provenance line), indented like the marker (so
+  it can sit in an admonition, a collapsible `???` block or a tab);
 * `<!-- value: GROUP.KEY -->` inside a sentence: replaced by `VALUES[GROUP]()[KEY]`, one number
   formatted for prose (for example `1.95x`).
 
@@ -22,8 +23,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-_TABLE = re.compile(r"^<!-- generated: ([\w.-]+) -->$", re.M)
-_VALUE = re.compile(r"<!-- value: ([\w-]+)\.([\w.-]+) -->")
+_TABLE = re.compile(r"^([ \t]*)<!-- generated: ([\w.-]+) -->$", re.M)
+_VALUE = re.compile(r"<!-- value: ([a-z0-9_]+)\.([a-z0-9_]+) -->")   # lowercase names only
 
 
 def _registry():
@@ -42,10 +43,11 @@ def on_page_markdown(markdown: str, page, **_) -> str:
     where = page.file.src_path
 
     def table(m: re.Match) -> str:
-        name = m.group(1)
+        indent, name = m.group(1), m.group(2)
         if name not in tables:
             raise KeyError(f"{where}: no generated table {name!r}; known: {sorted(tables)}")
-        return tables[name]()
+        return "".join(indent + line if line.strip() else line
+                       for line in tables[name]().splitlines(keepends=True)).rstrip("\n")
 
     groups: dict[str, dict[str, str]] = {}
 
