@@ -66,7 +66,7 @@ def test_blocks_say_what_they_reuse(page):
 
 def _script(page: Path) -> tuple[str, list[str]]:
     """The page's blocks as one script, and the output lines its #> comments show."""
-    parts, shown = [f"# {page.relative_to(ROOT)}, every python block in page order\n"], []
+    parts, shown = [f"# {page.name}, every python block in page order\n"], []
     for line, source, classes in python_blocks(page):
         if "gpu" in classes and not HAS_CUDA:
             continue
@@ -79,20 +79,47 @@ def _script(page: Path) -> tuple[str, list[str]]:
     return "".join(parts), shown
 
 
-@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=IDS)
-def test_page_runs_outside_the_repository(page, tmp_path):
+def run_outside(page: Path, folder: Path, time_limit_s: float = TIME_LIMIT_S):
+    """Run the page's blocks as one script in `folder`; (completed process or None on timeout, #> lines)."""
     script, shown = _script(page)
-    path = tmp_path / "page.py"
+    path = folder / "page.py"
     path.write_text(script, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NVFP4_KVCACHE_DOCS_DATA")}
     if not HAS_CUDA:
         env["TRITON_INTERPRET"] = "1"
     try:
-        run = subprocess.run([sys.executable, "-I", str(path)], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=TIME_LIMIT_S)
+        run = subprocess.run([sys.executable, "-I", str(path)], cwd=folder, env=env, capture_output=True,
+                             text=True, timeout=time_limit_s)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{page.relative_to(ROOT)}: still running after {TIME_LIMIT_S} s outside the repository")
-    assert run.returncode == 0, f"{page.relative_to(ROOT)} failed outside the repository:\n{run.stderr[-4000:]}"
+        return None, shown
+    return run, shown
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=IDS)
+def test_page_runs_outside_the_repository(page, tmp_path):
+    run, shown = run_outside(page, tmp_path)
+    name = page.relative_to(ROOT)
+    assert run is not None, f"{name}: still running after {TIME_LIMIT_S} s outside the repository"
+    assert run.returncode == 0, f"{name} failed outside the repository:\n{run.stderr[-4000:]}"
     printed = [ln.rstrip() for ln in run.stdout.splitlines()]
     assert sorted(printed) == sorted(s.rstrip() for s in shown), (
-        f"{page.relative_to(ROOT)}: output outside the repository differs from the page's #> lines")
+        f"{name}: output outside the repository differs from the page's #> lines")
+
+
+def test_the_outside_run_catches_repository_imports_hangs_and_stale_output(tmp_path):
+    def page(body: str) -> Path:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "page.md").write_text(f"# page\n\n```python\n{body}```\n")
+        return folder / "page.md"
+
+    run, _ = run_outside(page("import tables\n"), tmp_path)           # scripts/ is not importable
+    assert run.returncode != 0 and "ModuleNotFoundError" in run.stderr
+    walk = "from pathlib import Path\nroot = Path.cwd()\nwhile not (root / 'kernels').is_dir():\n    root = root.parent\n"
+    run, _ = run_outside(page(walk), tmp_path, time_limit_s=5)          # the old set-up blocks: a hang
+    assert run is None
+    run, shown = run_outside(page("print(1)\n#> 2\n"), tmp_path)
+    assert run.returncode == 0 and sorted(run.stdout.split()) != sorted(shown)
+    run, _ = run_outside(page("from nvfp4_kvcache import docs_data\ndocs_data.read_json('no/such.json')\n"),
+                         tmp_path)
+    assert run.returncode != 0 and "no 'no/such.json'" in run.stderr
