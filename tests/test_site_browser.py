@@ -66,7 +66,7 @@ MIN_FIGURE_TEXT_PX = 10.0
 RAW_REST = [re.compile(p) for p in (
     r":(?:func|class|mod|meth|attr|data|obj|exc|ref|doc|py:\w+):",   # roles (their `name` is code)
     r"``",                                                          # a double backtick left over
-    r"(?m)^=+(?:[ \t]+=+)+[ \t]*$",                                 # simple-table rules
+    r"={4,}[ \t]+={4,}",                                            # simple-table rules
     r"(?m)\w::[ \t]*$",                                             # literal-block markers
 )]
 PROCESS_WORDS = [re.compile(p) for p in (
