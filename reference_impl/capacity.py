@@ -191,8 +191,8 @@ def kv_bytes_per_token(
     Examples:
         >>> kv_bytes_per_token("DeepSeek-V3", "fp4_mx_block16")   # 61 layers x 324
         19764.0
-        >>> # 32 x 1152 + 2048
-        >>> kv_bytes_per_token("Llama-3.1-8B", "nvfp4", nvfp4_prefill_workspace=True)
+        >>> kv_bytes_per_token("Llama-3.1-8B", "nvfp4",
+        ...                    nvfp4_prefill_workspace=True)  # 32 x 1152 + 2048
         38912.0
     """
     m = _model(model)
@@ -230,8 +230,7 @@ def tokens_that_fit(
         ValueError: unknown model, dtype or GPU; ``mem_fraction`` outside ``(0, 1]``; bad ``tp``.
 
     Examples:
-        >>> # the weights alone do not fit
-        >>> tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8)
+        >>> tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8)  # weights do not fit
         0
     """
     if gpu not in GPUS:
