@@ -387,6 +387,42 @@ def decode_attention_launch_grid() -> str:
     return head + _table(["format", "pipelining", "BLOCK_N", "warps", "time (us)", "of copy"], rows)
 
 
+def variant_log_values() -> dict[str, str]:
+    """The variant log's measured cells: today's SASS counts and the GPU runs' results."""
+    d = _perf("decode_attention_sass.json")
+    at = {(c["block_n"], c["num_warps"], c["num_stages"], bool(c.get("prefetch"))): c["formats"] for c in d["configs"]}
+
+    def pair(launch, suffix=""):
+        f = at[launch + (False,)]
+        return " / ".join(f"{f[r + suffix]['sass_per_element']:.2f}" for r in ("nvfp4", "fp4_mx_block16"))
+
+    cvt, nod = "nvfp4+cvt_f16", "nvfp4+no_decode"
+    out = {"v1": pair((64, 4, 2)), "v1b": pair((128, 4, 2)), "v1c": pair((64, 4, 1)),
+           "v2a": pair((64, 4, 2), "+prmt"), "v2a_128": pair((128, 4, 2), "+prmt"),
+           "v2b": pair((64, 4, 2), "+prmt_bf16"), "v2b_128": pair((128, 4, 2), "+prmt_bf16"),
+           "v3c": f"{at[(64, 4, 2, False)][cvt]['sass_per_element']:.2f}",
+           "v10": f"{at[(32, 1, 3, False)][cvt]['sass_per_element']:.2f}",
+           "a_nodecode": f"{at[(64, 2, 2, False)][nod]['sass_per_element']:.2f}",
+           "a_cvt": f"{at[(64, 2, 2, False)][cvt]['sass_per_element']:.2f}"}
+    head = _perf("decode_attention.json")["summary"]["nvfp4"]
+    prev = _perf("decode_attention_runs/run-c-two-warps.json")["summary"]["nvfp4"]
+    lim = _perf("decode_attention_limits.json")["layouts"]
+    byte_loads = _perf("decode_attention_runs/limits-byte-scale-loads.json")["layouts"]["slot_major"]
+    slot, hm = lim["slot_major"], lim["head_major"]
+    us = lambda r, k: f"{1000 * r['kernels'][k]['ms']:.0f} us"  # noqa: E731
+    out.update({
+        "v10_bf16": f"{prev['speedup_vs_bf16']:.2f}x to **{head['speedup_vs_bf16']:.2f}x BF16**",
+        "v10_fp8": f"{prev['speedup_vs_fp8']:.2f}x to **{head['speedup_vs_fp8']:.2f}x FP8**",
+        "v11_bad": us(byte_loads, cvt), "v11_fixed": us(slot, cvt),
+        "v12_gather": f"{slot['gather']['nvfp4']['frac_of_copy']:.0%} -> {hm['gather']['nvfp4']['frac_of_copy']:.0%}",
+        "v12_kernel": f"{us(slot, cvt)} -> {us(hm, cvt)}",
+        "v12_bf16": f"**{hm['summary']['speedup_vs_bf16']:.2f}x BF16**",
+        "a_us": f"{us(slot, nod)} against {us(slot, cvt)}",
+        "a_share": f"{1 - slot['kernels'][nod]['ms'] / slot['kernels'][cvt]['ms']:.0%}",
+    })
+    return out
+
+
 _SASS_COLUMNS = [("BF16", ("bf16",)), ("FP8", ("fp8_e4m3",)), ("FP4 (nvfp4 / block16)", ("nvfp4", "fp4_mx_block16")),
                  ("+prmt", ("nvfp4+prmt", "fp4_mx_block16+prmt")),
                  ("+prmt_bf16", ("nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16")),
@@ -425,6 +461,11 @@ def sass_values() -> dict[str, str]:
     out["cvt_32_1"] = f"{min(f[cvt]['sass_per_element'] for k, f in at.items() if k[:2] == (32, 1)):.1f}"
     f = at[(64, 2, 2, False)]
     out["decode_share"] = f"{f[cvt]['sass_per_element'] - f['nvfp4+no_decode']['sass_per_element']:.1f}"
+    plain = at[(64, 4, 2, False)]["nvfp4"]          # variant 1's loop: where its instructions go
+    per = plain["elements_per_thread_iter"]
+    for key, ops in (("op_bytes", ("PRMT", "IMAD", "SHF", "LOP3")), ("op_cvt", ("HADD2",)),
+                     ("op_fmul", ("FMUL",)), ("op_f2fp", ("F2FP",))):
+        out[key] = f"{sum(plain['opcodes'].get(o, 0) for o in ops) / per:.1f}"
     return out
 
 
@@ -458,6 +499,7 @@ VALUES = {
     "quant_kernels": _kernel_values,
     "sass": sass_values,
     "decode_attention": decode_attention_values,
+    "variant_log": variant_log_values,
     **_ACCURACY_VALUES,
 }
 """Group -> function returning `{key: text}`: numbers for prose (`<!-- value: GROUP.KEY -->`)."""
