@@ -1,6 +1,7 @@
 """pytest set-up: doc pages and docstring examples are collected as tests (Sybil).
 
-* ``docs/**/*.md``: every python fence runs, in page order, in one namespace per page;
+* ``docs/**/*.md``: every python fence runs, in page order, in one namespace per page, and what
+  it prints must equal its ``#>`` lines (``UPDATE_DOC_OUTPUT=1`` rewrites them instead);
 * ``reference_impl/**/*.py``, ``kernels/**/*.py``: every ``>>>`` docstring example runs;
 * Triton kernels run in Triton's CPU interpreter when there is no GPU;
 * each doc item's source and outcome is recorded for the audit (``DOC_BLOCKS_REPORT``).
@@ -34,7 +35,7 @@ from sybil import Sybil  # noqa: E402
 from sybil.document import PythonDocStringDocument  # noqa: E402
 from sybil.parsers.rest import DocTestParser  # noqa: E402
 
-from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example  # noqa: E402
+from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example, write_pending_updates  # noqa: E402
 
 _docs = Sybil(parsers=[FenceParser()], path=str(ROOT / "docs"), patterns=["*.md"], name="docs")
 _docstrings = Sybil(
@@ -80,6 +81,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    for path in write_pending_updates():            # UPDATE_DOC_OUTPUT=1: rewritten #> lines
+        print(f"\nrewrote printed output (#> lines) in {path}")
     out = os.environ.get("DOC_BLOCKS_REPORT")
     if out and not hasattr(session.config, "workerinput"):
         Path(out).parent.mkdir(parents=True, exist_ok=True)

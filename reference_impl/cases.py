@@ -56,7 +56,7 @@ class Case:
         why: the rule the case pins, in one sentence.
         global_scale: `nvfp4` only.
         dtype: input dtype.
-        order: ``nvfp4`` only: the `float32` order of operations the bytes are for (a name in
+        order: `nvfp4` only: the `float32` order of operations the bytes are for (a name in
             `nvfp4_kvcache.recipes.nvfp4.ORDERS`), or `None` for the default.
     """
 

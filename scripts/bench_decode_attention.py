@@ -25,7 +25,7 @@ Usage:
 python scripts/bench_decode_attention.py                 # GPU, everything (~4-5 min on an H200)
 python scripts/bench_decode_attention.py --no-sweep      # stages 1-6
 python scripts/bench_decode_attention.py --launch-table docs/data/perf/decode_attention.json
-TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out /tmp/d.json   # CPU, toy sizes
+TRITON_INTERPRET=1 python scripts/bench_decode_attention.py --smoke --out d.json   # CPU, toy sizes
 `
 
 `--smoke` runs every stage at toy sizes under Triton's interpreter (timings meaningless), so CI

@@ -15,10 +15,10 @@ through one kernel design (`nvfp4_kvcache_triton.mla_decode_attention`), over a 
 
 Usage:
 
-``text
+```text
 python scripts/bench_mla_decode_attention.py            # GPU (~1-2 min on an H200)
-TRITON_INTERPRET=1 python scripts/bench_mla_decode_attention.py --smoke --out /tmp/m.json   # CPU, toy sizes
-``
+TRITON_INTERPRET=1 python scripts/bench_mla_decode_attention.py --smoke --out m.json   # CPU, toy sizes
+```
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ variant it prints registers, spills and shared memory, and fails a variant that 
 
 Usage:
 
-``text
+```text
 python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
 python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
 python scripts/compile_sm90.py --sass     # also SASS instruction counts
-``
+```
 
 `TRITON_INTERPRET` must not be set (the interpreter replaces the compiler).
 """

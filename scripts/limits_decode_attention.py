@@ -25,10 +25,10 @@ pattern), attention beyond it (3 minus 2) and E2M1 decoding (4 minus 3).
 
 Usage (GPU, about 4 minutes; the caches are the benchmark's, `benchkit.kvcaches`):
 
-``bash
+```bash
 python scripts/limits_decode_attention.py
 TRITON_INTERPRET=1 python scripts/limits_decode_attention.py --smoke --out build/smoke/decode_attention_limits.json   # CPU, tiny
-``
+```
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ proxy the issue asks for: it is a measurement of the compiler's output, not a ti
 
 Usage:
 
-``bash
+```bash
 python scripts/sass_decode_attention.py            # table (about a minute on 2 cores)
 python scripts/sass_decode_attention.py --json out.json
 python scripts/sass_decode_attention.py --dump nvfp4   # also print that format's loop SASS
-``
+```
 
 `TRITON_INTERPRET` must not be set.
 """

@@ -10,9 +10,9 @@ the best configurations become the grid of `scripts/bench_decode_attention.py`.
 
 Usage (GPU; about 5-8 minutes, saving after each format):
 
-``bash
+```bash
 python scripts/tune_decode_attention.py --out docs/data/perf/decode_attention_tuning.json
-``
+```
 """
 
 from __future__ import annotations

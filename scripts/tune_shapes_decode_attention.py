@@ -11,10 +11,10 @@ these head dims), as relative RMS difference.
 
 Usage (GPU, about 4 minutes; `--budget-s` stops the timing early and keeps what was measured):
 
-``bash
+```bash
 python scripts/tune_shapes_decode_attention.py
 TRITON_INTERPRET=1 python scripts/tune_shapes_decode_attention.py --smoke --out build/smoke/decode_attention_shapes.json   # CPU, tiny
-``
+```
 """
 
 from __future__ import annotations

@@ -19,17 +19,7 @@ from _site import ROOT, article, built_site, prose_text, site_pages
 
 SOURCES = ("reference_impl", "kernels", "scripts", "docs/hooks")
 
-NOT_YET_MARKDOWN = {
-    "kernels/_triton/constants.py",
-    "reference_impl/__main__.py",
-    "reference_impl/cases.py",
-    "reference_impl/oracle.py",
-    "reference_impl/recipes/__init__.py",
-    "reference_impl/recipes/base.py",
-    "reference_impl/recipes/fp4_mx_block16.py",
-    "reference_impl/recipes/mxfp4.py",
-    "reference_impl/recipes/nvfp4.py",
-}
+NOT_YET_MARKDOWN: set[str] = set()
 """Files whose docstrings are still reST, to be converted; remove each as it is."""
 
 _ROLES = r"(?:func|class|mod|meth|data|attr|exc|obj|const|ref|doc|term|py:\w+)"
