@@ -1,6 +1,7 @@
 """pytest set-up: doc pages and docstring examples are collected as tests (Sybil).
 
-* ``docs/**/*.md``: every python fence runs, in page order, in one namespace per page;
+* ``docs/**/*.md``: every python fence runs, in page order, in one namespace per page, and what
+  it prints must equal its ``#>`` lines (``UPDATE_DOC_OUTPUT=1`` rewrites them instead);
 * ``reference_impl/**/*.py``, ``kernels/**/*.py``: every ``>>>`` docstring example runs;
 * Triton kernels run in Triton's CPU interpreter when there is no GPU;
 * each doc item's source and outcome is recorded for the audit (``DOC_BLOCKS_REPORT``).
@@ -31,7 +32,7 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 try:
-    from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example
+    from doc_blocks import GPU_SKIP_REASON, FenceParser, is_gpu_example, write_pending_updates
     from sybil import Sybil
     from sybil.document import PythonDocStringDocument
     from sybil.parsers.rest import DocTestParser
@@ -39,6 +40,9 @@ except ImportError:  # a GPU machine's image without the docs stack: the tests r
     # (`make test` installs sybil, and its doc-block audit fails when blocks did not run)
     print("conftest: sybil is not installed; docs blocks and docstring examples are not collected", file=sys.stderr)
     GPU_SKIP_REASON = "needs a CUDA GPU"
+
+    def write_pending_updates() -> list:
+        return []
 else:
     _docs = Sybil(parsers=[FenceParser()], path=str(ROOT / "docs"), patterns=["*.md"], name="docs")
     _docstrings = Sybil(
@@ -84,6 +88,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    for path in write_pending_updates():            # UPDATE_DOC_OUTPUT=1: rewritten #> lines
+        print(f"\nrewrote printed output (#> lines) in {path}")
     out = os.environ.get("DOC_BLOCKS_REPORT")
     if out and not hasattr(session.config, "workerinput"):
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ same signature in [`nvfp4_kvcache_triton.reference`][nvfp4_kvcache_triton.refere
 Examples:
     >>> import torch, nvfp4_kvcache_triton, nvfp4_kvcache as ri
     >>> x = torch.randn(3, 2, 64, dtype=torch.bfloat16)      # [tokens, heads, head_dim]
-    >>> q = nvfp4_kvcache_triton.quantize(x, "fp4_mx_block16")             # needs CUDA or TRITON_INTERPRET=1
+    >>> q = nvfp4_kvcache_triton.quantize(  # needs CUDA or TRITON_INTERPRET=1
+    ...     x, "fp4_mx_block16"
+    ... )
     >>> r = ri.quantize(x, "fp4_mx_block16")
     >>> torch.equal(q.packed, r.packed) and torch.equal(q.scales, r.scales)
     True

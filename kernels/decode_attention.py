@@ -15,9 +15,19 @@ Examples:
     >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
     >>> from nvfp4_kvcache.attention import decode_attention
     >>> from nvfp4_kvcache_triton.decode_attention import decode_attention_fp4
-    >>> pool = MHATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, head_num=2, head_dim=64,
-    ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[2.0])
-    >>> pool.set_kv_buffer(0, torch.arange(16, 36), torch.randn(20, 2, 64), torch.randn(20, 2, 64))
+    >>> pool = MHATokenToKVPoolFP4(
+    ...     size=32,
+    ...     page_size=16,
+    ...     layer_num=1,
+    ...     head_num=2,
+    ...     head_dim=64,
+    ...     recipe="nvfp4",
+    ...     k_scales=[0.5],
+    ...     v_scales=[2.0],
+    ... )
+    >>> pool.set_kv_buffer(
+    ...     0, torch.arange(16, 36), torch.randn(20, 2, 64), torch.randn(20, 2, 64)
+    ... )
     >>> q = torch.randn(2, 8, 64)                             # 2 requests, GQA 4:1
     >>> indptr, idx = torch.tensor([0, 5, 20]), torch.arange(16, 36)
     >>> out = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2)
@@ -27,7 +37,9 @@ Examples:
 
     `decode="cvt_f16"` (nvfp4; fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
 
-    >>> fast = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=2, decode="cvt_f16")
+    >>> fast = decode_attention_fp4(
+    ...     q, pool, 0, indptr, idx, num_kv_splits=2, decode="cvt_f16"
+    ... )
     >>> bool((fast.double() - ref).abs().max() < 1e-4)
     True
 """
@@ -172,7 +184,9 @@ def fp4_layer(pool: MHATokenToKVPoolFP4, layer: object) -> FP4KVLayer:
 
     Examples:
         >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-        >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=2, head_num=2, head_dim=32)
+        >>> pool = MHATokenToKVPoolFP4(
+        ...     size=8, page_size=1, layer_num=2, head_num=2, head_dim=32
+        ... )
         >>> fl = fp4_layer(pool, 1)
         >>> tuple(fl.k.shape), tuple(fl.k_scale.shape), fl.recipe, fl.k_global
         ((9, 2, 16), (9, 4), 'fp4_mx_block16', None)
@@ -208,7 +222,9 @@ def attention_close(got: torch.Tensor, ref: torch.Tensor, tolerance: float, gpu:
         >>> ref = torch.ones(2, 4, dtype=torch.float64)
         >>> attention_close(ref * (1 + 1e-4), ref, tolerance=1e-3, gpu=True)[0]
         True
-        >>> attention_close(ref * 1.5, ref, tolerance=10.0, gpu=True)[0]   # loose bound, but 50% off
+        >>> attention_close(  # loose bound, but 50% off
+        ...     ref * 1.5, ref, tolerance=10.0, gpu=True
+        ... )[0]
         False
     """
     diff = got.double() - ref.double()
@@ -605,7 +621,9 @@ def decode_attention_dense(
         >>> import torch
         >>> k = torch.randn(10, 1, 64).bfloat16()
         >>> q = torch.randn(1, 4, 64)
-        >>> out = decode_attention_dense(q, k, k, torch.tensor([0, 3]), torch.tensor([4, 7, 9]))
+        >>> out = decode_attention_dense(
+        ...     q, k, k, torch.tensor([0, 3]), torch.tensor([4, 7, 9])
+        ... )
         >>> out.shape
         torch.Size([1, 4, 64])
     """

@@ -18,11 +18,16 @@ Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
     >>> from nvfp4_kvcache.attention import mla_decode_attention
-    >>> pool = MLATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, kv_lora_rank=64, qk_rope_head_dim=32)
+    >>> pool = MLATokenToKVPoolFP4(
+    ...     size=32, page_size=16, layer_num=1, kv_lora_rank=64, qk_rope_head_dim=32
+    ... )
     >>> pool.set_kv_buffer(0, torch.arange(16, 36), torch.randn(20, 1, 96))
-    >>> q_nope, q_rope = torch.randn(2, 16, 64), torch.randn(2, 16, 32)   # 2 requests, 16 heads
+    >>> q_nope = torch.randn(2, 16, 64)  # 2 requests, 16 heads
+    >>> q_rope = torch.randn(2, 16, 32)
     >>> indptr, idx = torch.tensor([0, 5, 20]), torch.arange(16, 36)
-    >>> out = mla_decode_attention_fp4(q_nope, q_rope, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=2)
+    >>> out = mla_decode_attention_fp4(
+    ...     q_nope, q_rope, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=2
+    ... )
     >>> ref = mla_decode_attention(q_nope, q_rope, pool, 0, indptr, idx, sm_scale=0.1)
     >>> out.shape, bool((out.double() - ref).abs().max() < 1e-4)
     (torch.Size([2, 16, 64]), True)
@@ -167,11 +172,25 @@ def mla_decode_attention_dense(
         >>> from nvfp4_kvcache.attention import ragged_attention
         >>> kv = torch.randn(40, 1, 96).bfloat16()
         >>> qn, qr = torch.randn(1, 16, 64), torch.randn(1, 16, 32)
-        >>> out = mla_decode_attention_dense(qn, qr, kv, torch.tensor([0, 5]), torch.arange(3, 8),
-        ...                                  kv_lora_rank=64, sm_scale=0.1)
+        >>> out = mla_decode_attention_dense(
+        ...     qn,
+        ...     qr,
+        ...     kv,
+        ...     torch.tensor([0, 5]),
+        ...     torch.arange(3, 8),
+        ...     kv_lora_rank=64,
+        ...     sm_scale=0.1,
+        ... )
         >>> k = kv[3:8].double()                                  # [tokens, 1 head, 96]
-        >>> ref = ragged_attention(torch.cat([qn, qr], -1), k, k[..., :64], torch.tensor([0, 1]),
-        ...                        torch.tensor([0, 5]), sm_scale=0.1, causal=False)
+        >>> ref = ragged_attention(
+        ...     torch.cat([qn, qr], -1),
+        ...     k,
+        ...     k[..., :64],
+        ...     torch.tensor([0, 1]),
+        ...     torch.tensor([0, 5]),
+        ...     sm_scale=0.1,
+        ...     causal=False,
+        ... )
         >>> out.shape, bool((out.double() - ref).abs().max() < 1e-4)
         (torch.Size([1, 16, 64]), True)
     """

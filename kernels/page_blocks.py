@@ -11,6 +11,7 @@ block(page p, head h) = [codes of tokens 0 .. P-1 of page p, head h]   P x D/2 b
                         [scale bytes of the same tokens]               P x D/16 bytes
 tensor                = uint8 [pages, H, P * (D/2 + D/16)]
 ```
+
 so a page of one head is one 1152-byte read at head dim 128 and page 16. Token `i` of page `p` is
 slot `p * P + i`, as in SGLang's paged allocator. The layout changes where bytes are, never
 their values: [`to_page_blocks`][nvfp4_kvcache_triton.page_blocks.to_page_blocks] and
@@ -22,13 +23,19 @@ Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
     >>> from nvfp4_kvcache_triton.decode_attention import fp4_layer
-    >>> pool = MHATokenToKVPoolFP4(size=32, page_size=16, layer_num=1, head_num=2, head_dim=128)
-    >>> pool.set_kv_buffer(0, torch.arange(16, 48), torch.randn(32, 2, 128), torch.randn(32, 2, 128))
+    >>> pool = MHATokenToKVPoolFP4(
+    ...     size=32, page_size=16, layer_num=1, head_num=2, head_dim=128
+    ... )
+    >>> pool.set_kv_buffer(
+    ...     0, torch.arange(16, 48), torch.randn(32, 2, 128), torch.randn(32, 2, 128)
+    ... )
     >>> blocks = to_page_blocks(fp4_layer(pool, 0), page_size=16)
-    >>> tuple(blocks.k.shape), blocks.head_dim          # 3 pages (page 0 is padding), 2 heads
+    >>> tuple(blocks.k.shape), blocks.head_dim  # 3 pages (page 0 is padding), 2 heads
     ((3, 2, 1152), 128)
     >>> back = from_page_blocks(blocks)
-    >>> torch.equal(back.k, pool.layer_tensors(0)["k"]), torch.equal(back.v_scale.flatten(1), pool.layer_tensors(0)["v_scale"])
+    >>> torch.equal(back.k, pool.layer_tensors(0)["k"]), torch.equal(
+    ...     back.v_scale.flatten(1), pool.layer_tensors(0)["v_scale"]
+    ... )
     (True, True)
 """
 
@@ -39,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:   # decode_attention imports this module
+if TYPE_CHECKING:  # imported inside the functions: decode_attention imports this module
     from nvfp4_kvcache_triton.decode_attention import FP4KVLayer
 
 __all__ = ["FP4PageBlocks", "to_page_blocks", "from_page_blocks", "block_bytes"]
@@ -106,11 +113,18 @@ def to_page_blocks(layer: FP4KVLayer, page_size: int) -> FP4PageBlocks:
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache_triton.decode_attention import FP4KVLayer
-        >>> k = torch.arange(4 * 1 * 32, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(4, 1, 32)
+        >>> k = (
+        ...     torch.arange(4 * 1 * 32, dtype=torch.int64)
+        ...     .remainder(256)
+        ...     .to(torch.uint8)
+        ...     .reshape(4, 1, 32)
+        ... )
         >>> ks = torch.full((4, 4), 127, dtype=torch.uint8)
         >>> blocks = to_page_blocks(FP4KVLayer(k, k, ks, ks, "fp4_mx_block16"), page_size=4)
-        >>> tuple(blocks.k.shape), blocks.k[0, 0, 32:36].tolist()    # token 1's codes follow token 0's
-        ((1, 1, 144), [32, 33, 34, 35])
+        >>> tuple(blocks.k.shape)
+        (1, 1, 144)
+        >>> blocks.k[0, 0, 32:36].tolist()  # token 1's codes follow token 0's
+        [32, 33, 34, 35]
     """
     p = _check_page_size(page_size)
     rows, heads, d2 = layer.k.shape
@@ -139,14 +153,16 @@ def from_page_blocks(blocks: FP4PageBlocks) -> FP4KVLayer:
 
     Returns:
         An `nvfp4_kvcache_triton.decode_attention.FP4KVLayer` with `k`/`v` `uint8 [slots, H, D/2]`
-        and scales `uint8 [slots, H, D/16]` (new tensors, same device).
+            and scales `uint8 [slots, H, D/16]` (new tensors, same device).
 
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache_triton.decode_attention import FP4KVLayer
         >>> k = torch.randint(0, 256, (8, 2, 32), dtype=torch.uint8)
         >>> ks = torch.randint(0, 256, (8, 2, 4), dtype=torch.uint8)
-        >>> back = from_page_blocks(to_page_blocks(FP4KVLayer(k, k, ks, ks, "fp4_mx_block16"), 4))
+        >>> back = from_page_blocks(
+        ...     to_page_blocks(FP4KVLayer(k, k, ks, ks, "fp4_mx_block16"), 4)
+        ... )
         >>> torch.equal(back.k, k), torch.equal(back.k_scale, ks)
         (True, True)
     """

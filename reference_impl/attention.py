@@ -23,9 +23,13 @@ Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
     >>> from nvfp4_kvcache.attention import decode_attention
-    >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, head_num=2, head_dim=16)
-    >>> pool.set_kv_buffer(0, torch.arange(1, 6), torch.randn(5, 2, 16), torch.randn(5, 2, 16))
-    >>> q = torch.randn(2, 4, 16)                      # 2 requests, 4 query heads (GQA 2:1)
+    >>> pool = MHATokenToKVPoolFP4(
+    ...     size=8, page_size=1, layer_num=1, head_num=2, head_dim=16
+    ... )
+    >>> pool.set_kv_buffer(
+    ...     0, torch.arange(1, 6), torch.randn(5, 2, 16), torch.randn(5, 2, 16)
+    ... )
+    >>> q = torch.randn(2, 4, 16)  # 2 requests, 4 query heads (GQA 2:1)
     >>> out = decode_attention(q, pool, 0, kv_indptr=torch.tensor([0, 3, 5]),
     ...                        kv_indices=torch.tensor([1, 2, 3, 4, 5]))
     >>> out.shape, out.dtype
@@ -115,7 +119,9 @@ def ragged_attention(
         >>> import torch
         >>> q, k = torch.ones(1, 1, 2), torch.zeros(3, 1, 2)
         >>> v = torch.arange(3.0).reshape(3, 1, 1)
-        >>> ragged_attention(q, k, v, torch.tensor([0, 1]), torch.tensor([0, 3]), sm_scale=1.0).item()
+        >>> ragged_attention(
+        ...     q, k, v, torch.tensor([0, 1]), torch.tensor([0, 3]), sm_scale=1.0
+        ... ).item()
         1.0
     """
     for t, name in ((q, "q"), (k, "k"), (v, "v")):
@@ -230,10 +236,14 @@ def decode_attention(
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-        >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+        >>> pool = MHATokenToKVPoolFP4(
+        ...     size=4, page_size=1, layer_num=1, head_num=1, head_dim=16
+        ... )
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.zeros(2, 1, 16),
         ...                    torch.tensor([1.0, 3.0]).reshape(2, 1, 1).expand(2, 1, 16))
-        >>> decode_attention(torch.ones(1, 2, 16), pool, 0, torch.tensor([0, 2]), torch.tensor([1, 2]))[0, :, 0]
+        >>> decode_attention(
+        ...     torch.ones(1, 2, 16), pool, 0, torch.tensor([0, 2]), torch.tensor([1, 2])
+        ... )[0, :, 0]
         tensor([2., 2.], dtype=torch.float64)
     """
     qo_indptr = _one_query_per_request(q, "q")
@@ -268,9 +278,15 @@ def extend_attention(
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-        >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
-        >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.zeros(3, 1, 16),
-        ...                    torch.tensor([1.0, 2.0, 6.0]).reshape(3, 1, 1).expand(3, 1, 16))
+        >>> pool = MHATokenToKVPoolFP4(
+        ...     size=4, page_size=1, layer_num=1, head_num=1, head_dim=16
+        ... )
+        >>> pool.set_kv_buffer(
+        ...     0,
+        ...     torch.tensor([1, 2, 3]),
+        ...     torch.zeros(3, 1, 16),
+        ...     torch.tensor([1.0, 2.0, 6.0]).reshape(3, 1, 1).expand(3, 1, 16),
+        ... )
         >>> out = extend_attention(torch.ones(2, 1, 16), pool, 0, torch.tensor([0, 2]),
         ...                        torch.tensor([0, 3]), torch.tensor([1, 2, 3]))
         >>> out[:, 0, 0].tolist()      # token 2 of 3 sees keys 1-2, token 3 sees all
@@ -322,10 +338,19 @@ def mla_decode_attention(
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-        >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+        >>> pool = MLATokenToKVPoolFP4(
+        ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+        ... )
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2]), torch.randn(2, 1, 48))
-        >>> out = mla_decode_attention(torch.randn(1, 8, 32), torch.randn(1, 8, 16), pool, 0,
-        ...                            torch.tensor([0, 2]), torch.tensor([1, 2]), sm_scale=0.1)
+        >>> out = mla_decode_attention(
+        ...     torch.randn(1, 8, 32),
+        ...     torch.randn(1, 8, 16),
+        ...     pool,
+        ...     0,
+        ...     torch.tensor([0, 2]),
+        ...     torch.tensor([1, 2]),
+        ...     sm_scale=0.1,
+        ... )
         >>> out.shape, out.dtype
         (torch.Size([1, 8, 32]), torch.float64)
     """
@@ -350,10 +375,20 @@ def mla_extend_attention(
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-        >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+        >>> pool = MLATokenToKVPoolFP4(
+        ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+        ... )
         >>> pool.set_kv_buffer(0, torch.tensor([1, 2, 3]), torch.randn(3, 1, 48))
-        >>> mla_extend_attention(torch.randn(2, 4, 32), torch.randn(2, 4, 16), pool, 0, torch.tensor([0, 2]),
-        ...                      torch.tensor([0, 3]), torch.tensor([1, 2, 3]), sm_scale=0.1).shape
+        >>> mla_extend_attention(
+        ...     torch.randn(2, 4, 32),
+        ...     torch.randn(2, 4, 16),
+        ...     pool,
+        ...     0,
+        ...     torch.tensor([0, 2]),
+        ...     torch.tensor([0, 3]),
+        ...     torch.tensor([1, 2, 3]),
+        ...     sm_scale=0.1,
+        ... ).shape
         torch.Size([2, 4, 32])
     """
     return _mla(q_nope, q_rope, pool, layer, qo_indptr, kv_indptr, kv_indices, sm_scale, causal=True)

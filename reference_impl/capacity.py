@@ -17,7 +17,9 @@ optional FP8 prefill workspace.
 
 `tokens = floor((gpu_bytes * mem_fraction - weight_bytes / tp) / (bytes_per_token_per_layer * layers))`
 with the weights split evenly across ranks and `mem_fraction` the share of memory given to
-weights plus KV cache (activations, CUDA graphs and workspaces take the rest).
+weights plus KV cache (activations, CUDA graphs and workspaces take the rest). `gpu_bytes` is
+the memory the card exposes (`nvidia-smi`'s `memory.total`), not the marketing figure: an
+"80 GB" H100 exposes 81559 MiB, 85.5e9 bytes. Each GPU in `GPUS` cites its reading.
 
 Command line:
 
@@ -26,12 +28,14 @@ python -m nvfp4_kvcache.capacity --model Llama-3.1-8B --gpu H100 --kv-dtype nvfp
 ```
 
 Examples:
-    >>> from nvfp4_kvcache.capacity import kv_bytes_per_token_per_layer, tokens_that_fit
-    >>> kv_bytes_per_token_per_layer("DeepSeek-V3", "fp4_mx_block16")
+    >>> from nvfp4_kvcache.capacity import kv_bytes_per_token_per_layer as per_layer
+    >>> from nvfp4_kvcache.capacity import tokens_that_fit
+    >>> per_layer("DeepSeek-V3", "fp4_mx_block16")
     324.0
-    >>> kv_bytes_per_token_per_layer("Llama-3.1-8B", "bf16"), kv_bytes_per_token_per_layer("Llama-3.1-8B", "nvfp4")
+    >>> per_layer("Llama-3.1-8B", "bf16"), per_layer("Llama-3.1-8B", "nvfp4")
     (4096.0, 1152.0)
-    >>> tokens_that_fit("Llama-3.1-8B", "nvfp4", "H100") > 3 * tokens_that_fit("Llama-3.1-8B", "bf16", "H100")
+    >>> fp4 = tokens_that_fit("Llama-3.1-8B", "nvfp4", "H100")
+    >>> fp4 > 3 * tokens_that_fit("Llama-3.1-8B", "bf16", "H100")
     True
 """
 
@@ -50,6 +54,7 @@ __all__ = [
     "GPUS",
     "DEFAULT_MEM_FRACTION",
     "KVDtype",
+    "GPU",
     "CapacityRow",
     "kv_heads_per_rank",
     "kv_bytes_per_token_per_layer",
@@ -57,6 +62,7 @@ __all__ = [
     "weight_bytes",
     "tokens_that_fit",
     "capacity_rows",
+    "decode_step_bytes",
     "main",
 ]
 
@@ -88,8 +94,40 @@ KV_DTYPES: dict[str, KVDtype] = {
 """KV cache dtypes of the table: BF16, FP8 and every recipe of `RECIPES`. (SGLang 0.5.23
 rejects `--kv-cache-dtype mxfp4`; the recipes no engine pages are here for comparison.)"""
 
-GPUS: dict[str, float] = {"H100": 80e9, "H200": 141e9, "B200": 180e9}
-"""GPU -> memory in bytes: the nominal capacities (80, 141 and 180 GB) taken as 10**9 bytes."""
+@dataclass(frozen=True)
+class GPU:
+    """A GPU as the capacity table counts it.
+
+    Attributes:
+        name: short name used on the command line and in tables.
+        device: the name the driver reports.
+        memory_mib: memory the card exposes, `nvidia-smi --query-gpu=memory.total` in MiB.
+        source: where that reading comes from.
+    """
+
+    name: str
+    device: str
+    memory_mib: int
+    source: str
+
+    @property
+    def memory_bytes(self) -> int:
+        """`memory_mib` in bytes (MiB = 2**20 bytes)."""
+        return self.memory_mib * 2**20
+
+
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in (
+        GPU("H100", "NVIDIA H100 80GB HBM3", 81559,
+            "nvidia-smi output in NVIDIA/nccl issue #1264 (driver 550.54.15): 81559MiB per GPU"),
+        GPU("H200", "NVIDIA H200", 143771,
+            "this project's reading, docs/data/capacity/gpu_memory_h200.json (driver 580.159.04)"),
+        GPU("B200", "NVIDIA B200", 183359,
+            "nvidia-smi output in NVIDIA/TensorRT-LLM issue #10278 (driver 580.95.05): 183359MiB per GPU"),
+    )
+}
+"""GPU name -> `GPU`: the memory each card exposes, with its source (not the nominal 80/141/180 GB)."""
 
 DEFAULT_MEM_FRACTION = 0.9
 """Share of GPU memory for weights plus KV cache. This project's assumption, not an SGLang default."""
@@ -121,8 +159,8 @@ def kv_heads_per_rank(model: str | ModelConfig, tp: int = 1) -> int:
     """KV heads one rank stores: `max(1, num_kv_heads // tp)` (MHA); 1 latent "head" for MLA.
 
     Examples:
-        >>> kv_heads_per_rank("Llama-3.1-8B", tp=2), kv_heads_per_rank("Llama-3.1-8B", tp=16)
-        (4, 1)
+        >>> [kv_heads_per_rank("Llama-3.1-8B", tp=t) for t in (2, 16)]
+        [4, 1]
     """
     m = _model(model)
     return 1 if m.attention == "mla" else max(1, m.num_kv_heads // _tp(tp))
@@ -157,7 +195,8 @@ def kv_bytes_per_token(
     Examples:
         >>> kv_bytes_per_token("DeepSeek-V3", "fp4_mx_block16")   # 61 layers x 324
         19764.0
-        >>> kv_bytes_per_token("Llama-3.1-8B", "nvfp4", nvfp4_prefill_workspace=True)   # 32 x 1152 + 2048
+        >>> kv_bytes_per_token("Llama-3.1-8B", "nvfp4",
+        ...                    nvfp4_prefill_workspace=True)  # 32 x 1152 + 2048
         38912.0
     """
     m = _model(model)
@@ -195,16 +234,50 @@ def tokens_that_fit(
         ValueError: unknown model, dtype or GPU; `mem_fraction` outside `(0, 1]`; bad `tp`.
 
     Examples:
-        >>> tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8)   # the weights alone do not fit
+        >>> tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8)  # weights do not fit
         0
     """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {list(GPUS)}")
     if not 0 < mem_fraction <= 1:
         raise ValueError(f"mem_fraction must be in (0, 1], got {mem_fraction}")
-    free = GPUS[gpu] * mem_fraction - weight_bytes(model) / _tp(tp)
+    free = GPUS[gpu].memory_bytes * mem_fraction - weight_bytes(model) / _tp(tp)
     per_token = kv_bytes_per_token(model, kv_dtype, tp, nvfp4_prefill_workspace)
     return max(0, math.floor(free / per_token))
+
+
+def decode_step_bytes(
+    model: str | ModelConfig, kv_dtype: str, pool_tokens: int, batch: int, context: int,
+    tp: int = 1, page_size: int = 1,
+) -> tuple[float, float]:
+    """Memory traffic of one decode step on one rank, read two ways.
+
+    * whole-layer dequantize (what upstream's `get_key_buffer` / `get_value_buffer` do for
+      `fp4_mx_block16`): every row of the pool (`pool_tokens + page_size`, the padding page
+      included) is read in `kv_dtype` and written back as BF16, in every layer;
+    * fused gather (what an FP4 attention kernel does): only the `batch * context` rows the
+      batch attends to are read, in `kv_dtype`.
+
+    Attention's own reads of the BF16 rows it needs are left out, which favours the first.
+
+    Returns:
+        `(whole_layer_bytes, fused_bytes)`.
+
+    Raises:
+        ValueError: unknown model or dtype, bad `tp`.
+
+    Examples:
+        >>> whole, fused = decode_step_bytes(
+        ...     "Llama-3.1-8B", "fp4_mx_block16", 100_000, batch=8, context=1024)
+        >>> round(whole / fused)
+        56
+    """
+    m = _model(model)
+    stored = kv_bytes_per_token_per_layer(m, kv_dtype, tp)
+    bf16 = kv_bytes_per_token_per_layer(m, "bf16", tp)
+    whole = m.num_layers * (pool_tokens + page_size) * (stored + bf16)
+    fused = m.num_layers * batch * context * stored
+    return whole, fused
 
 
 @dataclass(frozen=True)
@@ -234,8 +307,9 @@ def capacity_rows(
     """Every model x GPU x KV dtype combination (defaults: all), tokens per rank.
 
     Examples:
-        >>> [(r.kv_dtype, r.tokens) for r in capacity_rows(["Qwen3-32B"], ["H100"], ["bf16", "nvfp4"])]
-        [('bf16', 24703), ('nvfp4', 87833)]
+        >>> rows = capacity_rows(["Qwen3-32B"], ["H100"], ["bf16", "nvfp4"])
+        >>> [(r.kv_dtype, r.tokens) for r in rows]
+        [('bf16', 43657), ('nvfp4', 155225)]
     """
     tp = {**DEFAULT_TP, **(tp or {})}
     rows = []
@@ -256,10 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: print a Markdown table of capacity rows (filters optional).
 
     Examples:
-        >>> main(["--model", "Llama-3.1-8B", "--gpu", "H200", "--kv-dtype", "nvfp4", "--tp", "2"])
+        >>> main(["--model", "Llama-3.1-8B", "--gpu", "H200", "--kv-dtype", "nvfp4",
+        ...       "--tp", "2"])
         | model | TP | GPU | KV dtype | bytes/token/layer | weights GB/GPU | tokens/GPU |
         |---|---:|---|---|---:|---:|---:|
-        | Llama-3.1-8B | 2 | H200 | nvfp4 | 576 | 8.0 | 6,449,096 |
+        | Llama-3.1-8B | 2 | H200 | nvfp4 | 576 | 8.0 | 6,925,405 |
         0
     """
     parser = argparse.ArgumentParser(prog="python -m nvfp4_kvcache.capacity", description=__doc__.split("\n")[0])

@@ -15,9 +15,13 @@ Examples:
     >>> from fractions import Fraction
     >>> from nvfp4_kvcache.exact import exact_block
     >>> block = [6.25] + [0.0] * 15
-    >>> exact_block("nvfp4", block, global_scale=Fraction(14, 2688)).scale_byte  # s = 200: tie -> 192
+    >>> exact_block(  # s = 200: tie -> 192
+    ...     "nvfp4", block, global_scale=Fraction(14, 2688)
+    ... ).scale_byte
     116
-    >>> r = exact_block("mxfp4", [2.5] + [0.0] * 31)      # X = 2**-1: 2.5 / 0.5 = 5, a tie -> 4
+    >>> r = exact_block(  # X = 2**-1: 2.5 / 0.5 = 5, a tie -> 4
+    ...     "mxfp4", [2.5] + [0.0] * 31
+    ... )
     >>> r.scale_byte, r.codes[0], r.elements[0].tie
     (126, 6, True)
 """
@@ -70,7 +74,9 @@ def to_float32(q: Fraction) -> float:
     `float(q)` would round to `float64` first, and a second rounding to `float32` can then miss.
 
     Examples:
-        >>> to_float32(Fraction(1, 3)) == float(__import__("torch").tensor(1 / 3, dtype=__import__("torch").float32))
+        >>> to_float32(Fraction(1, 3)) == float(
+        ...     __import__("torch").tensor(1 / 3, dtype=__import__("torch").float32)
+        ... )
         True
     """
     if q == 0:

@@ -32,7 +32,7 @@ Examples:
     >>> x = torch.randn(4, 64)
     >>> q = quantize(x, "mxfp4")
     >>> assert_matches_oracle("mxfp4", x, q.packed, q.scales)      # passes silently
-    >>> bad = q.packed.clone(); bad[0, 0] ^= 0x1                     # flip one bit of one code
+    >>> bad = q.packed.clone(); bad[0, 0] ^= 0x1  # flip one bit of one code
     >>> report = compare_with_oracle("mxfp4", x, bad, q.scales)
     >>> report.ok, report.code_mismatches, report.scale_mismatches
     (False, 1, 0)

@@ -19,13 +19,16 @@ Power-of-two scales round an exponent instead, with [`Rounding.FLOOR`][nvfp4_kvc
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.rounding import Rounding, round_to_table
-    >>> table = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64)
+    >>> table = torch.tensor(
+    ...     [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=torch.float64
+    ... )
     >>> x = torch.tensor([0.25, 2.5, 5.0, 5.1, 99.0], dtype=torch.float64)
     >>> round_to_table(x, table, Rounding.NEAREST_EVEN).tolist()
     [0, 4, 6, 7, 7]
     >>> round_to_table(x, table, Rounding.NEAREST_AWAY).tolist()
     [1, 5, 7, 7, 7]
-    >>> round_to_table(x, table, Rounding.CEIL).tolist(), round_to_table(x, table, Rounding.FLOOR).tolist()
+    >>> up = round_to_table(x, table, Rounding.CEIL).tolist()
+    >>> up, round_to_table(x, table, Rounding.FLOOR).tolist()
     ([1, 5, 7, 7, 7], [0, 4, 6, 6, 7])
 """
 

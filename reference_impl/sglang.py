@@ -14,7 +14,7 @@ Same names, shapes, dtypes and bytes as `python/sglang/srt/layers/quantization/k
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.sglang import KVFP4QuantizeUtil
-    >>> k = torch.randn(5, 8, 64, dtype=torch.bfloat16)           # [tokens, kv heads, head_dim]
+    >>> k = torch.randn(5, 8, 64, dtype=torch.bfloat16)  # [tokens, kv heads, head_dim]
     >>> packed, scales = KVFP4QuantizeUtil.batched_quantize(k)
     >>> packed.shape, packed.dtype, scales.shape, scales.dtype
     (torch.Size([5, 8, 32]), torch.uint8, torch.Size([5, 32]), torch.uint8)

@@ -60,7 +60,7 @@ Examples:
     >>> manifest = write_vectors(d, recipes=["mxfp4"], dtypes=["float32"])
     >>> [s["name"] for s in manifest["sets"]]
     ['mxfp4.quantize.float32', 'mxfp4.quantize.named_cases']
-    >>> check_vectors(d)      # re-derives every output file and compares bytes and SHA-256
+    >>> check_vectors(d)  # re-derives every output file and compares bytes and SHA-256
     []
     >>> manifest = write_vectors(d, recipes=["nvfp4"], dtypes=["bfloat16"])
     >>> [s["kind"] for s in manifest["sets"]]

@@ -213,3 +213,34 @@ TABLES = {
 if __name__ == "__main__":
     for n in sys.argv[1:] or list(TABLES):
         print(f"## {n}\n\n{TABLES[n]()}")
+
+def values(data_dir: Path | None = None) -> dict[str, str]:
+    """Numbers the Accuracy chapter's prose uses, from the lab's JSON."""
+    el = load("elements", data_dir)["distributions"]
+    att = load("attention", data_dir)["scenarios"]
+    model = load("model", data_dir)
+    loss = [el[d]["nvfp4/amax448"]["sqnr_db"] - el[d][s]["sqnr_db"]
+            for d in ("gaussian", "laplace") for s in ("mxfp4", "fp4_mx_block16")]
+    fp8 = el["gaussian"]["fp8_e4m3/calibrated"]["sqnr_db"] - el["gaussian"]["nvfp4/amax448"]["sqnr_db"]
+    growth = [sc["schemes"][s]["KV"][-1]["out_rel_l2"] / sc["schemes"][s]["KV"][0]["out_rel_l2"]
+              for sc in att.values() for s in sc["schemes"]]
+    lengths = [p["context"] for p in next(iter(att.values()))["schemes"][SCHEME_ORDER[0]]["KV"]]
+    pairs = model["eval_sentences"] // 2
+    search = [el[d]["nvfp4_4over6/amax448"]["sqnr_db"] - el[d]["nvfp4/amax448"]["sqnr_db"] for d in DIST_ORDER]
+    top1 = min(e["KV"]["top1_agreement"] for e in model["embeddings"]["schemes"].values())
+    return {
+        "pow2_loss_db": f"{min(loss):.1f}-{max(loss):.1f} dB",
+        "fp8_gain_db": f"{fp8:.0f} dB",
+        "search_gain_db": f"{min(search):.1f}-{max(search):.1f} dB",
+        "fp8_gain_bits": f"{fp8 / 6.02:.1f}",
+        "context_growth": f"{max(growth):.2f}x",
+        "context_span": f"{lengths[0] // 1024}k to {lengths[-1] // 1024}k",
+        "calibration_sentences": str(model["calibration_sentences"]),
+        "eval_sentences": str(model["eval_sentences"]),
+        "pairs": str(pairs),
+        "top1_changed": str(round((1 - top1) * pairs)),
+    }
+
+
+VALUES = {"accuracy": values}
+"""Group -> function returning `{key: text}` for the Accuracy chapter's prose."""

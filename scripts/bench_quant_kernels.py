@@ -16,12 +16,10 @@ Usage (on the GPU machine):
 ```bash
 python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
 ```
-and, anywhere, to turn the JSON into the Kernels chapter's table and figure
-(`docs/data/perf/quant_kernels.md`, `docs/assets/quant-kernels.svg`; matplotlib):
 
-```bash
-python scripts/bench_quant_kernels.py --render
-```
+The Kernels chapter renders its tables from the JSON at build time (`scripts/kernel_tables.py`);
+`python scripts/plot_quant_kernels.py` redraws its figure from the JSON, anywhere.
+
 The upstream file is read from `.cache/sglang-0.5.23/src` (`benchkit.upstream`; extracted from
 the wheel once, where pip can reach the registry).
 """
@@ -154,145 +152,13 @@ def upstream_rows(copy_gbps):
     return rows, {"bytes_equal_ours": same, "dequantize_equal_ours": same_deq}
 
 
-# ---------------------------------------------------------------------------------------------
-# rendering (CPU only): JSON -> Markdown table and SVG figure for docs/kernels.md
-# ---------------------------------------------------------------------------------------------
-GOAL_FRAC = 0.85
-GOAL_SPEEDUP = 20.0
-OPS = ["quantize", "store_kv", "dequantize", "gather_dequantize"]
-
-
-def render_markdown(data: dict) -> str:
-    """The Kernels chapter's performance section, from the benchmark JSON (deterministic)."""
-    v = data["versions"]
-    sh = data["shape"]
-    if isinstance(data["copy"], dict):  # benchkit.timing.ceilings, the method every page uses
-        how = f"{data['copy']['method']}"
-    else:  # runs before it: the larger of two copies
-        how = "bytes read + written, the larger of " + ", ".join(f"{r['bytes'] / 2**21:.0f} MiB" for r in data["copy"]) \
-            + " copies"
-    lines = [
-        f"Measured on **{data['device']}** ({data['sm_count']} SMs), torch {v['torch']}, Triton "
-        f"{v['triton']}, CUDA {v['cuda']}, Python {v['python']}, on {data['date']}, by "
-        f"`{data['command']}`. Ceiling: a device-to-device copy moved "
-        f"**{data['copy_gbps']:.0f} GB/s** ({how}). "
-        f"Shape: {sh['tokens']} tokens x {sh['heads']} heads x {sh['head_dim']}, {sh['dtype']}; "
-        f"bytes counted: {data['bytes_rule']}. Times are medians.",
-        "",
-        "| recipe | operation | implementation | median µs | GB/s | of copy | vs upstream |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    up = {r["op"]: r for r in data.get("upstream", [])}
-    for r in data["main"]:
-        base = up.get(r["op"]) if r["op"] in ("quantize", "dequantize") else None
-        speed = f"{base['us'] / r['us']:.1f}x" if base else ""
-        lines.append(f"| `{r['recipe']}` | {r['op']} | Triton | {r['us']:.1f} | {r['gbps']:.0f} | "
-                     f"{r['frac_of_copy']:.1%} | {speed} |")
-    for r in data.get("upstream", []):
-        lines.append(f"| `{r['recipe']}` | {r['op']} | {r['impl']} | {r['us']:.1f} | {r['gbps']:.0f} | "
-                     f"{r['frac_of_copy']:.1%} | 1.0x |")
-    chk = data.get("upstream_check")
-    if chk:
-        lines += ["", f"Upstream's bytes equal ours on this input: quantize "
-                      f"{'yes' if chk['bytes_equal_ours'] else 'NO'}, dequantize "
-                      f"{'yes' if chk['dequantize_equal_ours'] else 'NO'}."]
-    if data.get("upstream_error"):
-        lines += ["", f"Upstream could not be measured: `{data['upstream_error']}`."]
-    lines += [
-        "",
-        f"**Goals**: quantize and dequantize at >= {GOAL_FRAC:.0%} of the copy bandwidth, "
-        f"quantize >= {GOAL_SPEEDUP:.0f}x upstream's compiled quantizer "
-        f"({data['summary']['upstream_baseline']}).",
-        "",
-        "| recipe | quantize, of copy | store_kv (K+V), of copy | dequantize, of copy | quantize vs upstream | goals met |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for recipe, s in data["summary"].items():
-        if not isinstance(s, dict):
-            continue
-        sp = s["quantize_speedup_vs_upstream"]
-        misses = [name for name, ok in (
-            ("quantize", s["quantize_frac_of_copy"] >= GOAL_FRAC),
-            ("dequantize", s["dequantize_frac_of_copy"] >= GOAL_FRAC),
-            ("speed-up", sp is not None and sp >= GOAL_SPEEDUP)) if not ok]
-        lines.append(f"| `{recipe}` | {s['quantize_frac_of_copy']:.1%} | {s['store_kv_frac_of_copy']:.1%} | "
-                     f"{s['dequantize_frac_of_copy']:.1%} | {'' if sp is None else f'{sp:.1f}x'} | "
-                     f"{'yes' if not misses else 'no: ' + ', '.join(misses)} |")
-    sweep = data.get("sweep", [])
-    if sweep:
-        recipes = sorted({r["recipe"] for r in sweep}, key=lambda x: (x != "nvfp4", x))
-        tokens = sorted({r["tokens"] for r in sweep})
-        get = {(r["recipe"], r["op"], r["tokens"]): r for r in sweep}
-        head = "| tokens | " + " | ".join(f"`{rc}` store_kv graph µs | launch µs | GB/s (graph)" for rc in recipes)
-        head += " | " + " | ".join(f"`{rc}` gather graph µs" for rc in recipes) + " |"
-        lines += ["", f"**Token sweep** ({sh['heads']} heads x {sh['head_dim']}, bf16; store_kv writes K "
-                      "and V; *graph* = median of CUDA-graph replays, the GPU's own time; *launch* = median "
-                      "of plain Python calls, which include argument checks and Triton's launcher):", "",
-                  head, "|" + "---:|" * (1 + 4 * len(recipes))]
-        for t in tokens:
-            cells = []
-            for rc in recipes:
-                r = get[(rc, "store_kv", t)]
-                cells += [f"{r['us_graph']:.1f}", f"{r['us']:.1f}", f"{r['gbps_graph']:.0f}"]
-            cells += [f"{get[(rc, 'gather_dequantize', t)]['us_graph']:.1f}" for rc in recipes]
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def render_svg(data: dict, path: Path) -> None:
-    """Throughput and time against token count (CUDA-graph replays), with the copy ceiling."""
-    import matplotlib
-
-    matplotlib.use("svg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "quant-kernels"
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = {"nvfp4": "tab:green", "fp4_mx_block16": "tab:blue", "mxfp4": "tab:orange"}
-    styles = {"store_kv": "-o", "gather_dequantize": "--s", "quantize": ":^", "dequantize": "-.v"}
-    for recipe in sorted({r["recipe"] for r in data["sweep"]}):
-        for op in ("store_kv", "gather_dequantize"):
-            rows = sorted((r for r in data["sweep"] if r["recipe"] == recipe and r["op"] == op),
-                          key=lambda r: r["tokens"])
-            t = [r["tokens"] for r in rows]
-            ax1.plot(t, [r["gbps_graph"] for r in rows], styles[op], color=colors[recipe], ms=3,
-                     label=f"{recipe} {op}")
-            ax2.plot(t, [r["us_graph"] for r in rows], styles[op], color=colors[recipe], ms=3)
-            if op == "store_kv":
-                ax2.plot(t, [r["us"] for r in rows], ":", color=colors[recipe], alpha=0.6,
-                         label=f"{recipe} store_kv, plain launch")
-    ax1.axhline(data["copy_gbps"], color="grey", lw=1)
-    ax1.text(1, data["copy_gbps"] * 0.94, "copy bandwidth", color="grey", fontsize=8)
-    for ax in (ax1, ax2):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("tokens (x 8 heads x 128, bf16)")
-        ax.grid(alpha=0.3)
-    ax1.set_ylabel("GB/s (bytes read + written), CUDA-graph replay")
-    ax2.set_yscale("log")
-    ax2.set_ylabel("median µs per call")
-    ax1.legend(fontsize=7, loc="lower right")
-    ax2.legend(fontsize=7, loc="center left")
-    fig.suptitle(f"FP4 kernels on {data['device']} ({data['date'][:10]})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs/data/perf/quant_kernels.json"))
     ap.add_argument("--no-tune", action="store_true", help="keep nvfp4_kvcache_triton.launch.TUNING as it is")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1 (tests the script)")
-    ap.add_argument("--render", action="store_true",
-                    help="only turn the JSON (--out) into docs/data/perf/quant_kernels.md and docs/assets/quant-kernels.svg")
     args = ap.parse_args(argv)
-    if args.render:
-        data = json.loads(Path(args.out).read_text())
-        (ROOT / "docs/data/perf/quant_kernels.md").write_text(render_markdown(data))
-        render_svg(data, ROOT / "docs/assets/quant-kernels.svg")
-        log("wrote docs/data/perf/quant_kernels.md and docs/assets/quant-kernels.svg")
-        return 0
     global DEV, SMOKE, MAIN_TOKENS, SWEEP_TOKENS
     if args.smoke:
         DEV, SMOKE, MAIN_TOKENS, SWEEP_TOKENS = "cpu", True, 64, [1, 4]

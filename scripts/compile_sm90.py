@@ -13,6 +13,7 @@ python scripts/compile_sm90.py            # every variant (90 s on 2 cores)
 python scripts/compile_sm90.py --quick    # each recipe x dtype, pool variants (30 s)
 python scripts/compile_sm90.py --sass     # also SASS instruction counts
 ```
+
 `TRITON_INTERPRET` must not be set (the interpreter replaces the compiler).
 """
 

@@ -449,7 +449,8 @@ def formula_scan(blocks: int = 1 << 17, seed: int = 0, decide_max: int = 200) ->
 
 
 def render_scan_markdown(res: dict) -> str:
-    """The scan's table for the Pool chapter (`docs/data/peers/flashinfer_formula.md`)."""
+    """The scan's table for the Pool chapter, rendered at build time (`flashinfer_formula` in
+    `scripts/peer_tables.py`)."""
     lines = [f"Blocks that differ from the oracle's bytes, of {res['blocks']:,} bfloat16 blocks "
              f"({res['device']}, torch {res['versions']['torch']}, {res['date'][:10]}; `{res['command']}`); "
              "verdicts by exact arithmetic on up to 200 of them:", "",
@@ -486,7 +487,7 @@ def main(argv=None) -> int:
                     "command": f"python scripts/flashinfer_exact.py scan --blocks {args.blocks}"})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-        Path(args.out).with_suffix(".md").write_text(render_scan_markdown(res))
+        print(render_scan_markdown(res))
         for r in res["rows"]:
             print(r["global_scale"], {k: (v["differing_blocks"], v["verdicts"]) for k, v in r.items()
                                       if isinstance(v, dict) and "verdicts" in v})

@@ -421,9 +421,19 @@ def peers_flashinfer_reproducers(path: Path | None = None, data: dict | None = N
     return ("One block per writer and exact verdict (the first the run kept; writers that kept the same block share "
             "a row):\n\n" + _table(["writers", "dtype", "input class", "block (16 values)", "global scale",
                                       "oracle bytes", "FlashInfer bytes", "exact verdict"], rows))
+def flashinfer_formula() -> str:
+    """Where FlashInfer's paged writer formulas and the oracle's differ, per global scale
+    (`docs/data/peers/flashinfer_formula.json`, written by `scripts/flashinfer_exact.py scan`)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from flashinfer_exact import render_scan_markdown
+
+    return render_scan_markdown(load("flashinfer_formula"))
 
 
 TABLES = {
+    "flashinfer_formula": flashinfer_formula,
     "peers_versions": peers_versions,
     "peers_matrix": peers_matrix,
     "peers_reproducers": peers_reproducers,

@@ -24,7 +24,11 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figure_style import rc  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
+WIDTH_IN, HEIGHT_IN = 10.0, 4.6
 DATA = ROOT / "docs" / "data" / "perf" / "decode_attention.json"
 OUT = ROOT / "docs" / "assets" / "perf" / "decode_attention_speedup.svg"
 
@@ -62,7 +66,7 @@ def plot(d: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with plt.style.context("default"), plt.rc_context({"svg.hashsalt": "nvfp4-kvcache"}):
+    with plt.style.context("default"), plt.rc_context(rc(WIDTH_IN, "nvfp4-kvcache")):
         _draw(plt, d, out)
 
 
@@ -79,7 +83,8 @@ def _draw(plt, d: dict, out: Path) -> None:
         plt.close(fig)
         return
     others = [f for f in d["sweep_formats"] if f != "bf16"]
-    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(batches), figsize=(WIDTH_IN, HEIGHT_IN), sharey=True, squeeze=False,
+                             constrained_layout=True)
     for ax, b in zip(axes[0], batches):
         base = dict(pts[("bf16", b)])
         for f in others:
@@ -94,13 +99,15 @@ def _draw(plt, d: dict, out: Path) -> None:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(3.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
+        ticks = [c for c in (1024, 4096, 16384, 65536) if c <= max(base)]
+        ax.set_xticks(ticks, [f"{c // 1024}k" for c in ticks])
+        ax.minorticks_off()
         ax.set_title(f"batch {b}")
         ax.set_xlabel("context (tokens)")
         ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel("speedup over BF16 (same kernel design)")
-    axes[0][0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Decode attention, {d['device']}, {d['date'][:10]} (dashed: the 3x goal)", fontsize=10)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("speedup over BF16\n(same kernel design)")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=len(others))
+    fig.suptitle(f"Decode attention, {d['device']}, {d['date'][:10]} (dashed: the 3x goal)")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="svg", metadata={"Date": None})
     plt.close(fig)

@@ -625,14 +625,17 @@ def render_svg(data: dict, path: Path = SVG) -> None:
     matplotlib.use("svg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.hashsalt": "nvfp4-kvcache", "svg.fonttype": "none",
-                         "font.family": "DejaVu Sans", "font.size": 8})
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from figure_style import rc  # text sized for the page's column
+
+    width = 10.0
+    plt.rcParams.update(rc(width, "nvfp4-kvcache"))
     entries = [e for e in data["history"]["entries"] if _history_date(e)]
     entries.sort(key=_history_sort_key)
     projects = sorted({e["project"] for e in entries}, key=lambda p: SYSTEM_ORDER[p])
     lane = {p: i for i, p in enumerate(projects)}
     colors = {"merged": "#2e7d32", "closed": "#9e9e9e", "open": "#1565c0"}
-    fig, ax = plt.subplots(figsize=(11, 1.4 + 1.0 * len(projects)))
+    fig, ax = plt.subplots(figsize=(width, 1.8 + 1.1 * len(projects)))
     placed: dict[str, int] = {}
     taken: set = set()
     for e in entries:
@@ -646,7 +649,7 @@ def render_svg(data: dict, path: Path = SVG) -> None:
         k = placed.get(e["project"], 0)
         placed[e["project"]] = k + 1
         ax.annotate("#" + e["ref"].split("#")[1], (day, y), xytext=(0, (7, -12, 16, -21)[k % 4]),
-                    textcoords="offset points", ha="center", fontsize=7)
+                    textcoords="offset points", ha="center")
     ax.set_yticks(range(len(projects)), projects)
     ax.set_ylim(-0.8, len(projects) - 0.2)
     ax.grid(axis="x", color="#e0e0e0", zorder=0)
@@ -655,8 +658,8 @@ def render_svg(data: dict, path: Path = SVG) -> None:
     ax.scatter([], [], color="black", marker="s", label="block-16 MX recipe")
     ax.scatter([], [], color="black", marker="o", label="NVFP4 (or both)")
     ax.scatter([], [], color="black", marker="^", label="OCP MXFP4")
-    ax.legend(loc="lower right", ncol=6, fontsize=7, frameon=False, bbox_to_anchor=(1, 1.0))
-    ax.set_title("FP4 KV cache threads by opening date", fontsize=9, loc="left")
+    ax.legend(loc="lower right", ncol=3, frameon=False, bbox_to_anchor=(1, 1.0))
+    ax.set_title("FP4 KV cache threads\nby opening date", loc="left")
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ python scripts/sass_decode_attention.py            # table (about a minute on 2 
 python scripts/sass_decode_attention.py --json out.json
 python scripts/sass_decode_attention.py --dump nvfp4   # also print that format's loop SASS
 ```
+
 `TRITON_INTERPRET` must not be set.
 """
 

@@ -1,13 +1,21 @@
-"""Markdown tables for the site, computed from the code and from data files written by scripts.
+"""The site's renderer: Markdown tables and prose values computed from the code and from the data
+files that the scripts in `scripts/` write under `docs/data/`.
 
-The docs build calls these through `docs/hooks/generated.py` (a page writes
-`<!-- generated: NAME -->`). Print one in a terminal with `python scripts/tables.py e2m1`.
+The docs build calls these through `docs/hooks/generated.py`: a page writes
+`<!-- generated: NAME -->` for a table (`TABLES`) and `<!-- value: GROUP.KEY -->` for a number in
+a sentence (`VALUES`). Print any of them in a terminal:
+
+```text
+python scripts/tables.py e2m1                 # one table
+python scripts/tables.py decode_attention     # one value group
+```
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +29,13 @@ from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from accuracy_tables import TABLES as _ACCURACY_TABLES  # noqa: E402
+from accuracy_tables import VALUES as _ACCURACY_VALUES  # noqa: E402
+from capacity_table import render_gpus as _capacity_gpus  # noqa: E402
+from capacity_table import render_markdown as _capacity  # noqa: E402
+from capacity_table import render_traffic as _capacity_traffic  # noqa: E402
+from capacity_table import values as _capacity_values  # noqa: E402
+from kernel_tables import TABLES as _KERNEL_TABLES  # noqa: E402
+from kernel_tables import values as _kernel_values  # noqa: E402
 from peer_tables import TABLES as _PEER_TABLES  # noqa: E402
 
 DATA = ROOT / "docs" / "data"
@@ -47,6 +62,21 @@ def e2m1() -> str:
         bits = f"{code:04b}"
         rows.append([code, f"0x{code:X}", f"`{bits[0]} {bits[1:3]} {bits[3]}`", _fmt(E2M1.decode(code))])
     return _table(["code", "hex", "bits (s ee m)", "value"], rows)
+
+
+def e2m1_ties() -> str:
+    """What each rounding mode makes of E2M1's seven midpoints (computed by the oracle)."""
+    import torch
+
+    from nvfp4_kvcache.rounding import Rounding
+
+    mags = E2M1.magnitudes
+    mids = torch.tensor([(a + b) / 2 for a, b in zip(mags, mags[1:])])
+    even = [E2M1.decode(int(c)) for c in E2M1.encode_magnitude(mids, Rounding.NEAREST_EVEN)]
+    away = [E2M1.decode(int(c)) for c in E2M1.encode_magnitude(mids, Rounding.NEAREST_AWAY)]
+    rows = [[_fmt(float(m)), _fmt(e), _fmt(a)] for m, e, a in zip(mids.tolist(), even, away)]
+    return _table(["midpoint", "nearest, ties to **even** (NVFP4, MXFP4)",
+                   "nearest, ties **away** from zero (SGLang block-16)"], rows)
 
 
 def formats() -> str:
@@ -90,6 +120,14 @@ def memory() -> str:
         b = r.bits_per_value
         rows.append([f"`{r.name}`", f"{b:g}", f"{16 / b:.2f}", f"{8 / b:.2f}"])
     return _table(["KV dtype", "bits / value", "tokens vs BF16", "tokens vs FP8"], rows)
+
+
+def memory_values() -> dict[str, str]:
+    """Bits per value of a 16-element FP4 recipe and its ratios to BF16 and FP8, for prose."""
+    bits = RECIPES["nvfp4"].bits_per_value
+    assert bits == RECIPES["fp4_mx_block16"].bits_per_value
+    return {"fp4_bits": f"{bits:g}", "vs_bf16": f"{16 / bits:.2f}x", "vs_fp8": f"{8 / bits:.2f}x",
+            "vs_bf16_rounded": f"{16 / bits:.1f}x"}
 
 
 def named_cases() -> str:
@@ -385,10 +423,220 @@ def wheel_size(data: dict | None = None) -> str:
     return (f"`{d['wheel']}`: {kb(d['wheel_bytes'])} to download, of which the golden vectors are "
             f"{100 * share:.0f}% of the compressed bytes; measured {d['date']} by `{d['command']}`.\n\n"
             + _table(["part", "files", "in the wheel (compressed)", "installed"], rows))
+def _x(v: float, digits: int = 2) -> str:
+    return f"{v:.{digits}f}x"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+def decode_attention_values(run: str = "decode_attention.json",
+                            limits: str = "decode_attention_limits.json") -> dict[str, str]:
+    """Numbers the Performance chapter and the kernel pages use in prose, from the benchmark JSONs
+    (the committed headline run and its limits run, unless other files of the same kind are named)."""
+    d = _perf(run)
+    lim = _perf(limits)
+    tuned = _perf("decode_attention_shapes_tuned.json")
+    nv = d["summary"]["nvfp4"]
+    head = {r["format"]: r for r in d["rows"] if r["kind"] == "headline"}
+    slot, hm = lim["layouts"]["slot_major"], lim["layouts"]["head_major"]
+    split = slot["summary"]["nvfp4_split_ms"]
+    sh = d["shape"]
+    out = {
+        "device": d["device"], "date": d["date"][:10],
+        "batch": str(sh["batch"]), "context_k": f"{sh['context'] // 1024}k",
+        "pool_m": f"{sh['pool_tokens'] / 2**20:.0f}M",
+        "variant": f"`{nv['variant']}`",
+        "vs_bf16": _x(nv["speedup_vs_bf16"]), "vs_fp8": _x(nv["speedup_vs_fp8"]),
+        "of_copy": _pct(nv["frac_of_copy"]), "bf16_of_copy": _pct(head["bf16"]["frac_of_copy"]),
+        "block16_vs_fp8": _x(d["summary"]["fp4_mx_block16"]["speedup_vs_fp8"]),
+        "gather_fp4_slot": _pct(slot["gather"]["nvfp4"]["frac_of_copy"]),
+        "gather_bf16_slot": _pct(slot["gather"]["bf16"]["frac_of_copy"]),
+        "gather_fp4_head": _pct(hm["gather"]["nvfp4"]["frac_of_copy"]),
+        "gather_vs_bf16_slot": _x(slot["summary"]["gather_speedup_vs_bf16_kernel"], 1),
+        "gather_vs_fp8_slot": _x(slot["summary"]["gather_speedup_vs_fp8_kernel"], 1),
+        "gather_vs_bf16_head": _x(hm["summary"]["gather_speedup_vs_bf16_kernel"], 1),
+        "gather_vs_fp8_head": _x(hm["summary"]["gather_speedup_vs_fp8_kernel"], 1),
+        "share_gather": _pct(split["gather_ceiling"] / split["total"]),
+        "share_beyond": _pct(split["attention_beyond_gather"] / split["total"]),
+        "share_decode": _pct(split["e2m1_decoding"] / split["total"]),
+        "gather_us": f"{1000 * split['gather_ceiling']:.0f} us",
+        "decode_us": f"{1000 * split['e2m1_decoding']:.0f} us", "total_us": f"{1000 * split['total']:.0f} us",
+        "no_decode_vs_bf16": _x(slot["summary"]["no_decode_speedup_vs_bf16"], 1),
+        "fp8_over_gather": _x(slot["summary"]["kernel_over_gather"]["fp8"], 1),
+        "head_major_vs_bf16": _x(hm["summary"]["speedup_vs_bf16"]),
+        "head_major_us": f"{1000 * hm['kernels']['nvfp4+cvt_f16']['ms']:.0f} us",
+        "slot_major_us": f"{1000 * slot['kernels']['nvfp4+cvt_f16']['ms']:.0f} us",
+    }
+    one_warp = {f: min(t["ms"] for t in r["tried"] if t.get("num_warps") == 1 and "ms" in t) / r["ms"]
+                for f, r in head.items()}
+    losers = sorted(f for f, x in one_warp.items() if x > 1)
+    out["one_warp_losers"] = {0: "none", 1: "one", 2: "two", 3: "three"}.get(len(losers), str(len(losers)))
+    out["one_warp_gaps"] = "; ".join(f"`{f}` is within {100 * (one_warp[f] - 1):.1f}% of its best" for f in losers)
+    out["d256_launch"] = ", ".join(f"{k} {v}" for k, v in
+                                   {(r["format"], r["head_dim"]): r for r in tuned["rows"]}[(nv["variant"], 256)]
+                                   ["launch"].items())
+    sweep = {(r["format"], r["batch"], r["context"]): r["ms"] for r in d["rows"] if r["kind"] == "sweep"}
+    long = [(b, c) for (f, b, c) in sweep if f == "bf16" and c >= 16384 and b * c <= sh["pool_tokens"]]
+    if long:
+        fp8_name = next(f for f in d["sweep_formats"] if f.partition("+")[0] == "fp8")  # the fastest FP8 row
+        vs_bf16 = [sweep[("bf16", b, c)] / sweep[(nv["variant"], b, c)] for b, c in long]
+        vs_fp8 = [sweep[(fp8_name, b, c)] / sweep[(nv["variant"], b, c)] for b, c in long]
+        out["sweep_vs_bf16"] = f"{min(vs_bf16):.2f}-{max(vs_bf16):.2f}x"
+        out["sweep_vs_fp8"] = f"{min(vs_fp8):.2f}-{max(vs_fp8):.2f}x"
+    else:  # a run that skipped the sweep (its "skipped" list says so)
+        out["sweep_vs_bf16"] = out["sweep_vs_fp8"] = "(not measured in this run)"
+    tn = {(r["format"], r["head_dim"]): r for r in tuned["rows"]}
+    for dim in (64, 256):
+        r = tn[(nv["variant"], dim)]
+        out[f"d{dim}_vs_bf16"] = _x(r["speedup_vs_bf16"], 1)
+        out[f"d{dim}_vs_fp8"] = _x(r["speedup_vs_fp8"], 1)
+    return out
+
+
+def decode_attention_launch_grid() -> str:
+    """The launch grid (`scripts/tune_decode_attention.py`): fastest launch per format and pipelining."""
+    grid = _perf("decode_attention_tuning.json")
+    best: dict = {}
+    for r in grid["rows"]:
+        if "ms" not in r:
+            continue
+        key = (r["format"], r["prefetch"], r["num_stages"])
+        if key not in best or r["ms"] < best[key]["ms"]:
+            best[key] = r
+    rows = [[f"`{f}`", "register prefetch" if pf else f"Triton, {st} stages", r["block_n"], r["num_warps"],
+             f"{1000 * r['ms']:.0f}", f"{100 * r['frac_of_copy']:.0f}%"] for (f, pf, st), r in sorted(best.items())]
+    head = f"{grid['device']}, {grid['date'][:10]}, `{grid['command']}`; `num_kv_splits` 16.\n\n"
+    return head + _table(["format", "pipelining", "BLOCK_N", "warps", "time (us)", "of copy"], rows)
+
+
+H100_RUN = "decode_attention_runs/run-d-h100-one-warp.json"
+"""The last H100 run of the benchmark, which the variant log's rows 0 to 12 and A refer to."""
+H100_LIMITS = "decode_attention_runs/limits-h100.json"
+"""The limits run on the same H100."""
+
+
+def _regs(resources: str) -> int:
+    return int(re.search(r"REG:(\d+)", resources).group(1))
+
+
+def _warps_per_sm(regs: int, warps: int) -> int:
+    """Resident warps per SM that a program's registers allow (64K registers, allocated per 8)."""
+    return min(64, 65536 // (32 * (-(-regs // 8) * 8)) // warps * warps)
+
+
+def variant_log_values() -> dict[str, str]:
+    """The variant log's measured cells: today's SASS counts and the H100 runs' results."""
+    at = _sass_at(_perf("decode_attention_sass.json"))
+
+    def pair(launch, suffix=""):
+        f = at[launch + (False,)]
+        return " / ".join(f"{f[r + suffix]['sass_per_element']:.2f}" for r in ("nvfp4", "fp4_mx_block16"))
+
+    cvt, nod = "nvfp4+cvt_f16", "nvfp4+no_decode"
+    out = {"v1": pair((64, 4, 2)), "v1b": pair((128, 4, 2)), "v1c": pair((64, 4, 1)),
+           "v2a": pair((64, 4, 2), "+prmt"), "v2a_128": pair((128, 4, 2), "+prmt"),
+           "v2b": pair((64, 4, 2), "+prmt_bf16"), "v2b_128": pair((128, 4, 2), "+prmt_bf16"),
+           "v3c": f"{at[(64, 4, 2, False)][cvt]['sass_per_element']:.2f}",
+           "v10": f"{at[(32, 1, 3, False)][cvt]['sass_per_element']:.2f}",
+           "a_nodecode": f"{at[(64, 2, 2, False)][nod]['sass_per_element']:.2f}",
+           "a_cvt": f"{at[(64, 2, 2, False)][cvt]['sass_per_element']:.2f}"}
+    head = _perf(H100_RUN)["summary"]["nvfp4"]
+    prev = _perf("decode_attention_runs/run-c-two-warps.json")["summary"]["nvfp4"]
+    lim = _perf(H100_LIMITS)["layouts"]
+    byte_loads = _perf("decode_attention_runs/limits-byte-scale-loads.json")["layouts"]["slot_major"]
+    slot, hm = lim["slot_major"], lim["head_major"]
+    us = lambda r, k: f"{1000 * r['kernels'][k]['ms']:.0f} us"  # noqa: E731
+    out.update({
+        "v10_bf16": f"{prev['speedup_vs_bf16']:.2f}x to **{head['speedup_vs_bf16']:.2f}x BF16**",
+        "v10_fp8": f"{prev['speedup_vs_fp8']:.2f}x to **{head['speedup_vs_fp8']:.2f}x FP8**",
+        "v11_bad": us(byte_loads, cvt), "v11_fixed": us(slot, cvt),
+        "v12_gather": f"{slot['gather']['nvfp4']['frac_of_copy']:.0%} -> {hm['gather']['nvfp4']['frac_of_copy']:.0%}",
+        "v12_kernel": f"{us(slot, cvt)} -> {us(hm, cvt)}",
+        "v12_bf16": f"**{hm['summary']['speedup_vs_bf16']:.2f}x BF16**",
+        "a_us": f"{us(slot, nod)} against {us(slot, cvt)}",
+        "a_share": f"{1 - slot['kernels'][nod]['ms'] / slot['kernels'][cvt]['ms']:.0%}",
+    })
+    tm = _sass_at(_perf("decode_attention_sass.json"), tokens_as_m=True)
+    one_hm, one_tm, two_tm = at[(32, 1, 2, False)], tm[(32, 1, 2, False)], tm[(32, 2, 2, False)]
+    r_hm, r_tm, r_two = (_regs(f[cvt]["resources"]) for f in (one_hm, one_tm, two_tm))
+    out.update({
+        "v13_regs": f"{r_tm} registers instead of {r_hm}",
+        "v13_programs": f"{_warps_per_sm(r_tm, 1)} resident one-warp programs per SM instead of "
+                        f"{_warps_per_sm(r_hm, 1)}",
+        "v13_sass": f"{one_tm[cvt]['sass_per_element']:.2f} SASS per element instead of "
+                    f"{one_hm[cvt]['sass_per_element']:.2f}",
+        "v13_two_warps": f"{r_two} registers ({_warps_per_sm(r_two, 2)} warps per SM), "
+                         f"{two_tm[cvt]['sass_per_element']:.2f}",
+        "v15": f"{one_tm['fp8_e4m3+cvt_f16']['sass_per_element']:.2f} SASS per element at (32, 1 warp, tokens "
+               f"as M) against {one_tm['fp8_e4m3']['sass_per_element']:.2f}",
+    })
+    return out
+
+
+_SASS_COLUMNS = [("bf16", "BF16", ("bf16",)), ("fp8", "FP8", ("fp8_e4m3",)),
+                 ("fp8_cvt", "FP8 +cvt_f16", ("fp8_e4m3+cvt_f16",)),
+                 ("fp4", "FP4 (nvfp4 / block16)", ("nvfp4", "fp4_mx_block16")),
+                 ("prmt", "+prmt", ("nvfp4+prmt", "fp4_mx_block16+prmt")),
+                 ("prmt_bf16", "+prmt_bf16", ("nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16")),
+                 ("cvt", "+cvt_f16", ("nvfp4+cvt_f16",)), ("no_decode", "+no_decode", ("nvfp4+no_decode",))]
+"""(value slug, column title, decoders) of the SASS table; a cell `a / b` is `nvfp4 / fp4_mx_block16`."""
+
+
+def _sass_at(d: dict, tokens_as_m: bool = False) -> dict:
+    """(BLOCK_N, warps, stages, prefetch) -> decoders' counts, for one orientation of the products
+    (query heads in `M` unless `tokens_as_m`); slot-major rows only."""
+    return {(c["block_n"], c["num_warps"], c["num_stages"], bool(c.get("prefetch"))): c["formats"]
+            for c in d["configs"] if bool(c.get("tokens_as_m")) == tokens_as_m and not c.get("page_block")}
+
+
+def _launch(c: dict) -> str:
+    return (f"{c['block_n']} / {c['num_warps']} / {c['num_stages']}" + (" + prefetch" if c.get("prefetch") else "")
+            + (" + tokens as M" if c.get("tokens_as_m") else "") + (" + page blocks" if c.get("page_block") else ""))
+
+
+def decode_attention_sass() -> str:
+    """SASS instructions per K/V element in stage 1's loop, per launch and decoder (static counts)."""
+    d = _perf("decode_attention_sass.json")
+    rows = []
+    for c in d["configs"]:
+        f = c["formats"]
+        rows.append([_launch(c)] + [" / ".join(f"{f[k]['sass_per_element']:.2f}" if k in f else "-" for k in keys)
+                                    for _, _, keys in _SASS_COLUMNS])
+    head = (f"Triton {d['triton']}, `{d['target']}`, head_dim {d['head_dim']}, {d['group']} query heads per KV "
+            f"head, page {d['page']}; `{d['command']}`.\n\n")
+    return head + _table(["BLOCK_N / warps / stages"] + [name for _, name, _ in _SASS_COLUMNS], rows)
+
+
+def sass_values() -> dict[str, str]:
+    """Ranges and single counts from the SASS JSON, for the kernel page's prose."""
+    d = _perf("decode_attention_sass.json")
+    at = _sass_at(d)  # the ranges and counts below: query heads in M
+    out = {}
+    for slug, _, keys in _SASS_COLUMNS:
+        vals = [f[k]["sass_per_element"] for f in at.values() for k in keys if k in f]
+        if vals:
+            out[slug] = f"{min(vals):.1f}-{max(vals):.1f}"
+    cvt = "nvfp4+cvt_f16"
+    out["cvt_64_4"] = f"{at[(64, 4, 2, False)][cvt]['sass_per_element']:.1f}"
+    out["cvt_128_4"] = f"{at[(128, 4, 2, False)][cvt]['sass_per_element']:.1f}"
+    out["cvt_32_1"] = f"{min(f[cvt]['sass_per_element'] for k, f in at.items() if k[:2] == (32, 1)):.1f}"
+    f = at[(64, 2, 2, False)]
+    out["decode_share"] = f"{f[cvt]['sass_per_element'] - f['nvfp4+no_decode']['sass_per_element']:.1f}"
+    plain = at[(64, 4, 2, False)]["nvfp4"]          # variant 1's loop: where its instructions go
+    per = plain["elements_per_thread_iter"]
+    for key, ops in (("op_bytes", ("PRMT", "IMAD", "SHF", "LOP3")), ("op_cvt", ("HADD2",)),
+                     ("op_fmul", ("FMUL",)), ("op_f2fp", ("F2FP",))):
+        out[key] = f"{sum(plain['opcodes'].get(o, 0) for o in ops) / per:.1f}"
+    return out
 
 
 TABLES = {
     "e2m1": e2m1,
+    "decode_attention_sass": decode_attention_sass,
+    "decode_attention_launch_grid": decode_attention_launch_grid,
+    "e2m1_ties": e2m1_ties,
     "formats": formats,
     "recipes": recipes,
     "memory": memory,
@@ -403,13 +651,35 @@ TABLES = {
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     "mla_decode_attention": mla_decode_attention,
     "wheel_size": wheel_size,
+    "capacity": _capacity,
+    "capacity_gpus": _capacity_gpus,
+    "capacity_traffic": _capacity_traffic,
+    **_KERNEL_TABLES,
     **_ACCURACY_TABLES,
     **_PEER_TABLES,
 }
 """Name -> function returning Markdown; other chapters register theirs here too."""
 
+VALUES = {
+    "memory": memory_values,
+    "capacity": _capacity_values,
+    "quant_kernels": _kernel_values,
+    "sass": sass_values,
+    "decode_attention": decode_attention_values,
+    "decode_attention_h100": lambda: decode_attention_values(H100_RUN, H100_LIMITS),
+    "variant_log": variant_log_values,
+    **_ACCURACY_VALUES,
+}
+"""Group -> function returning `{key: text}`: numbers for prose (`<!-- value: GROUP.KEY -->`)."""
+
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or sorted(TABLES)
+    names = sys.argv[1:] or sorted(TABLES) + sorted(VALUES)
     for n in names:
-        print(f"## {n}\n\n{TABLES[n]()}")
+        if n in VALUES:
+            print(f"## {n}\n")
+            for key, text in VALUES[n]().items():
+                print(f"{n}.{key}: {text}")
+            print()
+        else:
+            print(f"## {n}\n\n{TABLES[n]()}")

@@ -67,7 +67,8 @@ class _ProseText(HTMLParser):
     """The article's text outside code: `<code>`, `<pre>`, `<script>`, `<style>` become one NUL each."""
 
     _CODE = {"code", "pre", "script", "style", "svg", "math"}
-    _BLOCK = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "div", "dd", "dt", "br", "tr", "summary"}
+    _BLOCK = {"p", "li", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "div", "dd", "dt", "br", "tr", "summary",
+              "label"}   # a tab's label: tabs are labels side by side, one word each
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

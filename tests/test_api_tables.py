@@ -85,6 +85,8 @@ def test_rows_are_the_public_callables_with_their_real_signatures(module_path, m
             continue
         if obj.__name__ != name:
             continue        # another name for a class documented under its own
+        if "<locals>" in obj.__qualname__:
+            continue        # made by a factory at import time: documented as an attribute
         anchor = f"{module_path}.{name}"
         assert anchor in rows, f"{anchor} missing from the signature table"
         if inspect.isclass(obj) and issubclass(obj, enum.Enum):

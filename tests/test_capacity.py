@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -60,9 +61,9 @@ def test_every_model_names_its_source():
 
 
 def test_tokens_that_fit_formula_and_edges():
-    free = 80e9 * 0.9 - cap.weight_bytes("Llama-3.1-8B")
+    free = 81559 * 2**20 * 0.9 - cap.weight_bytes("Llama-3.1-8B")          # what an "80 GB" H100 exposes
     assert cap.tokens_that_fit("Llama-3.1-8B", "bf16", "H100") == math.floor(free / (32 * 4096))
-    assert cap.tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8) == 0        # 671 GB > 8 x 72 GB
+    assert cap.tokens_that_fit("DeepSeek-V3", "nvfp4", "H100", tp=8) == 0        # 671 GB > 8 x 77 GB
     assert cap.tokens_that_fit("DeepSeek-V3", "nvfp4", "H200", tp=8) > 0
     by_gpu = [cap.tokens_that_fit("Qwen3-32B", "nvfp4", g) for g in ("H100", "H200", "B200")]
     assert by_gpu == sorted(by_gpu) and len(set(by_gpu)) == 3
@@ -91,12 +92,22 @@ def test_command_line(capsys):
         cap.main(["--gpu", "A100"])
 
 
-def test_site_table_is_up_to_date():
+def test_site_data_is_up_to_date():
     spec = importlib.util.spec_from_file_location("capacity_table", ROOT / "scripts" / "capacity_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--check"]) == 0, "run: python scripts/capacity_table.py"
-    assert (ROOT / "docs/data/capacity/capacity.md").read_text() == module.render_markdown()
+
+
+def test_gpu_memory_is_what_the_card_exposes_with_a_source():
+    h200 = json.loads((ROOT / "docs/data/capacity/gpu_memory_h200.json").read_text())
+    assert h200["device"] == cap.GPUS["H200"].device
+    assert h200["nvidia_smi_memory_total_mib"] == cap.GPUS["H200"].memory_mib
+    assert "gpu_memory_h200.json" in cap.GPUS["H200"].source
+    assert cap.GPUS["H100"].memory_bytes == 85_520_809_984            # not 80e9: "80 GB" is a marketing figure
+    for gpu in cap.GPUS.values():
+        assert gpu.source and str(gpu.memory_mib) in gpu.source or "docs/data/capacity/" in gpu.source
+        assert gpu.memory_bytes > {"H100": 80e9, "H200": 141e9, "B200": 180e9}[gpu.name]
 
 
 def test_nvfp4_prefill_workspace_option():

@@ -127,3 +127,69 @@ def test_audit_fails_on_an_empty_site(tmp_path):
     (tmp_path / "empty").mkdir()
     problems, counts = audit(tmp_path / "empty", {})
     assert counts["rendered"] == 0 and problems
+
+
+# ------------------------------------------------------------------ printed output (#> lines)
+
+OUTPUT_PAGE = textwrap.dedent('''\
+    # page
+
+    ```python
+    def shout(word):
+        print(word.upper())
+
+
+    print("a", 1)
+    #> a 1
+    for i in range(2):
+        print(i)
+        #> 0
+        #> 1
+    shout("b")
+    #> B
+    ```
+
+    !!! note
+        ```python
+        print(
+            "multi-line call",
+        )
+        #> multi-line call
+        ```
+    ''')
+
+
+def _evaluate_all(tmp_path, text):
+    examples = list(_parse(tmp_path, text))
+    for e in examples:
+        e.evaluate()
+    return examples
+
+
+def test_printed_output_equal_to_the_output_lines_passes(tmp_path):
+    _evaluate_all(tmp_path, OUTPUT_PAGE)
+
+
+@pytest.mark.parametrize("old, new", [
+    ("#> a 1\n", "#> a 2\n"),          # wrong value
+    ("#> a 1\n", ""),                  # output not shown
+    ("    #> 1\n", ""),                # one loop iteration missing
+    ("#> B\n", "#> b\n"),              # output of a call into other code
+    ("print(i)\n", "i\n"),             # shown output that nothing prints
+])
+def test_printed_output_that_differs_fails(tmp_path, old, new):
+    assert old in OUTPUT_PAGE
+    with pytest.raises(AssertionError, match="printed output differs"):
+        _evaluate_all(tmp_path, OUTPUT_PAGE.replace(old, new, 1))
+
+
+def test_update_mode_rewrites_the_output_lines_in_place(tmp_path, monkeypatch):
+    from doc_blocks import UPDATE_ENV, write_pending_updates
+
+    stale = OUTPUT_PAGE.replace("#> a 1\n", "").replace("    #> multi-line call\n", "    #> stale\n")
+    monkeypatch.setenv(UPDATE_ENV, "1")
+    _evaluate_all(tmp_path, stale)
+    assert write_pending_updates() == [str(tmp_path / "page.md")]
+    assert (tmp_path / "page.md").read_text() == OUTPUT_PAGE     # indented block kept its indent
+    monkeypatch.delenv(UPDATE_ENV)
+    _evaluate_all(tmp_path, OUTPUT_PAGE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -153,3 +154,16 @@ def test_hex_round_trip_keeps_signed_zero_and_nan():
     for v in (-0.0, 1.5, float("inf"), 2.0**-149):
         assert fe.f32_hex(fe.from_f32_hex(fe.f32_hex(v))) == fe.f32_hex(v)
     assert math.isnan(fe.from_f32_hex(fe.f32_hex(float("nan"))))
+
+
+def test_the_committed_scan_reproducers_decide_as_stored():
+    """The Pool chapter prints the committed formula scan: each stored reproducer, re-decided from
+    its bytes by exact arithmetic, gets the verdict the scan recorded."""
+    import json
+
+    scan = json.loads((Path(__file__).resolve().parents[1] / "docs/data/peers/flashinfer_formula.json").read_text())
+    reproducers = [r[form]["reproducer"] for r in scan["rows"]
+                   for form in ("flashinfer_division", "flashinfer_precise") if r[form]["reproducer"]]
+    assert reproducers
+    for rep in reproducers:
+        assert fe.decide_reproducer(rep)["verdict"] == rep["verdict"]

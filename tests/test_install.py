@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -124,6 +125,10 @@ def installed(tmp_path_factory, wheel):
     return python, outside, Path(site)
 
 
+OUTSIDE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+"""The environment of the runs outside the repository: nothing on `PYTHONPATH` may shadow the wheel."""
+
+
 def test_the_wheel_installs_and_the_cli_runs_outside_the_repository(installed):
     python, outside, site = installed
     script = ("import importlib.util, runpy, sys\n"
@@ -131,7 +136,7 @@ def test_the_wheel_installs_and_the_cli_runs_outside_the_repository(installed):
               "    print(importlib.util.find_spec(name).origin)\n"
               "sys.argv = ['nvfp4_kvcache', 'verify', '--help']\n"
               "runpy.run_module('nvfp4_kvcache', run_name='__main__')\n")
-    out = subprocess.run([str(python), "-c", script], cwd=outside, capture_output=True, text=True)
+    out = subprocess.run([str(python), "-c", script], cwd=outside, env=OUTSIDE_ENV, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     origins, help_text = out.stdout.splitlines()[:2], out.stdout
     assert all(Path(o).is_relative_to(site) for o in origins), origins
@@ -140,7 +145,8 @@ def test_the_wheel_installs_and_the_cli_runs_outside_the_repository(installed):
 
 def test_the_readme_snippet_runs_against_the_installed_package(installed):
     python, outside, _ = installed
-    out = subprocess.run([str(python), "-c", _readme_python()], cwd=outside, capture_output=True, text=True)
+    out = subprocess.run([str(python), "-c", _readme_python()], cwd=outside, env=OUTSIDE_ENV, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     printed = "nvfp4: 1 of 16384 codes and 0 of 1024 scale bytes differ from the oracle; 1 decoded values differ"
     assert out.stdout == printed + "\n"

@@ -1,8 +1,9 @@
-"""The Performance chapter's figure and tables come from the committed benchmark JSON.
+"""The Performance and Kernels chapters' figures and tables come from the committed benchmark JSON.
 
 * `docs/assets/perf/decode_attention_speedup.svg` is byte for byte what
-  `scripts/plot_decode_attention.py` makes from `docs/data/perf/decode_attention.json` (so a new
-  benchmark run cannot land without its figure);
+  `scripts/plot_decode_attention.py` makes from `docs/data/perf/decode_attention.json`, and
+  `docs/assets/quant-kernels.svg` what `scripts/plot_quant_kernels.py` makes from
+  `docs/data/perf/quant_kernels.json` (so a new benchmark run cannot land without its figure);
 * the figure leaves out the sweep points whose tokens exceed the benchmark pool, and the sweep
   table marks them;
 * every headline row records its launch configuration and both timings.
@@ -33,6 +34,14 @@ def test_committed_figure_is_regenerated_from_the_json(tmp_path):
     plot.main(["--out", str(out)])
     assert out.read_bytes() == (ROOT / "docs/assets/perf/decode_attention_speedup.svg").read_bytes(), \
         "run: python scripts/plot_decode_attention.py"
+
+
+def test_committed_kernels_figure_is_regenerated_from_the_json(tmp_path):
+    plot = _load("plot_quant_kernels")
+    out = tmp_path / "fig.svg"
+    plot.main(["--out", str(out)])
+    assert out.read_bytes() == (ROOT / "docs/assets/quant-kernels.svg").read_bytes(), \
+        "run: python scripts/plot_quant_kernels.py"
 
 
 def test_wrapped_sweep_points_are_left_out_and_marked():

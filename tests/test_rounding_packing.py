@@ -43,6 +43,11 @@ def test_rounding_is_nearest(v):
         c = int(E2M1.encode_magnitude(torch.tensor([v]), rounding))
         best = (mags - v).abs().min()
         assert abs(mags[c] - v) == best or v > 6
+    # the directed modes: the neighbour on their side (saturating past 6)
+    up = int(E2M1.encode_magnitude(torch.tensor([v]), Rounding.CEIL))
+    down = int(E2M1.encode_magnitude(torch.tensor([v]), Rounding.FLOOR))
+    assert mags[down] == mags[mags <= v].max()
+    assert v > 6 or mags[up] == mags[mags >= v].min()
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False, width=32), min_size=2, max_size=50))

@@ -5,6 +5,12 @@ leaves 127.0.0.1; math rendered as MathML (no raw ``$$`` or ``\\(`` left in the 
 mermaid diagram rendered as SVG; every same-site link and anchor resolves. Then the search box
 finds a known term. The site is built into a temporary folder by the test itself.
 
+At a 1280-px window (`test_layout_at_1280_px`), every page: no code block and no table scrolls
+sideways, except inside an element with the class ``scroll`` (the documented opt-in) and
+mkdocstrings' source listings (a file shown as it is); every figure's text is drawn at
+``MIN_FIGURE_TEXT_PX`` or more; no raw reST (``:func:``, double backticks, ``====`` tables,
+``Command line::``) in the text; no process words or machine paths.
+
 Chromium comes from Debian's package (``make test`` installs it); Playwright never downloads a
 browser here. Where no browser can be found the test is skipped with a loud reason.
 """
@@ -53,6 +59,125 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
         b.close()
+
+
+WINDOW = {"width": 1280, "height": 900}
+MIN_FIGURE_TEXT_PX = 10.0
+RAW_REST = [re.compile(p) for p in (
+    r":(?:func|class|mod|meth|attr|data|obj|exc|ref|doc|py:\w+):",   # roles (their `name` is code)
+    r"``",                                                          # a double backtick left over
+    r"={4,}[ \t]+={4,}",                                            # simple-table rules
+    r"(?m)\w::[ \t]*$",                                             # literal-block markers
+)]
+PROCESS_WORDS = [re.compile(p) for p in (
+    r"\b[Ii]ssues? \d+\b",            # our own issue numbers (upstream ones are written #123)
+    r"\b[Ss]essions?\b",
+    r"(?<![\w.])/(?:work|tmp|root|home)/",  # machine paths
+)]
+
+# In the page: every overflowing code block and table (outside `.scroll` and source listings),
+# and, for each SVG figure, the smallest text size as drawn (the SVG inlined at the image's width).
+_LAYOUT_JS = """async () => {
+  const exempt = el => el.closest('.scroll, details.mkdocstrings-source');
+  const first = el => (el.innerText || '').split('\\n').find(l => l.trim()) || '';
+  const out = {code: [], tables: [], figures: []};
+  for (const pre of document.querySelectorAll('article pre')) {
+    const c = pre.querySelector('code') || pre;
+    if (!exempt(pre) && c.scrollWidth > c.clientWidth + 1)
+      out.code.push(`${c.scrollWidth - c.clientWidth}px: ${first(c).slice(0, 70)}`);
+  }
+  for (const t of document.querySelectorAll('article table')) {
+    const box = t.closest('.md-typeset__scrollwrap') || t;
+    if (!exempt(t) && (box.scrollWidth > box.clientWidth + 1 || t.scrollWidth > t.clientWidth + 1))
+      out.tables.push(`${box.scrollWidth - box.clientWidth}px: ${first(t).slice(0, 70)}`);
+  }
+  for (const img of document.querySelectorAll('article img')) {
+    const src = img.getAttribute('src') || '';
+    if (!src.endsWith('.svg')) continue;
+    const text = await (await fetch(img.src)).text();
+    const host = document.createElement('div');
+    host.style.cssText = `position:absolute;left:0;top:0;width:${img.getBoundingClientRect().width}px`;
+    host.innerHTML = text.slice(text.indexOf('<svg'));
+    document.body.appendChild(host);
+    const svg = host.querySelector('svg');
+    svg.setAttribute('width', '100%'); svg.removeAttribute('height');
+    const sizes = [...svg.querySelectorAll('text')].map(t => {
+      const m = t.getScreenCTM();
+      return parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b);
+    });
+    host.remove();
+    out.figures.push([src, sizes.length, sizes.length ? Math.min(...sizes) : 0]);
+  }
+  return out;
+}"""
+
+
+def _text_outside_code(page) -> str:
+    return page.evaluate("""() => {
+        const hidden = [...document.querySelectorAll('article pre, article code, article .highlight')];
+        const before = hidden.map(e => e.style.display);
+        hidden.forEach(e => { e.style.display = 'none'; });
+        const text = document.querySelector('article').innerText;
+        hidden.forEach((e, i) => { e.style.display = before[i]; });
+        return text; }""")
+
+
+def test_layout_at_1280_px(site, browser):
+    _, base = site
+    problems: list[str] = []
+    page = browser.new_page(viewport=WINDOW)
+    for rel in _pages(site[0]):
+        page.goto(urljoin(base, rel.lstrip("/")), wait_until="networkidle")
+        page.evaluate("document.fonts.ready")
+        found = page.evaluate(_LAYOUT_JS)
+        problems += [f"{rel}: code block scrolls sideways by {c}" for c in found["code"]]
+        problems += [f"{rel}: table scrolls sideways by {t}" for t in found["tables"]]
+        for src, count, smallest in found["figures"]:
+            if count == 0:
+                problems.append(f"{rel}: figure {src} has no SVG text to measure (draw text as text)")
+            elif smallest < MIN_FIGURE_TEXT_PX:
+                problems.append(f"{rel}: figure {src} draws text at {smallest:.1f} px (< {MIN_FIGURE_TEXT_PX})")
+        text = _text_outside_code(page)
+        for rule in RAW_REST:
+            for m in rule.finditer(text):
+                problems.append(f"{rel}: raw reST {m.group(0)[:40]!r}")
+        for rule in PROCESS_WORDS:
+            for m in rule.finditer(text):
+                problems.append(f"{rel}: process word or machine path {m.group(0)!r}")
+    page.close()
+    assert not problems, f"{len(problems)} layout problems at 1280 px:\n" + "\n".join(problems)
+
+
+def test_layout_check_catches_overflow_small_figure_text_and_raw_rest(browser, tmp_path):
+    """The layout check is not vacuous: a page with each fault makes it report each fault."""
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg" width="1500pt" height="100pt" viewBox="0 0 1500 100">'
+           '<text x="10" y="50" style="font-size: 10px">tiny</text></svg>')
+    (tmp_path / "fig.svg").write_text(svg)
+    (tmp_path / "index.html").write_text(
+        "<html><head><style>pre>code{display:block;overflow:auto}"
+        ".md-typeset__scrollwrap{overflow-x:auto}</style></head><body><article>"
+        "<pre><code>" + "x" * 300 + "</code></pre>"
+        "<div class='scroll'><pre><code>" + "y" * 300 + "</code></pre></div>"
+        "<div class='md-typeset__scrollwrap'><table><tr>"
+        + "<td>cell_with_a_long_identifier_that_cannot_wrap</td>" * 12 + "</tr></table></div>"
+        "<img src='fig.svg' style='max-width:100%'><p>See :func:<code>f</code> and ``g``. Issue 5 set it."
+        "</p><p>Command line::</p><p>====  ====</p>"
+        "</article></body></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    page = browser.new_page(viewport={"width": 800, "height": 600})
+    page.goto(f"http://127.0.0.1:{server.server_port}/", wait_until="networkidle")
+    found = page.evaluate(_LAYOUT_JS)
+    text = _text_outside_code(page)
+    page.close()
+    server.shutdown()
+    assert len(found["code"]) == 1 and len(found["tables"]) == 1     # the .scroll block is exempt
+    (src, count, smallest), = found["figures"]
+    assert count == 1 and smallest < MIN_FIGURE_TEXT_PX
+    assert all(r.search(text) for r in RAW_REST)
+    assert PROCESS_WORDS[0].search(text)
 
 
 def _pages(site_dir: Path) -> list[str]:

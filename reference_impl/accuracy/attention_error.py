@@ -127,7 +127,9 @@ def context_sweep(
     Examples:
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
-        >>> q, k, v = (torch.randn(*s, generator=g) for s in ((2, 2, 16), (64, 1, 16), (64, 1, 16)))
+        >>> q, k, v = (
+        ...     torch.randn(*s, generator=g) for s in ((2, 2, 16), (64, 1, 16), (64, 1, 16))
+        ... )
         >>> r = context_sweep(q, k, v, k, v * 1.01, [16, 64])
         >>> [round(x["out_rel_l2"], 6) for x in r["V"]], r["K"][1]["kl_nats"]
         ([0.01, 0.01], 0.0)

@@ -20,7 +20,9 @@ Examples:
     >>> fp8_e4m3_fake_quantize(torch.tensor([1.0, 300.0, 1000.0]), scale=1.0).tolist()
     [1.0, 288.0, 448.0]
     >>> x = torch.tensor([[0.0, 1.0, 2.0, 15.0]])
-    >>> int4_group_fake_quantize(x, group=4, param_dtype=torch.float32).tolist()   # step 1: exact
+    >>> int4_group_fake_quantize(  # step 1: exact
+    ...     x, group=4, param_dtype=torch.float32
+    ... ).tolist()
     [[0.0, 1.0, 2.0, 15.0]]
 """
 
@@ -49,9 +51,12 @@ def fp8_e4m3_fake_quantize(x: torch.Tensor, scale: float | torch.Tensor = 1.0) -
 
     Examples:
         >>> import torch
-        >>> fp8_e4m3_fake_quantize(torch.tensor([1e-4, 0.1]), scale=1.0).tolist()   # 1e-4 < 2**-10 flushes
+        >>> fp8_e4m3_fake_quantize(  # 1e-4 < 2**-10 flushes
+        ...     torch.tensor([1e-4, 0.1]), scale=1.0
+        ... ).tolist()
         [0.0, 0.1015625]
-        >>> fp8_e4m3_fake_quantize(torch.tensor([1e-4]), scale=1e-4 / 448 * 4).tolist() != [0.0]
+        >>> y = fp8_e4m3_fake_quantize(torch.tensor([1e-4]), scale=1e-4 / 448 * 4)
+        >>> y.tolist() != [0.0]
         True
     """
     s = torch.as_tensor(scale, dtype=torch.float32)
@@ -77,11 +82,12 @@ def int4_group_fake_quantize(
 
     Examples:
         >>> import torch
-        >>> x = torch.tensor([[0.0, 0.5, 1.0, 1.5]])        # step 1.5 / 15 = 0.1: all on the grid
+        >>> x = torch.tensor([[0.0, 0.5, 1.0, 1.5]])  # step 1.5 / 15 = 0.1: all on the grid
         >>> int4_group_fake_quantize(x, group=4, param_dtype=torch.float32).tolist()
         [[0.0, 0.5, 1.0, 1.5]]
-        >>> int4_group_fake_quantize(torch.tensor([[0.0, 0.25, 0.75, 7.5]]), group=4,
-        ...                          param_dtype=torch.float32).tolist()   # step 0.5: 0.5 and 1.5 steps tie to even
+        >>> int4_group_fake_quantize(
+        ...     torch.tensor([[0.0, 0.25, 0.75, 7.5]]), group=4, param_dtype=torch.float32
+        ... ).tolist()  # step 0.5: 0.5 and 1.5 steps tie to even
         [[0.0, 0.0, 1.0, 7.5]]
     """
     if x.dim() == 0 or x.shape[-1] % group:

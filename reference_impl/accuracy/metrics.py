@@ -111,7 +111,9 @@ def flush_to_zero_fraction(x: torch.Tensor, xq: torch.Tensor) -> float:
 
     Examples:
         >>> import torch
-        >>> flush_to_zero_fraction(torch.tensor([0.0, 1e-3, 2.0, 3.0]), torch.tensor([0.0, 0.0, 2.0, 0.0]))
+        >>> flush_to_zero_fraction(
+        ...     torch.tensor([0.0, 1e-3, 2.0, 3.0]), torch.tensor([0.0, 0.0, 2.0, 0.0])
+        ... )
         0.6666666666666666
     """
     a, b = _pair(x, xq)

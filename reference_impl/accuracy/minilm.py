@@ -21,10 +21,16 @@ Examples:
     >>> model = load_minilm()
     >>> model.tokenizer.tokenize("Hello, world!")
     ['hello', ',', 'world', '!']
-    >>> emb = model.encode(["A cat sits on the mat.", "A kitten rests on a rug.", "Stocks fell sharply."])
+    >>> emb = model.encode(
+    ...     [
+    ...         "A cat sits on the mat.",
+    ...         "A kitten rests on a rug.",
+    ...         "Stocks fell sharply.",
+    ...     ]
+    ... )
     >>> tuple(emb.shape)
     (3, 384)
-    >>> bool((emb[0] @ emb[1]) > (emb[0] @ emb[2]))     # paraphrase closer than unrelated
+    >>> bool((emb[0] @ emb[1]) > (emb[0] @ emb[2]))  # paraphrase closer than unrelated
     True
 """
 
@@ -74,9 +80,14 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
 
     Examples:
         >>> import json, struct, tempfile, torch
-        >>> header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+        >>> header = json.dumps(
+        ...     {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
+        ... ).encode()
         >>> f = tempfile.NamedTemporaryFile(suffix=".safetensors", delete=False)
-        >>> _ = f.write(struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.5, -2.0)); f.close()
+        >>> _ = f.write(
+        ...     struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.5, -2.0)
+        ... )
+        >>> f.close()
         >>> read_safetensors(f.name)["w"].tolist()
         [1.5, -2.0]
     """
@@ -111,7 +122,17 @@ class WordPiece:
         max_chars_per_word: longer words become `[UNK]` (100, as in BERT).
 
     Examples:
-        >>> tok = WordPiece({"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "un": 3, "##aff": 4, "##able": 5, "!": 6})
+        >>> tok = WordPiece(
+        ...     {
+        ...         "[UNK]": 0,
+        ...         "[CLS]": 1,
+        ...         "[SEP]": 2,
+        ...         "un": 3,
+        ...         "##aff": 4,
+        ...         "##able": 5,
+        ...         "!": 6,
+        ...     }
+        ... )
         >>> tok.tokenize("Unaffable!")
         ['un', '##aff', '##able', '!']
         >>> tok.encode("unaffable zzz")

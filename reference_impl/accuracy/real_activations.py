@@ -76,7 +76,7 @@ def kv_hook(scheme: str, amax: list[dict[str, float]], mode: str = "KV") -> KVHo
         >>> hook = kv_hook("nvfp4/g1", [{"k": 1.0, "v": 1.0}], mode="V")
         >>> k = v = torch.full((1, 1, 1, 32), 1.3)
         >>> k2, v2 = hook(0, k, v)
-        >>> k2[0, 0, 0, 0].item(), v2[0, 0, 0, 0].item()    # K only BF16-rounded; V: 6 x E4M3(1.297 / 6)
+        >>> k2[0, 0, 0, 0].item(), v2[0, 0, 0, 0].item()  # K: BF16; V: 6 E4M3(1.297/6)
         (1.296875, 1.3125)
     """
     if mode not in MODES:
@@ -129,7 +129,9 @@ def element_report(kv: list[tuple[torch.Tensor, torch.Tensor]], amax: list[dict[
     Examples:
         >>> import torch
         >>> k = torch.tensor([[[6.0, 3.0] * 16]])        # on the E2M1 grid, block max 6
-        >>> r = element_report([(k, k)], [{"k": 6.0, "v": 6.0}], ["mxfp4", "fp8_e4m3/scale1"])
+        >>> r = element_report(
+        ...     [(k, k)], [{"k": 6.0, "v": 6.0}], ["mxfp4", "fp8_e4m3/scale1"]
+        ... )
         >>> r["mxfp4"]["k"][0]["sqnr_db"], r["fp8_e4m3/scale1"]["v"][0]["sqnr_db"]
         (inf, inf)
     """
@@ -161,7 +163,9 @@ def attention_report(qkv: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     Examples:
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
-        >>> qkv = [tuple(torch.randn(5, 2, 32, generator=g) for _ in range(3))]   # one layer, 5 tokens
+        >>> qkv = [  # one layer, 5 tokens
+        ...     tuple(torch.randn(5, 2, 32, generator=g) for _ in range(3))
+        ... ]
         >>> r = attention_report(qkv, [2, 3], [{"k": 4.0, "v": 4.0}], ["nvfp4/amax448"])
         >>> r["nvfp4/amax448"]["V"][0]["kl_nats"], r["nvfp4/amax448"]["K"][0]["kl_nats"] > 0
         (0.0, True)
@@ -214,9 +218,15 @@ def embedding_report(model: MiniLM, pairs: list[tuple[str, str]], amax: list[dic
     Examples:
         >>> from nvfp4_kvcache.accuracy.minilm import load_minilm
         >>> m = load_minilm()
-        >>> pairs = [("Where is Paris?", "Paris is in France."), ("What do cats eat?", "Cats eat fish.")]
-        >>> r = embedding_report(m, pairs, calibrate(m, ["Some text."]), ["fp8_e4m3/calibrated"], ("KV",))
-        >>> r["reference"]["recall_at_1"], r["schemes"]["fp8_e4m3/calibrated"]["KV"]["top1_agreement"]
+        >>> pairs = [
+        ...     ("Where is Paris?", "Paris is in France."),
+        ...     ("What do cats eat?", "Cats eat fish."),
+        ... ]
+        >>> r = embedding_report(
+        ...     m, pairs, calibrate(m, ["Some text."]), ["fp8_e4m3/calibrated"], ("KV",)
+        ... )
+        >>> kv = r["schemes"]["fp8_e4m3/calibrated"]["KV"]
+        >>> r["reference"]["recall_at_1"], kv["top1_agreement"]
         (1.0, 1.0)
     """
     texts = [p[0] for p in pairs] + [p[1] for p in pairs]

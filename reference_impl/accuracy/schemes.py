@@ -23,7 +23,7 @@ Examples:
     >>> from nvfp4_kvcache.accuracy.schemes import SCHEMES
     >>> list(SCHEMES)[:3]
     ['fp8_e4m3/scale1', 'fp8_e4m3/calibrated', 'int4_g32']
-    >>> x = torch.tensor([[0.5, -1.0, 2.0, 6.0] * 8])     # on the E2M1 grid with scale 1
+    >>> x = torch.tensor([[0.5, -1.0, 2.0, 6.0] * 8])  # on the E2M1 grid with scale 1
     >>> bool((SCHEMES["mxfp4"].fake_quantize(x) == x).all())
     True
 """

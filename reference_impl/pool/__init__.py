@@ -9,8 +9,17 @@
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-    >>> pool = MHATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, head_num=1, head_dim=16,
-    ...                            recipe="nvfp4", device="cpu", k_scales=[0.5], v_scales=[0.25])
+    >>> pool = MHATokenToKVPoolFP4(
+    ...     size=8,
+    ...     page_size=1,
+    ...     layer_num=1,
+    ...     head_num=1,
+    ...     head_dim=16,
+    ...     recipe="nvfp4",
+    ...     device="cpu",
+    ...     k_scales=[0.5],
+    ...     v_scales=[0.25],
+    ... )
     >>> pool.rows, pool.nbytes    # 9 rows x (8 + 8 data + 1 + 1 scale bytes)
     (9, 162)
 """

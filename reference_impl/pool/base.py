@@ -87,10 +87,14 @@ class FP4TokenToKVPoolBase(abc.ABC):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, head_num=1, head_dim=16
+            ... )
             >>> before = pool.state_digest()
             >>> try:
-            ...     pool.set_kv_buffer(0, torch.tensor([9]), torch.ones(1, 1, 16), torch.ones(1, 1, 16))
+            ...     pool.set_kv_buffer(
+            ...         0, torch.tensor([9]), torch.ones(1, 1, 16), torch.ones(1, 1, 16)
+            ...     )
             ... except IndexError as err:
             ...     print(err)
             loc holds slot 9, outside the pool's slots [0, 5)
@@ -121,8 +125,12 @@ class FP4TokenToKVPoolBase(abc.ABC):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
-            >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 3.0), torch.ones(1, 1, 16))
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, head_num=1, head_dim=16
+            ... )
+            >>> pool.set_kv_buffer(
+            ...     0, torch.tensor([1]), torch.full((1, 1, 16), 3.0), torch.ones(1, 1, 16)
+            ... )
             >>> pool.move_kv_cache(torch.tensor([4]), torch.tensor([1]))
             >>> pool.gather_kv(0, torch.tensor([4]))[0][0, 0, :2].tolist()
             [3.0, 3.0]
@@ -146,7 +154,9 @@ class FP4TokenToKVPoolBase(abc.ABC):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=2, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=2, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> copy = pool.get_cpu_copy(torch.tensor([1, 2]))
             >>> len(copy), {name: tuple(t.shape) for name, t in copy[0].items()}
             (2, {'kv': (2, 1, 24), 'kv_scale': (2, 3)})
@@ -167,16 +177,24 @@ class FP4TokenToKVPoolBase(abc.ABC):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, head_num=1, head_dim=16)
-            >>> pool.set_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 16), 5.0), torch.ones(1, 1, 16))
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, head_num=1, head_dim=16
+            ... )
+            >>> pool.set_kv_buffer(
+            ...     0, torch.tensor([1]), torch.full((1, 1, 16), 5.0), torch.ones(1, 1, 16)
+            ... )
             >>> saved = pool.get_cpu_copy(torch.tensor([1]))
             >>> pool.load_cpu_copy(saved, torch.tensor([3]))
-            >>> pool.gather_kv(0, torch.tensor([3]))[0][0, 0, 0].item()   # 5 rounds (ties away) to 6
+            >>> k, _ = pool.gather_kv(0, torch.tensor([3]))
+            >>> k[0, 0, 0].item()  # 5 rounds (ties away) to 6
             6.0
-            >>> pool.load_cpu_copy([{"k": saved[0]["k"], "v": saved[0]["v"]}], torch.tensor([2]))
+            >>> pool.load_cpu_copy(
+            ...     [{"k": saved[0]["k"], "v": saved[0]["v"]}], torch.tensor([2])
+            ... )
             Traceback (most recent call last):
             ...
-            ValueError: copy[0] must hold buffers ['k', 'k_scale', 'v', 'v_scale'], got ['k', 'v']
+            ValueError: copy[0] must hold buffers ['k', 'k_scale', 'v', 'v_scale'], got ['k',
+            'v']
         """
         idx = self._loc(loc)
         if not isinstance(copy, list) or len(copy) != self.layer_num:

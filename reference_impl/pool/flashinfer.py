@@ -37,13 +37,21 @@ a code or a scale byte.
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-    >>> cache = FlashInferNVFP4KVCache(num_pages=4, page_size=2, layer_num=1, head_num=1, head_dim=32,
-    ...                                k_scales=0.5, v_scales=0.25)
+    >>> cache = FlashInferNVFP4KVCache(
+    ...     num_pages=4,
+    ...     page_size=2,
+    ...     layer_num=1,
+    ...     head_num=1,
+    ...     head_dim=32,
+    ...     k_scales=0.5,
+    ...     v_scales=0.25,
+    ... )
     >>> k = torch.full((3, 1, 32), 3.0, dtype=torch.bfloat16)
     >>> cache.write_slots(0, k, -k, torch.tensor([5, -1, 2]))   # slot -1 is padding
     >>> cache.k_cache[0].shape, cache.k_sf[0].shape
     (torch.Size([4, 2, 1, 16]), torch.Size([4, 2, 1, 2]))
-    >>> cache.kv_cache_sf(0)[0][2, 1, 0].float().tolist()      # slot 5 = page 2, entry 1; 3 / 6 / 0.5
+    >>> k_sf, v_sf = cache.kv_cache_sf(0)
+    >>> k_sf[2, 1, 0].float().tolist()  # slot 5 = page 2, entry 1; 3 / 6 / 0.5
     [1.0, 1.0]
     >>> cache.gather_kv(0, torch.tensor([5]))[1][0, 0, :3].tolist()
     [-3.0, -3.0, -3.0]
@@ -114,7 +122,8 @@ def check_recipe(recipe: object) -> Recipe:
         >>> check_recipe("mxfp4")
         Traceback (most recent call last):
         ...
-        ValueError: FlashInfer's NVFP4 layout stores 16-element blocks with a global scale; recipe 'mxfp4' has block size 32 and no global scale
+        ValueError: FlashInfer's NVFP4 layout stores 16-element blocks with a global scale;
+        recipe 'mxfp4' has block size 32 and no global scale
     """
     r = get_recipe(recipe)
     if r.block_size != 16 or not _has_global_scale(r):
@@ -245,7 +254,9 @@ def slots_from_page_table(kv_indptr: torch.Tensor, kv_indices: torch.Tensor, kv_
 
     Examples:
         >>> import torch
-        >>> slots_from_page_table(torch.tensor([0, 2, 3]), torch.tensor([5, 1, 7]), torch.tensor([1, 3]), 4)
+        >>> slots_from_page_table(
+        ...     torch.tensor([0, 2, 3]), torch.tensor([5, 1, 7]), torch.tensor([1, 3]), 4
+        ... )
         (tensor([0, 5, 8]), tensor([20, 21, 22, 23,  4, 28, 29, 30]))
     """
     p = _positive_int(page_size, "page_size")
@@ -287,12 +298,16 @@ def page_table_from_slots(token_indptr: torch.Tensor, token_slots: torch.Tensor,
 
     Examples:
         >>> import torch
-        >>> page_table_from_slots(torch.tensor([0, 5, 8]), torch.tensor([20, 21, 22, 23, 4, 28, 29, 30]), 4)
-        (tensor([0, 2, 3], dtype=torch.int32), tensor([5, 1, 7], dtype=torch.int32), tensor([1, 3], dtype=torch.int32))
+        >>> page_table_from_slots(
+        ...     torch.tensor([0, 5, 8]), torch.tensor([20, 21, 22, 23, 4, 28, 29, 30]), 4
+        ... )
+        (tensor([0, 2, 3], dtype=torch.int32), tensor([5, 1, 7], dtype=torch.int32),
+        tensor([1, 3], dtype=torch.int32))
         >>> page_table_from_slots(torch.tensor([0, 2]), torch.tensor([20, 22]), 4)
         Traceback (most recent call last):
         ...
-        ValueError: request 0, token 1: slot 22 is not entry 1 of page 5; slots must fill pages in order
+        ValueError: request 0, token 1: slot 22 is not entry 1 of page 5; slots must fill
+        pages in order
     """
     p = _positive_int(page_size, "page_size")
     dev = token_indptr.device if isinstance(token_indptr, torch.Tensor) else torch.device("cpu")
@@ -348,8 +363,14 @@ def append_slots(batch_indices: torch.Tensor, positions: torch.Tensor, kv_indptr
 
     Examples:
         >>> import torch
-        >>> append_slots(torch.tensor([0, 1]), torch.tensor([4, 0]), torch.tensor([0, 2, 3]),
-        ...              torch.tensor([5, 1, 7]), torch.tensor([1, 1]), 4)
+        >>> append_slots(
+        ...     torch.tensor([0, 1]),
+        ...     torch.tensor([4, 0]),
+        ...     torch.tensor([0, 2, 3]),
+        ...     torch.tensor([5, 1, 7]),
+        ...     torch.tensor([1, 1]),
+        ...     4,
+        ... )
         tensor([ 4, 28])
     """
     p = _positive_int(page_size, "page_size")
@@ -480,8 +501,14 @@ class FlashInferNVFP4KVCache:
 
         Examples:
             >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-            >>> c = FlashInferNVFP4KVCache(num_pages=2, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            kv_layout="HND")
+            >>> c = FlashInferNVFP4KVCache(
+            ...     num_pages=2,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     kv_layout="HND",
+            ... )
             >>> {name: tuple(t.shape) for name, t in c.layer_tensors(0).items()}
             {'k': (2, 2, 4, 8), 'v': (2, 2, 4, 8), 'k_sf': (2, 2, 4, 1), 'v_sf': (2, 2, 4, 1)}
         """
@@ -540,13 +567,25 @@ class FlashInferNVFP4KVCache:
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-            >>> c = FlashInferNVFP4KVCache(num_pages=8, page_size=4, layer_num=1, head_num=1, head_dim=16)
+            >>> c = FlashInferNVFP4KVCache(
+            ...     num_pages=8, page_size=4, layer_num=1, head_num=1, head_dim=16
+            ... )
             >>> x = torch.ones(2, 1, 16, dtype=torch.bfloat16)
-            >>> c.append(0, x, x, torch.tensor([0, 0]), torch.tensor([4, 5]), torch.tensor([3, 6]),
-            ...          torch.tensor([0, 2]), torch.tensor([2]))
-            >>> [hex(b) for b in c.k_cache[0][6, :2, 0, 0].tolist()]   # page 6 holds positions 4 and 5
+            >>> c.append(
+            ...     0,
+            ...     x,
+            ...     x,
+            ...     torch.tensor([0, 0]),
+            ...     torch.tensor([4, 5]),
+            ...     torch.tensor([3, 6]),
+            ...     torch.tensor([0, 2]),
+            ...     torch.tensor([2]),
+            ... )
+            >>> codes = c.k_cache[0][6, :2, 0, 0].tolist()  # page 6: positions 4 and 5
+            >>> [hex(b) for b in codes]
             ['0x77', '0x77']
-            >>> c.k_sf[0][6, 0, 0, 0].view(torch.float8_e4m3fn).item()   # E4M3(1 / 6); 1 / 0.171875 -> code 7
+            >>> sf = c.k_sf[0][6, 0, 0, 0].view(torch.float8_e4m3fn)
+            >>> sf.item()  # E4M3(1 / 6); 1 / 0.171875 -> code 7
             0.171875
         """
         i = self._local(layer)
@@ -581,7 +620,9 @@ class FlashInferNVFP4KVCache:
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-            >>> c = FlashInferNVFP4KVCache(num_pages=2, page_size=4, layer_num=1, head_num=1, head_dim=16)
+            >>> c = FlashInferNVFP4KVCache(
+            ...     num_pages=2, page_size=4, layer_num=1, head_num=1, head_dim=16
+            ... )
             >>> x = torch.ones(3, 1, 16, dtype=torch.float16)
             >>> c.write_slots(0, x, x, torch.tensor([7, -1]))
             >>> c.write_slots(0, x, x, torch.tensor([8]))
@@ -622,8 +663,15 @@ class FlashInferNVFP4KVCache:
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-            >>> c = FlashInferNVFP4KVCache(num_pages=2, page_size=2, layer_num=1, head_num=1, head_dim=16,
-            ...                            kv_layout="HND", v_scales=2.0)
+            >>> c = FlashInferNVFP4KVCache(
+            ...     num_pages=2,
+            ...     page_size=2,
+            ...     layer_num=1,
+            ...     head_num=1,
+            ...     head_dim=16,
+            ...     kv_layout="HND",
+            ...     v_scales=2.0,
+            ... )
             >>> x = torch.full((1, 1, 16), 6.0, dtype=torch.bfloat16)
             >>> c.write_slots(0, x, x, torch.tensor([3]))
             >>> [t[0, 0, 0].item() for t in c.gather_kv(0, torch.tensor([3]))]
@@ -663,10 +711,19 @@ class FlashInferNVFP4KVCache:
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache
-            >>> c = FlashInferNVFP4KVCache(num_pages=4, page_size=2, layer_num=1, head_num=1, head_dim=16)
-            >>> x = (3 * torch.arange(3.0)).repeat_interleave(16).reshape(3, 1, 16).to(torch.bfloat16)
+            >>> c = FlashInferNVFP4KVCache(
+            ...     num_pages=4, page_size=2, layer_num=1, head_num=1, head_dim=16
+            ... )
+            >>> x = (
+            ...     (3 * torch.arange(3.0))
+            ...     .repeat_interleave(16)
+            ...     .reshape(3, 1, 16)
+            ...     .to(torch.bfloat16)
+            ... )
             >>> c.write_slots(0, x, x, torch.tensor([6, 7, 2]))       # pages 3, 3, 1
-            >>> k, v = c.dequantize_paged(0, torch.tensor([[3, 1]]), torch.tensor([3], dtype=torch.int32))
+            >>> k, v = c.dequantize_paged(
+            ...     0, torch.tensor([[3, 1]]), torch.tensor([3], dtype=torch.int32)
+            ... )
             >>> k[0, :, 0, 0].tolist()
             [0.0, 3.0, 6.0]
         """
@@ -735,7 +792,12 @@ def fp8_e4m3_codes(x: torch.Tensor) -> torch.Tensor:
 
     Examples:
         >>> import torch
-        >>> [hex(b) for b in fp8_e4m3_codes(torch.tensor([1.0, -0.0, 1000.0, float("-inf"), float("nan")])).tolist()]
+        >>> [
+        ...     hex(b)
+        ...     for b in fp8_e4m3_codes(
+        ...         torch.tensor([1.0, -0.0, 1000.0, float("-inf"), float("nan")])
+        ...     ).tolist()
+        ... ]
         ['0x38', '0x80', '0x7e', '0xfe', '0x7f']
     """
     nan = torch.isnan(x)
@@ -769,10 +831,21 @@ class FlashInferNVFP4MLACache:
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4MLACache
-        >>> c = FlashInferNVFP4MLACache(num_pages=2, page_size=4, ckv_scale=1.0, kpe_scale=0.5)
-        >>> ckv, kpe = torch.ones(1, 512, dtype=torch.bfloat16), torch.full((1, 64), 3.0, dtype=torch.bfloat16)
-        >>> c.append(ckv, kpe, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), torch.tensor([0, 1]),
-        ...          torch.tensor([1]))
+        >>> c = FlashInferNVFP4MLACache(
+        ...     num_pages=2, page_size=4, ckv_scale=1.0, kpe_scale=0.5
+        ... )
+        >>> ckv, kpe = torch.ones(1, 512, dtype=torch.bfloat16), torch.full(
+        ...     (1, 64), 3.0, dtype=torch.bfloat16
+        ... )
+        >>> c.append(
+        ...     ckv,
+        ...     kpe,
+        ...     torch.tensor([0]),
+        ...     torch.tensor([0]),
+        ...     torch.tensor([1]),
+        ...     torch.tensor([0, 1]),
+        ...     torch.tensor([1]),
+        ... )
         >>> c.kpe_cache[1, 0, 0].view(torch.float8_e4m3fn).item()     # 3 / 0.5
         6.0
     """
@@ -862,11 +935,23 @@ def from_sglang(pool: MHATokenToKVPoolFP4, kv_layout: str = "NHD", page_size: in
         >>> import torch
         >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
         >>> from nvfp4_kvcache.pool.flashinfer import from_sglang
-        >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-        ...                            recipe="nvfp4", k_scales=0.5, v_scales=0.25)
-        >>> pool.set_kv_buffer(0, torch.tensor([5]), torch.randn(1, 2, 16), torch.randn(1, 2, 16))
+        >>> pool = MHATokenToKVPoolFP4(
+        ...     size=8,
+        ...     page_size=4,
+        ...     layer_num=1,
+        ...     head_num=2,
+        ...     head_dim=16,
+        ...     recipe="nvfp4",
+        ...     k_scales=0.5,
+        ...     v_scales=0.25,
+        ... )
+        >>> pool.set_kv_buffer(
+        ...     0, torch.tensor([5]), torch.randn(1, 2, 16), torch.randn(1, 2, 16)
+        ... )
         >>> cache = from_sglang(pool, "HND")
-        >>> cache.k_cache[0].shape, bool((cache.k_cache[0][1, :, 1] == pool.k_buffer[0][5]).all())
+        >>> cache.k_cache[0].shape, bool(
+        ...     (cache.k_cache[0][1, :, 1] == pool.k_buffer[0][5]).all()
+        ... )
         (torch.Size([3, 2, 4, 8]), True)
     """
     from nvfp4_kvcache.pool.mha import MHATokenToKVPoolFP4
@@ -911,7 +996,9 @@ def to_sglang(cache: FlashInferNVFP4KVCache) -> MHATokenToKVPoolFP4:
     Examples:
         >>> import torch
         >>> from nvfp4_kvcache.pool.flashinfer import FlashInferNVFP4KVCache, to_sglang
-        >>> c = FlashInferNVFP4KVCache(num_pages=3, page_size=4, layer_num=1, head_num=1, head_dim=16)
+        >>> c = FlashInferNVFP4KVCache(
+        ...     num_pages=3, page_size=4, layer_num=1, head_num=1, head_dim=16
+        ... )
         >>> x = torch.full((1, 1, 16), 3.0, dtype=torch.bfloat16)
         >>> c.write_slots(0, x, x, torch.tensor([9]))
         >>> pool = to_sglang(c)

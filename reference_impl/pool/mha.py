@@ -25,8 +25,15 @@ you model that path).
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-    >>> pool = MHATokenToKVPoolFP4(size=16, page_size=4, layer_num=2, head_num=2, head_dim=32,
-    ...                            recipe="fp4_mx_block16", device="cpu")
+    >>> pool = MHATokenToKVPoolFP4(
+    ...     size=16,
+    ...     page_size=4,
+    ...     layer_num=2,
+    ...     head_num=2,
+    ...     head_dim=32,
+    ...     recipe="fp4_mx_block16",
+    ...     device="cpu",
+    ... )
     >>> pool.k_buffer[0].shape, pool.k_scale_buffer[0].shape
     (torch.Size([20, 2, 16]), torch.Size([20, 4]))
     >>> k = torch.randn(3, 2, 32)
@@ -107,8 +114,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> sorted(pool.layer_tensors(0))
             ['k', 'k_scale', 'v', 'v_scale']
         """
@@ -140,11 +155,20 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> k = torch.tensor([1.0, -3.0] * 8).expand(2, 2, 16)
             >>> pool.set_kv_buffer(0, torch.tensor([4, 5]), k, k)
-            >>> pool.k_scale_buffer[0][4].view(torch.float8_e4m3fn).float().tolist()   # 3 / 6 / 0.5
+            >>> sf = pool.k_scale_buffer[0][4].view(torch.float8_e4m3fn)
+            >>> sf.float().tolist()  # 3 / 6 / 0.5
             [[1.0], [1.0]]
             >>> pool.set_kv_buffer(0, torch.tensor([4, 4]), k, k)
             Traceback (most recent call last):
@@ -186,8 +210,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> full = pool.get_key_buffer(0)
             >>> full.shape, full.dtype
             (torch.Size([12, 2, 16]), torch.bfloat16)
@@ -200,8 +232,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> pool.get_value_buffer(0, dtype=torch.float32).shape
             torch.Size([12, 2, 16])
         """
@@ -213,8 +253,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> [t.shape for t in pool.get_kv_buffer(0)]
             [torch.Size([12, 2, 16]), torch.Size([12, 2, 16])]
         """
@@ -234,11 +282,24 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
-            >>> pool.set_kv_buffer(0, torch.tensor([6]), torch.full((1, 2, 16), 2.0), torch.full((1, 2, 16), -1.0))
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
+            >>> pool.set_kv_buffer(
+            ...     0,
+            ...     torch.tensor([6]),
+            ...     torch.full((1, 2, 16), 2.0),
+            ...     torch.full((1, 2, 16), -1.0),
+            ... )
             >>> k, v = pool.gather_kv(0, torch.tensor([6, 6]))
-            >>> k.shape, k[0, 0, 0].item(), v[1, 1, 3].item()   # block scales 2/6/0.5 -> E4M3 0.6875
+            >>> k.shape, k[0, 0, 0].item(), v[1, 1, 3].item()  # scale 2/6/0.5 -> E4M3 0.6875
             (torch.Size([2, 2, 16]), 2.0625, -1.03125)
         """
         i = self._local(layer)
@@ -254,8 +315,16 @@ class MHATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MHATokenToKVPoolFP4
-            >>> pool = MHATokenToKVPoolFP4(size=8, page_size=4, layer_num=1, head_num=2, head_dim=16,
-            ...                            recipe="nvfp4", k_scales=[0.5], v_scales=[0.25])
+            >>> pool = MHATokenToKVPoolFP4(
+            ...     size=8,
+            ...     page_size=4,
+            ...     layer_num=1,
+            ...     head_num=2,
+            ...     head_dim=16,
+            ...     recipe="nvfp4",
+            ...     k_scales=[0.5],
+            ...     v_scales=[0.25],
+            ... )
             >>> k, v, ks, vs = pool.get_raw_kv_buffer(0)
             >>> k.dtype, tuple(k.shape), ks.dtype, tuple(ks.shape)
             (torch.uint8, (12, 2, 8), torch.float8_e4m3fn, (12, 2, 1))

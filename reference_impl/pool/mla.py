@@ -19,8 +19,15 @@ project's extension (same shapes, E4M3 scale bytes, one decode global scale per 
 Examples:
     >>> import torch
     >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-    >>> pool = MLATokenToKVPoolFP4(size=8, page_size=1, layer_num=1, kv_lora_rank=512,
-    ...                            qk_rope_head_dim=64, recipe="fp4_mx_block16", device="cpu")
+    >>> pool = MLATokenToKVPoolFP4(
+    ...     size=8,
+    ...     page_size=1,
+    ...     layer_num=1,
+    ...     kv_lora_rank=512,
+    ...     qk_rope_head_dim=64,
+    ...     recipe="fp4_mx_block16",
+    ...     device="cpu",
+    ... )
     >>> pool.kv_buffer[0].shape, pool.kv_scale_buffer[0].shape
     (torch.Size([9, 1, 288]), torch.Size([9, 36]))
     >>> nope, rope = torch.randn(2, 1, 512), torch.randn(2, 1, 64)
@@ -91,7 +98,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> sorted(pool.layer_tensors(0))
             ['kv', 'kv_scale']
         """
@@ -123,9 +132,16 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
-            >>> pool.set_mla_kv_buffer(0, torch.tensor([1]), torch.full((1, 1, 32), 12.0), torch.full((1, 1, 16), 0.5))
-            >>> pool.kv_scale_buffer[0][1].tolist()     # NoPE blocks 2**1, RoPE block 2**-3 (bias 127)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
+            >>> pool.set_mla_kv_buffer(
+            ...     0,
+            ...     torch.tensor([1]),
+            ...     torch.full((1, 1, 32), 12.0),
+            ...     torch.full((1, 1, 16), 0.5),
+            ... )
+            >>> pool.kv_scale_buffer[0][1].tolist()  # NoPE 2**1, RoPE 2**-3 (bias 127)
             [128, 128, 124]
         """
         i = self._local(layer)
@@ -156,7 +172,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> pool.set_kv_buffer(0, torch.tensor([2]), torch.ones(1, 1, 48))
             >>> pool.gather_kv(0, torch.tensor([2]))[0, 0, ::16].tolist()
             [1.0, 1.0, 1.0]
@@ -186,7 +204,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> pool.get_key_buffer(0).shape
             torch.Size([5, 1, 48])
         """
@@ -201,7 +221,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> pool.get_value_buffer(0).shape
             torch.Size([5, 1, 32])
         """
@@ -213,7 +235,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> [t.shape[-1] for t in pool.get_kv_buffer(0)]
             [48, 32]
         """
@@ -226,7 +250,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> pool.gather_kv(0, torch.tensor([1, 1, 3]), dtype=torch.float64).shape
             torch.Size([3, 1, 48])
         """
@@ -239,7 +265,9 @@ class MLATokenToKVPoolFP4(FP4TokenToKVPoolBase):
         Examples:
             >>> import torch
             >>> from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
-            >>> pool = MLATokenToKVPoolFP4(size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16)
+            >>> pool = MLATokenToKVPoolFP4(
+            ...     size=4, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=16
+            ... )
             >>> [(t.dtype, tuple(t.shape)) for t in pool.get_raw_kv_buffer(0)]
             [(torch.uint8, (5, 1, 24)), (torch.uint8, (5, 3))]
         """

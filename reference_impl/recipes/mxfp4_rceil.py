@@ -47,7 +47,8 @@ Examples:
     >>> x = torch.zeros(32); x[0] = 7.0; x[1] = 0.3
     >>> MXFP4_RCEIL.quantize(x).scales.tolist(), MXFP4.quantize(x).scales.tolist()
     ([128], [127])
-    >>> MXFP4_RCEIL.dequantize(MXFP4_RCEIL.quantize(x))[:2].tolist()   # 7/2 = 3.5 -> 4 (ties to even)
+    >>> y = MXFP4_RCEIL.dequantize(MXFP4_RCEIL.quantize(x))
+    >>> y[:2].tolist()  # 7/2 = 3.5 -> 4 (ties to even)
     [8.0, 0.0]
 """
 

@@ -41,7 +41,7 @@ Examples:
     >>> x = torch.linspace(-3.0, 3.0, 16)
     >>> g = nvfp4_global_scale(x.abs().amax(), "amax/(6*448)")
     >>> q = NVFP4.quantize(x, g)
-    >>> q.scales.view(torch.float8_e4m3fn).float().item()   # this block holds the tensor max
+    >>> q.scales.view(torch.float8_e4m3fn).float().item()  # the tensor max's block
     448.0
     >>> err = (NVFP4.dequantize(q) - x).abs().max().item()
     >>> err <= 0.5   # half the top binade's grid step (2) times sf * g = 448 * 3/2688
@@ -292,7 +292,10 @@ def nvfp4_with_order(order: str | Order) -> Recipe:
         >>> from nvfp4_kvcache.recipes.nvfp4 import nvfp4_global_scale
         >>> x = torch.zeros(1, 16, dtype=torch.bfloat16); x[0, 0] = 6.25
         >>> g = nvfp4_global_scale(14.0, "amax/(6*448)")
-        >>> [hex(nvfp4_with_order(o).quantize(x, g).scales.item()) for o in ("mul_rcp", "div")]
+        >>> [
+        ...     hex(nvfp4_with_order(o).quantize(x, g).scales.item())
+        ...     for o in ("mul_rcp", "div")
+        ... ]
         ['0x75', '0x74']
     """
     o = get_order(order)

@@ -61,10 +61,12 @@ Examples:
     >>> import torch
     >>> from nvfp4_kvcache.recipes import NVFP4, NVFP4_4OVER6
     >>> x = torch.tensor([[6.0, 4.5] + [0.0] * 14])
-    >>> NVFP4.quantize(x, 1.0).scales.view(torch.float8_e4m3fn).item()    # 6 / 6 = 1: 4.5 is off the grid
+    >>> sf = NVFP4.quantize(x, 1.0).scales.view(torch.float8_e4m3fn)
+    >>> sf.item()  # 6 / 6 = 1: 4.5 is off the grid
     1.0
-    >>> q = NVFP4_4OVER6.quantize(x, 1.0)                                 # 1.5: 6 -> 4, 4.5 -> 3, exact
-    >>> q.scales.view(torch.float8_e4m3fn).item(), NVFP4_4OVER6.dequantize(q)[0, :2].tolist()
+    >>> q = NVFP4_4OVER6.quantize(x, 1.0)  # 1.5: 6 -> 4, 4.5 -> 3, exact
+    >>> sf = q.scales.view(torch.float8_e4m3fn).item()
+    >>> sf, NVFP4_4OVER6.dequantize(q)[0, :2].tolist()
     (1.5, [6.0, 4.5])
     >>> NVFP4.dequantize(NVFP4.quantize(x, 1.0))[0, :2].tolist()
     [6.0, 4.0]
@@ -115,7 +117,8 @@ def fma_f32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     Examples:
         >>> import torch
         >>> a = torch.tensor([1.0 + 2.0**-12]); c = torch.tensor([-1.0 - 2.0**-11])
-        >>> (fma_f32(a, a, c) == 2.0**-24).item(), ((a * a + c) == 0).item()   # the product's low bits
+        >>> fused = (fma_f32(a, a, c) == 2.0**-24).item()  # the product's low bits
+        >>> fused, ((a * a + c) == 0).item()
         (True, True)
     """
     p = a.double() * b.double()

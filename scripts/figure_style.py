@@ -1,0 +1,36 @@
+"""One style for the site's figures, so that their text is readable where the page shows it.
+
+At a 1280-px browser window the theme's article column is `COLUMN_PX` wide (both sidebars
+shown). A figure is shown at its own width, or shrunk to the column. Matplotlib writes an SVG's
+size in points, which a browser draws at 4/3 px each, so a figure `W` inches wide shows at
+`min(96 W, COLUMN_PX)` px and its `s`-point text at `s * min(4/3, COLUMN_PX / (72 W))` px.
+`rc(W)` sets every font size so that this comes out at `MIN_TEXT_PX` or more (the browser test,
+`tests/test_site_browser.py`, measures the drawn text and fails below 10 px), writes text as
+SVG text (searchable, and measurable by the test) and fixes the SVG ids, so that the same data
+always gives the same bytes. Never pass a smaller `fontsize=` than the default to matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+
+COLUMN_PX = 748
+"""The article column's width in px at a 1280-px window (measured in Chromium)."""
+MIN_TEXT_PX = 10.5
+"""The smallest text size drawn on the page, in px (the browser test's floor is 10)."""
+
+
+def text_pt(width_in: float) -> float:
+    """The smallest font size, in points, for a figure `width_in` inches wide (rounded up to 0.5)."""
+    scale = min(4 / 3, COLUMN_PX / (72 * width_in))
+    return math.ceil(2 * MIN_TEXT_PX / scale) / 2
+
+
+def rc(width_in: float, salt: str) -> dict:
+    """Matplotlib settings for a figure `width_in` inches wide (use with `plt.rc_context`)."""
+    return {
+        "font.size": text_pt(width_in),        # every other size is relative to it, none smaller
+        "font.family": "DejaVu Sans",
+        "svg.fonttype": "none",                 # text stays text
+        "svg.hashsalt": salt,                   # fixed ids: deterministic bytes
+    }
