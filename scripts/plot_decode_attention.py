@@ -95,7 +95,7 @@ def _draw(plt, d: dict, out: Path) -> None:
         for (label, c, y), marker in zip(fi, ("X", "P")):
             ax.plot([c], [y], marker=marker, ms=9, ls="none", color="black", label=label)
         if fi and b != batches[0]:
-            ax.legend(fontsize=8, loc="upper left")
+            ax.legend(fontsize=10, loc="upper left")
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.axhline(3.0, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log", base=2)
