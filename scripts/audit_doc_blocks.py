@@ -93,7 +93,7 @@ def normalise(source: str) -> str:
 
 
 def pycon_statements(text: str) -> list[str]:
-    """The `>>>` statements of a doctest session, continuation lines joined."""
+    """The `>>>` statements of a doctest example, continuation lines joined."""
     statements, current = [], None
     for line in text.splitlines():
         stripped = line.lstrip()

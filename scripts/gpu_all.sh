@@ -32,7 +32,7 @@
 # Why these budgets: the scripts' own estimates on an H200 (decode benchmark ~4-5 min for all eight
 # stages, of which the other shapes take about a minute and the sweep about half a minute; MLA
 # ~1-2 min; the kernel benchmark without tuning about a minute), cut so that the whole call ends
-# within the device tool's 10 minutes with room for the machine's start. Each budget is an
+# within a 10-minute limit per command with room for the machine's start. Each budget is an
 # environment variable (T_SETUP_PROJECT, T_SETUP_FLASHINFER, T_A1, T_A2, T_E, T_D, T_C, T_B1,
 # T_B2, T_B3); no stage runs past TOTAL seconds (default 560) after the start. DECODE_ARGS
 # replaces the decode benchmark's `--no-shapes` (e.g. DECODE_ARGS=--no-sweep).

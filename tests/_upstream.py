@@ -1,7 +1,7 @@
-"""The tests' view of :mod:`nvfp4_kvcache.upstream`: the same functions, cached under ``.cache/``.
+"""The tests' view of `nvfp4_kvcache.upstream`: the same functions, cached under `.cache/`.
 
 Keeping the cache inside the checkout lets a GPU machine without network access reuse the
-extracted files (they travel with the working tree when named in the device tool's ``carry``).
+extracted files (copy `.cache/sglang-0.5.23/src` there with the working tree).
 """
 
 from __future__ import annotations

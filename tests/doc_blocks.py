@@ -10,7 +10,7 @@ the item is skipped with the reason `GPU_SKIP_REASON`, the only skip the audit a
 block writes to stdout while it runs must follow, as ``#> `` comment lines, the statement that
 wrote it, and the item fails when they differ. The site shows those lines, so a reader sees what
 the block prints. ``UPDATE_DOC_OUTPUT=1 pytest docs/...`` rewrites the ``#>`` lines in place
-instead of failing (written once the session ends; review the diff).
+instead of failing (written once the test run ends; review the diff).
 
 The audit (``scripts/audit_doc_blocks.py``) compares what the built site shows with what ran.
 """
