@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from nvfp4_kvcache.checks import FLOAT_INPUT_DTYPES
-from nvfp4_kvcache.recipes import get_recipe
+from nvfp4_kvcache.recipes import Recipe, get_recipe
 
 __all__ = ["check_device", "check_loc", "check_kv_tensor", "global_scales", "resolve_layer_id"]
 
@@ -109,7 +109,7 @@ def check_kv_tensor(t: object, name: str, shape: tuple[int, ...], device: torch.
 
 
 def global_scales(
-    values: object, name: str, recipe: str, layer_num: int, device: torch.device
+    values: object, name: str, recipe: str | Recipe, layer_num: int, device: torch.device
 ) -> torch.Tensor | None:
     """Per-layer `float32` decode global scales for a recipe with a global scale (default 1.0); `None` otherwise.
 

@@ -60,14 +60,13 @@ Examples:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
 from nvfp4_kvcache.checks import check_same_device
 from nvfp4_kvcache.formats import E4M3
-from nvfp4_kvcache.pool._checks import INDEX_DTYPES, check_device, resolve_layer_id
+from nvfp4_kvcache.pool._checks import INDEX_DTYPES, check_device, global_scales, resolve_layer_id
 from nvfp4_kvcache.recipes import OUTPUT_DTYPES, Recipe, get_recipe
 from nvfp4_kvcache.rounding import Rounding
 
@@ -178,34 +177,6 @@ def _unique(slots: torch.Tensor, name: str) -> None:
         values, counts = torch.unique(slots, return_counts=True)
         dup = values[counts > 1][:5].tolist()
         raise ValueError(f"{name} writes slot(s) {dup} more than once in one call (FlashInfer would race)")
-
-
-def _layer_scales(values: object, name: str, recipe: Recipe, layer_num: int, device: torch.device) -> torch.Tensor:
-    """Per-layer decode global scales as `float32 [layer_num]`, each checked by the recipe's own rule."""
-    if values is None:
-        values = 1.0
-    if isinstance(values, torch.Tensor):
-        if values.dtype != torch.float32:
-            raise ValueError(f"{name} must be float32, got {values.dtype}")
-        vals = values.detach().to("cpu").reshape(-1)
-        if values.dim() == 0:
-            vals = vals.expand(layer_num)
-    elif isinstance(values, (int, float)) and not isinstance(values, bool):
-        vals = torch.full((layer_num,), float(values), dtype=torch.float32)
-    elif isinstance(values, Sequence) and not isinstance(values, str):
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-            raise TypeError(f"{name} must hold floats, got {[type(v).__name__ for v in values]}")
-        vals = torch.tensor([float(v) for v in values], dtype=torch.float32)
-    else:
-        raise TypeError(f"{name} must be a float, a sequence of floats or a float32 tensor, got {type(values).__name__}")
-    if vals.numel() != layer_num:
-        raise ValueError(f"{name} must hold one scale per layer ({layer_num}), got {vals.numel()}")
-    for i in range(layer_num):
-        try:
-            recipe.check_global_scale(vals[i].clone(), torch.device("cpu"))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name}[{i}]: {err}") from None
-    return vals.clone().to(device)
 
 
 # -- page tables ----------------------------------------------------------------------------------
@@ -454,8 +425,8 @@ class FlashInferNVFP4KVCache:
         self.device = check_device(device)
         self.num_pages, self.page_size, self.layer_num = num_pages, page_size, layer_num
         self.head_num, self.head_dim, self.kv_layout, self.start_layer = head_num, head_dim, kv_layout, start_layer
-        self.k_scales = _layer_scales(k_scales, "k_scales", self.recipe, layer_num, self.device)
-        self.v_scales = _layer_scales(v_scales, "v_scales", self.recipe, layer_num, self.device)
+        self.k_scales = global_scales(k_scales, "k_scales", self.recipe, layer_num, self.device)
+        self.v_scales = global_scales(v_scales, "v_scales", self.recipe, layer_num, self.device)
 
         def zeros(width: int) -> list[torch.Tensor]:
             return [torch.zeros(self.shape(width), dtype=torch.uint8, device=self.device) for _ in range(layer_num)]
@@ -860,8 +831,8 @@ class FlashInferNVFP4MLACache:
         self.recipe = check_recipe(recipe)
         self.device = check_device(device)
         self.num_pages, self.page_size = num_pages, page_size
-        self.ckv_scale = _layer_scales(ckv_scale, "ckv_scale", self.recipe, 1, self.device)
-        self.kpe_scale = _layer_scales(kpe_scale, "kpe_scale", self.recipe, 1, self.device)
+        self.ckv_scale = global_scales(ckv_scale, "ckv_scale", self.recipe, 1, self.device)
+        self.kpe_scale = global_scales(kpe_scale, "kpe_scale", self.recipe, 1, self.device)
         z = lambda w: torch.zeros(num_pages, page_size, w, dtype=torch.uint8, device=self.device)  # noqa: E731
         self.ckv_cache, self.ckv_sf, self.kpe_cache = z(self.CKV_DIM // 2), z(self.CKV_DIM // 16), z(self.KPE_DIM)
 
