@@ -40,11 +40,13 @@ from benchkit.timing import ceilings, time_events, time_graph
 from benchkit.upstream import SGLANG_VERSION, load_kvfp4_tensor
 from nvfp4_kvcache_triton import launch as kq
 from nvfp4_kvcache.recipes import RECIPES, nvfp4_global_scale
+from nvfp4_kvcache.recipes.base import PoolScaleLayout
 
 H, D = 8, 128
 MAIN_TOKENS = 131072
 SWEEP_TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384, 65536, 131072]
-RECIPE_NAMES = ["nvfp4", "fp4_mx_block16", "mxfp4"]
+RECIPE_NAMES = list(RECIPES)
+"""Every recipe of the registry (the kernels branch on the recipe's capabilities, not its name)."""
 DEV = "cuda"
 SMOKE = False  # --smoke: tiny sizes on the CPU under TRITON_INTERPRET=1, to test this script itself
 
@@ -77,11 +79,13 @@ class Case:
         self.loc = torch.randperm(m, device=DEV, generator=gen)[:tokens]
         self.kd = torch.empty(m, H, D // 2, dtype=torch.uint8, device=DEV)
         self.vd = torch.empty_like(self.kd)
-        shape = (m, H * D // bs) if recipe == "fp4_mx_block16" else (m, H, D // bs)
+        rec = RECIPES[recipe]
+        flat = rec.pool_scale_layout is PoolScaleLayout.FLAT
+        shape = (m, H * D // bs) if flat else (m, H, D // bs)
         self.ks = torch.empty(shape, dtype=torch.uint8, device=DEV)
         self.vs = torch.empty_like(self.ks)
         self.g = (nvfp4_global_scale(self.k.float().abs().amax(), "amax/448").to(DEV)
-                  if recipe == "nvfp4" else None)
+                  if rec.global_scale is not None else None)
         self.q = nvfp4_kvcache_triton.quantize(self.k, recipe, global_scale=self.g)
         nvfp4_kvcache_triton.store_kv(self.k, self.v, self.loc, self.kd, self.vd, self.ks, self.vs, recipe, self.g, self.g)
 
