@@ -39,7 +39,7 @@ import compile_sm90 as _c  # noqa: E402
 import triton  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import decode_attention as kd  # noqa: E402
-from scripts.provenance import command_line  # noqa: E402
+from provenance import command_line  # noqa: E402
 
 KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block16": "*u8"}
 

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from _upstream import SGLANG_VERSION, load_kvfp4_tensor  # noqa: E402
 from nvfp4_kvcache.recipes.fp4_mx_block16 import ceil_log2_f32  # noqa: E402
 from nvfp4_kvcache.sglang import FP4MXBlock16KVQuantizeUtil as Oracle  # noqa: E402
-from scripts.provenance import command_line  # noqa: E402
+from provenance import command_line  # noqa: E402
 
 
 def log(msg: str) -> None:
