@@ -39,11 +39,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 

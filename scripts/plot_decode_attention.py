@@ -24,7 +24,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figure_style import rc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
