@@ -35,7 +35,7 @@ Examples:
     >>> out.dtype, bool((out.double() - ref).abs().max() < 1e-4)
     (torch.float32, True)
 
-    `decode="cvt_f16"` (nvfp4; fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
+    `decode="cvt_f16"` (fp16 dots on a GPU, its pure-Triton twin here) gives the same result:
 
     >>> fast = decode_attention_fp4(
     ...     q, pool, 0, indptr, idx, num_kv_splits=2, decode="cvt_f16"
@@ -433,8 +433,10 @@ def decode_attention_fp4(
             serving loop or a CUDA graph.
         decode: how E2M1 codes become numbers ([`DECODES`][nvfp4_kvcache_triton.decode_attention.DECODES]): `"placement"` (pure Triton, the
             default, runs everywhere), `"prmt"` or `"prmt_bf16"` (inline-PTX lookup tables, GPU
-            only), `"cvt_f16"` (nvfp4 only: E2M1 bits placed as E4M3 and converted by the GPU's
-            packed `cvt`, fp16 tensor-core dots; under the interpreter its pure-Triton twin runs).
+            only), `"cvt_f16"` (E2M1 bits placed as E4M3 and converted by the GPU's packed `cvt`,
+            fp16 tensor-core dots; under the interpreter its pure-Triton twin runs; power-of-two
+            scales are split into a float32 power of two per step and a float16 relative scale,
+            exact while a block lies at most 17 binades below its step's largest).
             See the variant log.
         **launch: `block_n`, `num_warps`, `num_stages`, `prefetch`, `tokens_as_m`: overrides of
             the GPU's entry in `DEVICE_LAUNCHES`, else of [`TUNING`][nvfp4_kvcache_triton.decode_attention.TUNING] (benchmarks).
@@ -526,9 +528,6 @@ def _check_decode(decode: object, recipe: str) -> None:
     if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
-    if decode == "cvt_f16" and get_recipe(recipe).scale.torch_dtype is not torch.float8_e4m3fn:
-        raise ValueError(f"decode='cvt_f16' needs E4M3 block scales (nvfp4), not {recipe!r}'s: a power-of-two "
-                         "scale times an E2M1 value does not fit float16 in general")
 
 
 def _decode_page_blocks(q, blocks: FP4PageBlocks, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size,

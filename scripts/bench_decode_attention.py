@@ -58,12 +58,13 @@ from benchkit.upstream import load_kvfp4_tensor, load_sglang_decode
 FP4 = kc.FP4
 BASELINES = ("bf16", "fp8", "fp8+cvt_f16")
 VARIANTS = BASELINES + (
-    "nvfp4+cvt_f16", "nvfp4+cvt_f16@pages", "fp4_mx_block16+prmt_bf16", "fp4_mx_block16+prmt_bf16@pages",
+    "nvfp4+cvt_f16", "nvfp4+cvt_f16@pages", "fp4_mx_block16+cvt_f16", "fp4_mx_block16+cvt_f16@pages",
+    "fp4_mx_block16+prmt_bf16", "fp4_mx_block16+prmt_bf16@pages",
     "nvfp4+prmt_bf16", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
 )
 """Every variant timed, baselines first (see `benchkit.kvcaches` for the names)."""
 SMOKE_VARIANTS = ("bf16", "fp8", "fp8+cvt_f16", "nvfp4", "nvfp4+cvt_f16", "nvfp4+cvt_f16@pages", "fp4_mx_block16",
-                  "fp4_mx_block16@pages")
+                  "fp4_mx_block16@pages", "fp4_mx_block16+cvt_f16")
 """The variants the interpreter runs (the inline-PTX decoders are GPU only)."""
 
 HM = [(32, 1, 2, 0)]
@@ -74,6 +75,8 @@ GRIDS = {
     "fp8+cvt_f16": [(32, 1, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
     "nvfp4+cvt_f16": [(32, 1, 2, 0), (32, 1, 3, 0)] + TM,
     "nvfp4+cvt_f16@pages": [(32, 1, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
+    "fp4_mx_block16+cvt_f16": [(32, 1, 2, 0), (32, 1, 3, 0)] + TM,
+    "fp4_mx_block16+cvt_f16@pages": [(32, 1, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
     "fp4_mx_block16+prmt_bf16": [(32, 1, 2, 0), (16, 1, 2, 1), (32, 1, 2, 1), (32, 2, 2, 1), (64, 2, 2, 1)],
     "fp4_mx_block16+prmt_bf16@pages": [(32, 1, 2, 1), (32, 2, 2, 1)],
     "nvfp4+prmt_bf16": [(64, 2, 2, 0), (32, 1, 2, 1), (32, 2, 2, 1)],

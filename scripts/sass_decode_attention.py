@@ -45,7 +45,8 @@ KV_PTR = {"bf16": "*bf16", "fp8_e4m3": "*fp8e4nv", "nvfp4": "*u8", "fp4_mx_block
 
 
 VARIANTS = ["bf16", "fp8_e4m3", "nvfp4", "fp4_mx_block16", "nvfp4+prmt", "fp4_mx_block16+prmt",
-            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "nvfp4+no_decode", "fp8_e4m3+cvt_f16"]
+            "nvfp4+prmt_bf16", "fp4_mx_block16+prmt_bf16", "nvfp4+cvt_f16", "fp4_mx_block16+cvt_f16", "nvfp4+no_decode",
+            "fp8_e4m3+cvt_f16"]
 """KV formats and decoders (`recipe+decoder`; `fp8_e4m3+cvt_f16`: the FP8 cache through the
 hardware's E4M3 -> fp16 `cvt` and fp16 dots)."""
 

@@ -410,15 +410,73 @@ def test_no_scale_is_one_cached_tensor():
     assert _scale_tensor(0.5, "k_scale", dev) is not _scale_tensor(0.5, "k_scale", dev)
 
 
-def test_cvt_f16_refuses_power_of_two_scales():
-    pool = MHATokenToKVPoolFP4(size=32, page_size=1, layer_num=1, head_num=1, head_dim=64)
-    q = torch.randn(1, 2, 64)
-    with pytest.raises(ValueError, match="cvt_f16"):
-        decode_attention_fp4(q, pool, 0, torch.tensor([0, 2]), torch.tensor([1, 2]), decode="cvt_f16")
+@triton.jit
+def _block16_cvt_probe(data_ptr, scale_ptr, out_e, out_o, out_ref, D: tl.constexpr):
+    """One program per row: a two-token step whose second token is masked (it loads zeros)."""
+    r = tl.program_id(0)
+    t = r + tl.arange(0, 2)
+    tmask = tl.arange(0, 2) < 1
+    pb, sb = kd.load_fp4_raw(data_ptr, scale_ptr, t.to(tl.int64), tmask, D // 2, D // 16, D)
+    ref = kd.block16_tile_ref(sb)
+    ev, od = kd.decode_block16_cvt(pb, sb, ref, D, 2, True)
+    c = tl.arange(0, D // 2)
+    tl.store(out_e + t[:, None] * (D // 2) + c[None, :], ev.to(tl.float32), mask=tmask[:, None])
+    tl.store(out_o + t[:, None] * (D // 2) + c[None, :], od.to(tl.float32), mask=tmask[:, None])
+    tl.store(out_ref + r, ref)
+
+
+def _block16_rows(d: int):
+    """Rows of 8 blocks: every packed byte (shifted per row), under scale bytes that span 0 to 17
+    binades below the row's largest (exact) and 18 to 159 (rounded), plus rows with byte-0 blocks
+    (NaN blocks; nonzero codes under them are 127 binades down) and infinite (byte 255) blocks.
+    Returns `(data, scales)`."""
+    nb = d // 16
+    rows = []
+    for top in (100, 127, 140, 253):
+        for spread in list(range(0, 18)) + [18, 20, 24, 30, 60, 159]:
+            low = max(top - spread, 94)
+            rows.append([top] + [low + (top - low) * j // (nb - 2) for j in range(nb - 1)])
+    rows += [[127, 0, 126, 125, 0, 127, 120, 110], [127, 255, 126, 0, 127, 127, 120, 110], [0] * nb, [255] * nb]
+    scales = torch.tensor(rows, dtype=torch.uint8)
+    n = scales.shape[0]
+    data = ((torch.arange(n)[:, None] * 7 + torch.arange(d // 2)) % 256).to(torch.uint8)
+    return data, scales
+
+
+def test_cvt_f16_power_of_two_tile_decoder_exact_within_17_binades():
+    """decode='cvt_f16' over power-of-two scales (fp4_mx_block16): a step's tile is decoded
+    relative to its largest finite scale byte (here a one-token step per row). Times
+    `2**(ref - 127)` and the cvt path's `2**6`, it equals the recipe's decode bit for bit while
+    a block lies at most 17 binades below the largest (NaN blocks: zeros; infinite blocks: NaN, as
+    the oracle's). Further below it is off by at most `2**-19` times the largest block scale (the
+    float16 tile keeps multiples of `2**-24`, and the cvt path's `2**6` is undone)."""
+    d = 128
+    data, scales = _block16_rows(d)
+    n = data.shape[0]
+    ev = torch.empty(n, d // 2)
+    od = torch.empty(n, d // 2)
+    ref = torch.empty(n, dtype=torch.int32)
+    _block16_cvt_probe[(n,)](data, scales, ev, od, ref, D=d)
+    want = get_recipe("fp4_mx_block16").dequantize_parts(data, scales.reshape(n, -1), None, torch.float32)
+    finite = torch.where(scales == 255, 0, scales.int())
+    assert torch.equal(ref, finite.amax(1).int())
+    # in float32, as the recipe decodes: the largest scale bytes overflow to inf for codes >= 4
+    got = torch.stack([ev, od], -1).reshape(n, d) * torch.exp2(ref.float() - 127)[:, None] * 2.0 ** -kd.CVT_EXP
+    assert torch.isinf(want).any()
+    below = (ref[:, None] - scales.int()).repeat_interleave(16, 1)     # binades under the token's largest
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan)
+    assert nan.any() and (want[~nan] == 0).any()
+    exact = (below <= 17) | nan
+    assert torch.equal(got[exact & ~nan], want[exact & ~nan])
+    far = ~exact
+    assert far.any() and (got[far] != want[far]).any()           # the window is real
+    bound = 2.0 ** -19 * torch.exp2(ref.double() - 127)[:, None].expand(n, d)
+    assert ((got[far].double() - want[far].double()).abs() <= bound[far]).all()
 
 
 @pytest.mark.parametrize("recipe,decode", [("nvfp4", "placement"), ("nvfp4", "cvt_f16"),
-                                           ("fp4_mx_block16", "placement")])
+                                           ("fp4_mx_block16", "placement"), ("fp4_mx_block16", "cvt_f16")])
 @pytest.mark.parametrize("page", [1, 16])
 def test_register_prefetch_is_the_same_computation(recipe, decode, page):
     """`prefetch=1` (software pipelining in registers) only moves loads earlier: the output is
@@ -436,6 +494,34 @@ def test_register_prefetch_is_the_same_computation(recipe, decode, page):
     ref = decode_attention(q, pool, 0, indptr, idx)
     k, v = pool.gather_kv(0, idx, dtype=torch.float64)
     assert float((outs[1].double() - ref).abs().max()) <= tolerance(q, k, v, 1 / math.sqrt(d), max(lens), gpu=False)
+
+
+@pytest.mark.parametrize("tokens_as_m", [0, 1])
+def test_cvt_f16_power_of_two_scales_far_apart(tokens_as_m):
+    """decode='cvt_f16' over power-of-two scales when one step's block scales lie far apart: a
+    block 2**-23 below the others (rounded on its way into float16), a token whose V is 1e6 times
+    smaller than its neighbours' but which takes almost all the softmax weight, and one with a
+    1000x larger V and almost none. Within the oracle's tolerance in both MMA orientations, and
+    the small token's V is what comes out (its weight does not underflow)."""
+    gen = torch.Generator().manual_seed(5)
+    hq, hkv, d, n = 4, 1, 64, 40
+    pool = MHATokenToKVPoolFP4(size=64, page_size=16, layer_num=1, head_num=hkv, head_dim=d, recipe="fp4_mx_block16")
+    k = torch.randn(n, hkv, d, generator=gen)
+    v = torch.randn(n, hkv, d, generator=gen)
+    q = torch.randn(1, hq, d, generator=gen)
+    k[2, 0, :16] *= 2.0 ** -23
+    k[5] = 4 * q[0, :1] / q[0, :1].norm()           # token 5 takes almost all the weight of head 0
+    v[5] *= 1e-6
+    v[9] *= 1e3
+    k[9] = -k[5]
+    pool.set_kv_buffer(0, torch.arange(16, 16 + n), k, v)
+    indptr, idx = torch.tensor([0, n]), torch.arange(16, 16 + n)
+    out = decode_attention_fp4(q, pool, 0, indptr, idx, num_kv_splits=1, decode="cvt_f16", block_n=16,
+                               tokens_as_m=tokens_as_m)
+    ref = decode_attention(q, pool, 0, indptr, idx)
+    kk, vv = pool.gather_kv(0, idx, dtype=torch.float64)
+    assert float((out.double() - ref).abs().max()) <= tolerance(q, kk, vv, 1 / math.sqrt(d), n, gpu=False)
+    assert float((out[0, 0].double() - ref[0, 0]).abs().max()) <= 1e-3 * float(ref[0, 0].abs().max())
 
 
 @pytest.mark.skipif(CUDA, reason="the interpreter's refusal")
@@ -626,7 +712,7 @@ def test_limits_script_smoke(tmp_path):
     hm = data["layouts"]["head_major"]
     assert all(same for f, same in hm["identical_to_slot_major"].items() if "no_decode" not in f)
     for lay in data["layouts"].values():
-        assert set(lay["kernels"]) == {"bf16", "fp8", "nvfp4+no_decode", "nvfp4+cvt_f16"}
+        assert set(lay["kernels"]) == {"bf16", "fp8", "fp8+cvt_f16", "nvfp4+no_decode", "nvfp4+cvt_f16"}
         split = lay["summary"]["nvfp4_split_ms"]
         assert sum(v for k, v in split.items() if k != "total") == pytest.approx(split["total"])
 
@@ -661,8 +747,6 @@ def test_measurement_decoder_is_not_public():
 def test_gpu_full_size(recipe, d, page, decode):
     """Every page size and head dim of the issue at 32k tokens, for the plain decoder and the two
     fastest (each recipe's best in the benchmark)."""
-    if decode == "cvt_f16" and recipe != "nvfp4":
-        pytest.skip("cvt_f16 is nvfp4 only")
     gen = torch.Generator().manual_seed(d)
     hq, hkv, lens = 64, 8, [1, 1000, 4097, 32768]
     size = page * (sum(math.ceil(n / page) for n in lens) + 2)
@@ -734,8 +818,6 @@ def test_gpu_cvt_tile_decoder_equals_the_pure_twin():
 @pytest.mark.parametrize("decode", ["prmt", "prmt_bf16", "cvt_f16"])
 @pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
 def test_gpu_inline_ptx_decoders_match_oracle(recipe, decode, prefetch):
-    if decode == "cvt_f16" and recipe != "nvfp4":
-        pytest.skip("cvt_f16 is nvfp4 only")
     gen = torch.Generator().manual_seed(7)
     hq, hkv, d, page, lens = 64, 8, 128, 16, [1, 333, 5000]
     size = page * (sum(math.ceil(n / page) for n in lens) + 2)

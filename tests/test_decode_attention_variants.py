@@ -195,8 +195,6 @@ def test_page_blocks_bad_arguments():
 def test_gpu_tokens_as_m_and_page_blocks_full_size(recipe, d, page, decode):
     """64 query heads, 8 KV heads, up to 32k tokens: tokens as M within the GPU tolerance, page
     blocks bit-identical to the slot-major pool, weight-1 requests the V rows exactly."""
-    if decode == "cvt_f16" and recipe != "nvfp4":
-        pytest.skip("cvt_f16 is nvfp4 only")
     gen = torch.Generator().manual_seed(d + 1)
     hq, hkv, lens = 64, 8, [1, 1000, 4097, 32768]
     size = page * (sum(math.ceil(n / page) for n in lens) + 2)

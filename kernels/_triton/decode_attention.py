@@ -31,10 +31,13 @@ fp16 is the E2M1 value times `2**-14` exactly (code 1 is the fp16 subnormal `2**
 This is `DECODE="placement"`, pure Triton. Two GPU-only decoders replace it by a PTX `prmt`
 lookup table (`E2M1_PRMT_ASM`): `"prmt"` (then the same even/odd fp32 tiles) and
 `"prmt_bf16"` (natural-order bf16 tiles, the block scale applied by a packed bf16 multiply; Q and
-the output are then not permuted). `"cvt_f16"` (nvfp4 only, `E2M1_CVT_ASM`) places the
+the output are then not permuted). `"cvt_f16"` (`E2M1_CVT_ASM`) places the
 codes as E4M3 bytes, converts them with the hardware `cvt` to even/odd fp16 tiles of
 `E2M1 * scale * 2**-6` and runs fp16 dots, Q scaled by a power of two into fp16 range
-(`undo_decode_factor` undoes each decoder's power of two once).
+(`undo_decode_factor` undoes each decoder's power of two once). For power-of-two scales the
+tile holds `E2M1 * 2**(b - ref) * 2**-6` relative to the step's largest scale byte `ref`
+(`decode_block16_cvt`), whose power of two goes on the fp32 scores (K) and into the softmax
+weights (V, `online_softmax_step_voff`).
 
 Dots: on the GPU the tiles are cast to bf16 (fp16 for `cvt_f16`) for `tl.dot` (fp32
 accumulation); a decoded FP4 value times its E4M3 or power-of-two scale is exact in bf16. Triton's
@@ -49,6 +52,7 @@ import math
 import triton
 import triton.language as tl
 
+from nvfp4_kvcache_triton._triton.constants import B16_INF_BYTE
 from nvfp4_kvcache_triton._triton.fp4 import e4m3_decode, pow2_byte_decode
 from nvfp4_kvcache.formats import E2M1, E4M3
 from nvfp4_kvcache.recipes import RECIPES
@@ -293,6 +297,39 @@ def decode_fp4_bf16(pb, sb, KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.c
 
 
 @triton.jit
+def block16_tile_ref(sb):
+    """`decode="cvt_f16"` over power-of-two scales: the step's reference byte, the largest finite
+    scale byte of the tile (int32 scalar from scale bytes `[BLOCK_N, D/16]`; 0 when none is).
+    Its power of two `2**(ref - 127)` is taken out of the tile and applied in float32."""
+    b = sb.to(tl.int32) & 0xFF
+    return tl.max(tl.max(tl.where(b == B16_INF_BYTE, 0, b), 1), 0)
+
+
+@triton.jit
+def decode_block16_cvt(pb, sb, ref, D: tl.constexpr, BLOCK_N: tl.constexpr, INTERP: tl.constexpr = False):
+    """`decode="cvt_f16"` over power-of-two scales: (even, odd) float16 tiles `[BLOCK_N, D/2]` of
+    `E2M1 * 2**(b - ref) * 2**-6` for scale byte `b` and the step's reference byte `ref`
+    (`block16_tile_ref`). The codes go through the same E4M3 placement and hardware `cvt` as
+    nvfp4's (the pure-Triton twin under the interpreter); the relative scale `2**(b - ref) <= 1` is
+    a float16 power of two, and the product is exact while `b - ref >= -17` (a block at most
+    `2**17` below the largest of its step's tile). Further below, float16 keeps the multiples of `2**-24`:
+    the error is at most `2**-19` times the tile's largest block scale, under `2**-21` of the
+    largest value that block can hold. An infinite block (byte 255)
+    gets scale `inf`, so its codes (all 0) decode to NaN, as the oracle's do."""
+    NB: tl.constexpr = D // 16
+    if INTERP:
+        lo, hi = e2m1x2_to_f16_twin(pb)
+    else:
+        lo, hi = e2m1x2_to_f16_cvt(pb)
+    b = sb.to(tl.int32) & 0xFF
+    rel = tl.minimum(tl.maximum(b - ref, -126), 0)
+    scale = tl.where(b == B16_INF_BYTE, float("inf"), _pow2(rel)).to(tl.float16)[:, :, None]
+    ev = tl.reshape(lo, (BLOCK_N, NB, 8)) * scale
+    od = tl.reshape(hi, (BLOCK_N, NB, 8)) * scale
+    return tl.reshape(ev, (BLOCK_N, D // 2)), tl.reshape(od, (BLOCK_N, D // 2))
+
+
+@triton.jit
 def load_fp4_tile(data_ptr, scale_ptr, slots, tmask, d_stride, s_stride,
                   KV_FMT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, DECODE: tl.constexpr = 0,
                   INTERP: tl.constexpr = False):
@@ -417,6 +454,41 @@ def online_softmax_step_t(s, tmask, qk_scale, m_i, l_i):
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[None, :])
     return p, alpha, m_new, l_i * alpha + tl.sum(p, 0)
+
+
+@triton.jit
+def online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, m2_i, voff):
+    """`online_softmax_step` for a V tile decoded relative to the power of two `2**voff`
+    (`decode="cvt_f16"` over power-of-two scales; `voff` a float32 scalar). The normaliser `l`
+    runs as before; the weights that multiply V are `2**(s + voff - m2)` with their own running
+    maximum `m2` of `s + voff`, so a step's largest weight is at most 1 whatever the scales, and
+    nothing that matters underflows float16. Returns `(p_v, alpha_v, m_new, l_new, m2_new)`;
+    the split's output is then `acc * 2**(m2 - m) / l`."""
+    s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
+    m_step = tl.max(s, 1)
+    m_new = tl.maximum(m_i, m_step)
+    p = tl.exp2(s - m_new[:, None])
+    l_new = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
+    m2_new = tl.maximum(m2_i, m_step + voff)
+    return p * tl.exp2(m_new + voff - m2_new)[:, None], tl.exp2(m2_i - m2_new), m_new, l_new, m2_new
+
+
+@triton.jit
+def online_softmax_step_voff_t(s, tmask, qk_scale, m_i, l_i, m2_i, voff):
+    """`online_softmax_step_voff` over transposed scores `s [BLOCK_N, BLOCK_H]`."""
+    s = tl.where(tmask[:, None], s * qk_scale, float("-inf"))
+    m_step = tl.max(s, 0)
+    m_new = tl.maximum(m_i, m_step)
+    p = tl.exp2(s - m_new[None, :])
+    l_new = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 0)
+    m2_new = tl.maximum(m2_i, m_step + voff)
+    return p * tl.exp2(m_new + voff - m2_new)[None, :], tl.exp2(m2_i - m2_new), m_new, l_new, m2_new
+
+
+@triton.jit
+def voff_inv_l(l_i, m_i, m2_i, nonempty):
+    """`split_inv_l` times `2**(m2 - m)`: what normalises a split accumulated with V offsets."""
+    return split_inv_l(l_i, nonempty) * tl.where(nonempty, tl.exp2(m2_i - m_i), 0.0)
 
 
 @triton.jit
@@ -561,6 +633,10 @@ def decode_stage1(q_ptr, q_sb, q_sh,
             acc = tl.zeros((BLOCK_H, D), dtype=tl.float32)
     m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    # cvt_f16 over power-of-two scales: each step's tiles relative to their largest scale (see
+    # decode_block16_cvt); K's reference multiplies the fp32 scores, V's joins the softmax weights
+    B16_CVT: tl.constexpr = KV_FMT == FMT_BLOCK16 and DECODE == DEC_CVT_F16
+    m2_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
 
     if TOKENS_AS_M:
         tl.static_assert(not PREFETCH, "TOKENS_AS_M uses Triton's pipeliner, not register prefetch")
@@ -576,7 +652,11 @@ def decode_stage1(q_ptr, q_sb, q_sh,
             drow, srow, tmask = token_rows(kv_indices, start, t0, hi, d_stride, s_stride, BLOCK_N, PAGE,
                                            PAGE_BLOCK, ROW, SROW)
             kp, ksb, vp, vsb = load_kv_rows(k_ptr, v_ptr, ks_ptr, vs_ptr, drow, srow, tmask, KV_FMT, D)
-            if EVEN_ODD:
+            if B16_CVT:
+                kref = block16_tile_ref(ksb)
+                k_e, k_o = decode_block16_cvt(kp, ksb, kref, D, BLOCK_N, INTERP)
+                st = (_dot(k_e, qt_e, INTERP, F16) + _dot(k_o, qt_o, INTERP, F16)) * pow2_byte_decode(kref, False)
+            elif EVEN_ODD:
                 k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
                 st = _dot(k_e, qt_e, INTERP, F16) + _dot(k_o, qt_o, INTERP, F16)
             else:
@@ -585,9 +665,16 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 else:
                     k = kp
                 st = _dot(k, qt, INTERP, F16)
-            pt, alpha, m_i, l_i = online_softmax_step_t(st, tmask, qk_scale, m_i, l_i)
+            if B16_CVT:
+                vref = block16_tile_ref(vsb)
+                pt, alpha, m_i, l_i, m2_i = online_softmax_step_voff_t(st, tmask, qk_scale, m_i, l_i, m2_i,
+                                                                      (vref - 127).to(tl.float32))
+                v_e, v_o = decode_block16_cvt(vp, vsb, vref, D, BLOCK_N, INTERP)
+            else:
+                pt, alpha, m_i, l_i = online_softmax_step_t(st, tmask, qk_scale, m_i, l_i)
+                if EVEN_ODD:
+                    v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
             if EVEN_ODD:
-                v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
                 acct_e = acct_e * alpha[None, :] + _dot(tl.trans(v_e), pt, INTERP, F16)
                 acct_o = acct_o * alpha[None, :] + _dot(tl.trans(v_o), pt, INTERP, F16)
             else:
@@ -597,7 +684,10 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                     v = vp
                 acct = acct * alpha[None, :] + _dot(tl.trans(v), pt, INTERP, F16)
         nonempty = hi > lo
-        inv_l = split_inv_l(l_i, nonempty)
+        if B16_CVT:
+            inv_l = voff_inv_l(l_i, m_i, m2_i, nonempty)
+        else:
+            inv_l = split_inv_l(l_i, nonempty)
         mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
         if EVEN_ODD:
             tl.store(mid[None, :] + c2[:, None], acct_e * inv_l[None, :], mask=hmask[None, :])
@@ -626,7 +716,12 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 slots, tmask = token_slots(kv_indices, start, t0, hi, BLOCK_N, PAGE)
                 kp, ksb, vp, vsb = load_kv_raw(k_ptr, v_ptr, ks_ptr, vs_ptr, slots, tmask, d_stride, s_stride,
                                                KV_FMT, D)
-            if EVEN_ODD:
+            if B16_CVT:
+                kref = block16_tile_ref(ksb)
+                k_e, k_o = decode_block16_cvt(kp, ksb, kref, D, BLOCK_N, INTERP)
+                s = (_dot(q_e, tl.trans(k_e), INTERP, F16) + _dot(q_o, tl.trans(k_o), INTERP, F16)) * \
+                    pow2_byte_decode(kref, False)
+            elif EVEN_ODD:
                 k_e, k_o = decode_fp4_even_odd(kp, ksb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
                 s = _dot(q_e, tl.trans(k_e), INTERP, F16) + _dot(q_o, tl.trans(k_o), INTERP, F16)
             else:
@@ -635,9 +730,16 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 else:
                     k = kp
                 s = _dot(q, tl.trans(k), INTERP, F16)
-            p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
+            if B16_CVT:
+                vref = block16_tile_ref(vsb)
+                p, alpha, m_i, l_i, m2_i = online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, m2_i,
+                                                                   (vref - 127).to(tl.float32))
+                v_e, v_o = decode_block16_cvt(vp, vsb, vref, D, BLOCK_N, INTERP)
+            else:
+                p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
+                if EVEN_ODD:
+                    v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
             if EVEN_ODD:
-                v_e, v_o = decode_fp4_even_odd(vp, vsb, KV_FMT, D, BLOCK_N, DECODE, INTERP)
                 acc_e = acc_e * alpha[:, None] + _dot(p, v_e, INTERP, F16)
                 acc_o = acc_o * alpha[:, None] + _dot(p, v_o, INTERP, F16)
             else:
@@ -654,6 +756,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         nonempty = hi > lo
         l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
         inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)
+        if B16_CVT:
+            inv_l = inv_l * tl.where(nonempty, tl.exp2(m2_i - m_i), 0.0)
         mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
         if EVEN_ODD:
             tl.store(mid[:, None] + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
