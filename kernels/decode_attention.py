@@ -331,7 +331,8 @@ def _launch(fmt: int, q, k, v, ks, vs, s_strides, gk, gv, kv_indptr, kv_indices,
     block_n = tuned.get("block_n") if block_n is None else block_n
     num_warps = tuned.get("num_warps") if num_warps is None else num_warps
     num_stages = tuned.get("num_stages") if num_stages is None else num_stages
-    tokens_as_m = tuned.get("tokens_as_m", TUNING["tokens_as_m"]) if tokens_as_m is None else tokens_as_m
+    if tokens_as_m is None:  # register prefetch asked for: the heads-as-M kernel, whatever the table says
+        tokens_as_m = 0 if prefetch else tuned.get("tokens_as_m", TUNING["tokens_as_m"])
     out = torch.empty(batch, hq, dim, dtype=out_dtype, device=q.device)
     if batch == 0:
         return out
@@ -495,7 +496,7 @@ def decode_attention_fp4(
         _check_pages(kv_indptr, kv_indices, page)
     ks8 = ks.view(torch.uint8) if ks.dtype != torch.uint8 else ks
     vs8 = vs.view(torch.uint8) if vs.dtype != torch.uint8 else vs
-    _check_decode(decode, fl.recipe)
+    _check_decode(decode, fl.recipe, launch.get("block_n"))
     fmt = _k.FMT_IDS[fl.recipe]
     s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else nb)
     return _launch(fmt, q, fl.k, fl.v, ks8, vs8, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
@@ -522,9 +523,14 @@ def _global_scales(recipe: str, k_global, v_global, device: torch.device) -> tup
     return _scale_tensor(k_global, "k_global", device), _scale_tensor(v_global, "v_global", device)
 
 
-def _check_decode(decode: object, recipe: str) -> None:
+def _check_decode(decode: object, recipe: str, block_n: object = None) -> None:
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+    if decode == "prmt_bf16" and isinstance(block_n, int) and block_n < 32:
+        # measured on an H200 (Triton 3.6): at BLOCK_N 16 this decoder's output is wrong in both MMA
+        # orientations, for nvfp4 and fp4_mx_block16 (tests/test_decode_attention_kernel.py)
+        raise ValueError(f"decode='prmt_bf16' needs block_n >= 32, got {block_n}: Triton 3.6 builds a wrong "
+                         "kernel at 16 tokens per step")
     if decode in ("prmt", "prmt_bf16") and _interpreting():
         raise ValueError(f"decode={decode!r} uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
@@ -557,7 +563,7 @@ def _decode_page_blocks(q, blocks: FP4PageBlocks, kv_indptr, kv_indices, sm_scal
     gk, gv = _global_scales(blocks.recipe, blocks.k_global, blocks.v_global, q.device)
     if validate:
         _check_pages(kv_indptr, kv_indices, page)
-    _check_decode(decode, blocks.recipe)
+    _check_decode(decode, blocks.recipe, launch.get("block_n"))
     st = blocks.k.stride()
     return _launch(_k.FMT_IDS[blocks.recipe], q, blocks.k, blocks.v, blocks.k, blocks.v, (st[0], st[1]), gk, gv,
                    kv_indptr, kv_indices, sm_scale, num_kv_splits, page, out_dtype, heads, dim,

@@ -524,6 +524,31 @@ def test_cvt_f16_power_of_two_scales_far_apart(tokens_as_m):
     assert float((out[0, 0].double() - ref[0, 0]).abs().max()) <= 1e-3 * float(ref[0, 0].abs().max())
 
 
+@pytest.mark.parametrize("tokens_as_m", [0, 1])
+def test_cvt_f16_power_of_two_scales_one_token_requests_exact(tokens_as_m):
+    """Weight-1 requests (one token each) return their V rows bit for bit through the
+    power-of-two cvt path: every factor besides the softmax weight is an exact power of two."""
+    gen = torch.Generator().manual_seed(8)
+    hq, hkv, d = 8, 2, 64
+    pool = MHATokenToKVPoolFP4(size=48, page_size=16, layer_num=1, head_num=hkv, head_dim=d, recipe="fp4_mx_block16")
+    v = torch.randn(6, hkv, d, generator=gen) * torch.logspace(-8, 8, 6)[:, None, None]
+    pool.set_kv_buffer(0, torch.arange(16, 22), torch.randn(6, hkv, d, generator=gen), v)
+    q = torch.randn(6, hq, d, generator=gen)
+    out = decode_attention_fp4(q, pool, 0, torch.arange(7), torch.arange(16, 22), decode="cvt_f16",
+                               tokens_as_m=tokens_as_m, block_n=16)
+    _, rows = pool.gather_kv(0, torch.arange(16, 22), dtype=torch.float32)
+    assert torch.equal(out, rows.repeat_interleave(hq // hkv, dim=1))
+
+
+def test_prmt_bf16_refuses_16_token_steps():
+    """`prmt_bf16` at 16 tokens per step computes wrong outputs on an H200 with Triton 3.6 (the GPU
+    test over every launch tile found it): the launcher refuses it with a clear error, before any
+    kernel runs (also here, where the interpreter would refuse the inline PTX later)."""
+    pool, q, indptr, idx = _small()
+    with pytest.raises(ValueError, match="block_n >= 32"):
+        decode_attention_fp4(q, pool, 0, indptr, idx, decode="prmt_bf16", block_n=16)
+
+
 @pytest.mark.skipif(CUDA, reason="the interpreter's refusal")
 @pytest.mark.parametrize("decode", ["prmt", "prmt_bf16"])
 def test_inline_ptx_decoders_refused_by_the_interpreter(decode):
@@ -835,6 +860,31 @@ def test_gpu_inline_ptx_decoders_match_oracle(recipe, decode, prefetch):
                                prefetch=prefetch)
     _, vq = pool.gather_kv(0, idx[:nq], dtype=torch.float32)
     assert torch.equal(one.cpu(), vq.repeat_interleave(hq // hkv, dim=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tokens_as_m", [0, 1])
+@pytest.mark.parametrize("block_n,num_warps", [(16, 1), (32, 1), (32, 2), (64, 2), (64, 4)])
+@pytest.mark.parametrize("decode", ["placement", "prmt", "prmt_bf16", "cvt_f16"])
+@pytest.mark.parametrize("recipe", ["nvfp4", "fp4_mx_block16"])
+def test_gpu_every_launch_tile_matches_oracle(recipe, decode, block_n, num_warps, tokens_as_m):
+    """Every decoder at every stage-1 tile the benchmark tries, in both MMA orientations: within
+    the oracle's tolerance (a launch that computes garbage must fail here, not in a benchmark)."""
+    if decode == "prmt_bf16" and block_n < 32:
+        pytest.skip("refused by the launcher (test_prmt_bf16_refuses_16_token_steps)")
+    gen = torch.Generator().manual_seed(block_n + num_warps)
+    hq, hkv, d, page, lens = 16, 2, 128, 16, [1, 77, 700]
+    size = page * (sum(math.ceil(n / page) for n in lens) + 2)
+    gpu, pool = _gpu_and_cpu_pools(recipe, hkv, d, page, size, gen)
+    indptr, idx = _paged_indices(lens, page, size // page, gen)
+    q = torch.randn(len(lens), hq, d, generator=gen).bfloat16()
+    out = decode_attention_fp4(q.cuda(), gpu, 0, indptr.cuda(), idx.cuda(), page_size=page, decode=decode,
+                               num_kv_splits=3, block_n=block_n, num_warps=num_warps, num_stages=2,
+                               tokens_as_m=tokens_as_m)
+    ref = decode_attention(q.float(), pool, 0, indptr, idx)
+    k, v = pool.gather_kv(0, idx, dtype=torch.float64)
+    tol = tolerance(q.float(), k, v, 1 / math.sqrt(d), max(lens), gpu=True)
+    assert attention_close(out.cpu(), ref, tol, gpu=True)[0]
 
 
 @pytest.mark.gpu

@@ -457,38 +457,46 @@ def online_softmax_step_t(s, tmask, qk_scale, m_i, l_i):
 
 
 @triton.jit
-def online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, m2_i, voff):
+def online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, e_i, m2_i, voff):
     """`online_softmax_step` for a V tile decoded relative to the power of two `2**voff`
-    (`decode="cvt_f16"` over power-of-two scales; `voff` a float32 scalar). The normaliser `l`
-    runs as before; the weights that multiply V are `2**(s + voff - m2)` with their own running
-    maximum `m2` of `s + voff`, so a step's largest weight is at most 1 whatever the scales, and
-    nothing that matters underflows float16. Returns `(p_v, alpha_v, m_new, l_new, m2_new)`;
-    the split's output is then `acc * 2**(m2 - m) / l`."""
+    (`decode="cvt_f16"` over power-of-two scales; `voff` an int32 scalar). The normaliser `l`
+    runs as before. The weights that multiply V are `p * 2**(voff - e)`, with `e` an integer per
+    head: the ceiling of `m2`, the running log2 of the largest `2**(s - m + voff)` so far. So a
+    step's largest weight on V is at most 1 whatever the scales (nothing that matters underflows
+    float16), and every factor besides `p` is an exact power of two (a one-token request returns
+    its V row exactly). Returns `(p_v, alpha_v, m_new, l_new, e_new, m2_new)`; the split's
+    output is `acc * 2**e / l`."""
     s = tl.where(tmask[None, :], s * qk_scale, float("-inf"))
     m_step = tl.max(s, 1)
     m_new = tl.maximum(m_i, m_step)
+    alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
-    l_new = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 1)
-    m2_new = tl.maximum(m2_i, m_step + voff)
-    return p * tl.exp2(m_new + voff - m2_new)[:, None], tl.exp2(m2_i - m2_new), m_new, l_new, m2_new
+    m2_new = tl.maximum(m2_i + (m_i - m_new), m_step - m_new + voff)
+    e_new = tl.math.ceil(m2_new).to(tl.int32)
+    p_v = p * _pow2(tl.minimum(tl.maximum(voff - e_new, -126), 126))[:, None]
+    alpha_v = alpha * _pow2(tl.minimum(tl.maximum(e_i - e_new, -126), 126))
+    return p_v, alpha_v, m_new, l_i * alpha + tl.sum(p, 1), e_new, m2_new
 
 
 @triton.jit
-def online_softmax_step_voff_t(s, tmask, qk_scale, m_i, l_i, m2_i, voff):
+def online_softmax_step_voff_t(s, tmask, qk_scale, m_i, l_i, e_i, m2_i, voff):
     """`online_softmax_step_voff` over transposed scores `s [BLOCK_N, BLOCK_H]`."""
     s = tl.where(tmask[:, None], s * qk_scale, float("-inf"))
     m_step = tl.max(s, 0)
     m_new = tl.maximum(m_i, m_step)
+    alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[None, :])
-    l_new = l_i * tl.exp2(m_i - m_new) + tl.sum(p, 0)
-    m2_new = tl.maximum(m2_i, m_step + voff)
-    return p * tl.exp2(m_new + voff - m2_new)[None, :], tl.exp2(m2_i - m2_new), m_new, l_new, m2_new
+    m2_new = tl.maximum(m2_i + (m_i - m_new), m_step - m_new + voff)
+    e_new = tl.math.ceil(m2_new).to(tl.int32)
+    p_v = p * _pow2(tl.minimum(tl.maximum(voff - e_new, -126), 126))[None, :]
+    alpha_v = alpha * _pow2(tl.minimum(tl.maximum(e_i - e_new, -126), 126))
+    return p_v, alpha_v, m_new, l_i * alpha + tl.sum(p, 0), e_new, m2_new
 
 
 @triton.jit
-def voff_inv_l(l_i, m_i, m2_i, nonempty):
-    """`split_inv_l` times `2**(m2 - m)`: what normalises a split accumulated with V offsets."""
-    return split_inv_l(l_i, nonempty) * tl.where(nonempty, tl.exp2(m2_i - m_i), 0.0)
+def voff_inv_l(l_i, e_i, nonempty):
+    """`split_inv_l` times `2**e`: what normalises a split accumulated with V offsets."""
+    return split_inv_l(l_i, nonempty) * _pow2(tl.minimum(tl.maximum(e_i, -126), 127))
 
 
 @triton.jit
@@ -637,6 +645,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
     # decode_block16_cvt); K's reference multiplies the fp32 scores, V's joins the softmax weights
     B16_CVT: tl.constexpr = KV_FMT == FMT_BLOCK16 and DECODE == DEC_CVT_F16
     m2_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
+    e_i = tl.zeros((BLOCK_H,), dtype=tl.int32)
 
     if TOKENS_AS_M:
         tl.static_assert(not PREFETCH, "TOKENS_AS_M uses Triton's pipeliner, not register prefetch")
@@ -667,8 +676,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 st = _dot(k, qt, INTERP, F16)
             if B16_CVT:
                 vref = block16_tile_ref(vsb)
-                pt, alpha, m_i, l_i, m2_i = online_softmax_step_voff_t(st, tmask, qk_scale, m_i, l_i, m2_i,
-                                                                      (vref - 127).to(tl.float32))
+                pt, alpha, m_i, l_i, e_i, m2_i = online_softmax_step_voff_t(st, tmask, qk_scale, m_i, l_i, e_i,
+                                                                           m2_i, vref - 127)
                 v_e, v_o = decode_block16_cvt(vp, vsb, vref, D, BLOCK_N, INTERP)
             else:
                 pt, alpha, m_i, l_i = online_softmax_step_t(st, tmask, qk_scale, m_i, l_i)
@@ -685,7 +694,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 acct = acct * alpha[None, :] + _dot(tl.trans(v), pt, INTERP, F16)
         nonempty = hi > lo
         if B16_CVT:
-            inv_l = voff_inv_l(l_i, m_i, m2_i, nonempty)
+            inv_l = voff_inv_l(l_i, e_i, nonempty)
         else:
             inv_l = split_inv_l(l_i, nonempty)
         mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
@@ -732,8 +741,8 @@ def decode_stage1(q_ptr, q_sb, q_sh,
                 s = _dot(q, tl.trans(k), INTERP, F16)
             if B16_CVT:
                 vref = block16_tile_ref(vsb)
-                p, alpha, m_i, l_i, m2_i = online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, m2_i,
-                                                                   (vref - 127).to(tl.float32))
+                p, alpha, m_i, l_i, e_i, m2_i = online_softmax_step_voff(s, tmask, qk_scale, m_i, l_i, e_i, m2_i,
+                                                                        vref - 127)
                 v_e, v_o = decode_block16_cvt(vp, vsb, vref, D, BLOCK_N, INTERP)
             else:
                 p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
@@ -757,7 +766,7 @@ def decode_stage1(q_ptr, q_sb, q_sh,
         l_safe = tl.where(nonempty, l_i, 1.0)  # an empty split (lo >= n) has l = 0; its weight is 0 anyway
         inv_l = tl.where(nonempty, 1.0 / l_safe, 0.0)
         if B16_CVT:
-            inv_l = inv_l * tl.where(nonempty, tl.exp2(m2_i - m_i), 0.0)
+            inv_l = inv_l * _pow2(tl.minimum(tl.maximum(e_i, -126), 127))
         mid = mid_o + ((b.to(tl.int64) * (G * tl.num_programs(1)) + heads) * SPLITS + split) * D
         if EVEN_ODD:
             tl.store(mid[:, None] + c2[None, :], acc_e * inv_l[:, None], mask=hmask[:, None])
