@@ -244,6 +244,21 @@ def mla_decode_attention_dense(
                      tokens_as_m=tokens_as_m))
 
 
+STAGE2_TILE = 4096
+"""Elements of one stage-2 program's `[splits, columns]` tile at most (32 float32 registers a thread
+at 4 warps): the latent columns are cut into chunks of a power of two, at least 32 wide."""
+
+
+def stage2_block_d(dl: int, num_kv_splits: int) -> int:
+    """Latent columns per stage-2 program: `dl` cut so that `splits x columns <= STAGE2_TILE`.
+
+    Examples:
+        >>> stage2_block_d(512, 32), stage2_block_d(512, 128), stage2_block_d(64, 3)
+        (128, 32, 64)
+    """
+    return max(32, min(dl, STAGE2_TILE // triton.next_power_of_2(num_kv_splits)))
+
+
 def _check_launch(launch: dict, dl: int) -> None:
     """Refuse launch options outside `MLA_LAUNCH_CHOICES` (`block_n=None`: the default)."""
     for key, allowed in MLA_LAUNCH_CHOICES.items():
@@ -304,9 +319,10 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
         DL=dl, DR=dr, BLOCK_H=bh, BLOCK_N=launch["block_n"] or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
         INTERP=interp, DECODE=decode, V_PARTS=parts, TOKENS_AS_M=bool(launch["tokens_as_m"]), **extra,
     )
-    _k.decode_stage2[(batch, heads)](
+    block_s = triton.next_power_of_2(num_kv_splits)
+    block_d = stage2_block_d(dl, num_kv_splits)
+    _k.decode_stage2[(batch, heads, dl // block_d)](
         mid_o, mid_lse, g, out, out.stride(0), out.stride(1), SPLITS=num_kv_splits, D=dl,
-        BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16,
-        DECODE=decode,
+        BLOCK_S=block_s, KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16, DECODE=decode, BLOCK_D=block_d,
     )
     return out
