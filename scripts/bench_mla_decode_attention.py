@@ -39,16 +39,17 @@ SMOKE_VARIANTS = ("bf16", "nvfp4+cvt_f16", "nvfp4", "fp4_mx_block16")
 BASE_LAUNCH = (32, 4, 2, 16, 1, 0)
 """The design as first measured: (block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)."""
 GRIDS = {
-    16: [BASE_LAUNCH, (16, 4, 2, 16, 2, 0), (32, 4, 2, 16, 2, 0), (64, 4, 2, 16, 2, 0), (64, 4, 2, 16, 2, 1),
-         (64, 4, 2, 16, 1, 1)],
+    16: [BASE_LAUNCH, (16, 4, 2, 16, 2, 0), (32, 4, 2, 16, 2, 0), (32, 2, 2, 16, 2, 0), (16, 2, 2, 16, 2, 0),
+         (32, 4, 2, 16, 2, 1), (64, 8, 2, 16, 2, 1)],
     128: [BASE_LAUNCH, (64, 8, 2, 64, 2, 0), (64, 8, 1, 64, 2, 0), (64, 8, 3, 64, 2, 0), (32, 4, 2, 64, 2, 0),
           (64, 8, 2, 32, 1, 0)],
 }
 """Stage-1 launches `(block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)` per query-head
 count, timed for the variants of `FULL_GRID` (the others run `BASE_LAUNCH` only). Chosen from the
 offline sm_90 counts of `scripts/sass_mla_decode_attention.py` (`docs/data/perf/mla_decode_attention_sass.json`):
-at 16 heads the runs are latency-bound, so launches that put more programs on the card (`v_parts=2`,
-fewer registers) and the tokens-as-M forms (Hopper's `wgmma`); at 128 heads 64 heads per program
+at 16 heads the runs are latency-bound, so launches that put more programs on each SM (`v_parts=2`:
+fewer registers; 2 warps: shorter chains of dependent MMAs per warp) and the tokens-as-M forms
+(Hopper's `wgmma`); at 128 heads 64 heads per program
 (`wgmma`, the latent decoded twice instead of 8 times per token), `v_parts=2` keeping the
 accumulator in registers."""
 FULL_GRID = ("bf16", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")

@@ -61,19 +61,36 @@ VARIANTS = ("bf16", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")
 LAUNCHES = [
     # (block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)
     (32, 4, 2, 16, 1, 0),   # the design as first measured
+    (32, 4, 1, 16, 1, 0),
+    (32, 4, 3, 16, 1, 0),
     (16, 4, 2, 16, 1, 0),
     (64, 4, 2, 16, 1, 0),
+    # 16 heads: fewer registers (more programs per SM), shorter MMA chains per warp, wgmma
+    (16, 4, 2, 16, 2, 0),
     (32, 4, 2, 16, 2, 0),
     (64, 4, 2, 16, 2, 0),
+    (32, 8, 2, 16, 2, 0),
     (64, 8, 2, 16, 2, 0),
+    (32, 2, 2, 16, 2, 0),
+    (16, 2, 2, 16, 2, 0),
     (32, 4, 2, 16, 1, 1),
     (64, 4, 2, 16, 1, 1),
+    (32, 4, 2, 16, 2, 1),
     (64, 4, 2, 16, 2, 1),
+    (64, 8, 2, 16, 2, 1),
     (128, 4, 2, 16, 2, 1),
+    # 128 heads: more heads per program (the latent decoded fewer times per token)
     (32, 8, 2, 32, 1, 0),
     (32, 4, 2, 32, 2, 0),
-    (64, 8, 2, 64, 2, 0),
+    (64, 8, 2, 32, 1, 0),
+    (64, 8, 2, 32, 2, 0),
     (64, 4, 2, 32, 2, 1),
+    (32, 4, 2, 64, 2, 0),
+    (32, 8, 2, 64, 2, 0),
+    (64, 8, 1, 64, 2, 0),
+    (64, 8, 2, 64, 2, 0),
+    (64, 8, 3, 64, 2, 0),
+    (64, 8, 2, 64, 1, 0),
     (64, 8, 2, 64, 2, 1),
 ]
 """Stage-1 launches compiled for every variant: `(block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)`."""
