@@ -354,3 +354,34 @@ def test_gpu_full_size(recipe, decode):
                                    idx[:3].cuda(), sm_scale=0.1, decode=decode)
     c = pool.gather_kv(0, idx[:3], dtype=torch.float32)[:, :, :512]
     assert torch.equal(one.cpu(), c.expand(-1, 16, -1))                    # weight 1: the latent rows exactly
+
+
+def test_bench_grid_is_counted_offline_and_logged():
+    """Every launch the benchmark times is compiled by `scripts/sass_mla_decode_attention.py`
+    (its counts are in the committed data file, none failed), and the variant log prints the
+    same grid."""
+    import ast
+    import importlib.util
+    import json
+    import re
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_mla", ROOT / "scripts" / "bench_mla_decode_attention.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    data = json.loads((ROOT / "docs" / "data" / "perf" / "mla_decode_attention_sass.json").read_text())
+    keys = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m")
+    counted = {(r["variant"], tuple(r[k] for k in keys)) for r in data["rows"] if "error" not in r}
+    for heads, grid in bench.GRIDS.items():
+        assert grid[0] == bench.BASE_LAUNCH
+        for launch in grid:
+            for v in bench.FULL_GRID:
+                assert (v, launch) in counted, (heads, v, launch)
+            for k, x in zip(keys, launch):
+                assert x in MLA_LAUNCH_CHOICES[k], (k, x)
+    notes = (ROOT / "docs" / "kernels" / "decode_attention_notes.md").read_text()
+    m = re.search(r"^MLA_GRID = (\{.*?^\})", notes, re.S | re.M)
+    assert m and ast.literal_eval(m.group(1)) == bench.GRIDS
