@@ -61,8 +61,9 @@ CHECK_REQUESTS = (0, 7)
 
 
 def launches(variant: str, shape: mla.Shape) -> list[dict]:
-    if shape.smoke:
-        return [dict(num_kv_splits=3)]
+    if shape.smoke:  # the default launch, and for the full-grid variants one with every new option set
+        return [dict(num_kv_splits=3)] + ([dict(num_kv_splits=3, block_h=32, v_parts=2, tokens_as_m=1)]
+                                          if variant in FULL_GRID else [])
     grid = GRIDS[shape.HQ] if variant in FULL_GRID else [BASE_LAUNCH]
     return [dict(num_kv_splits=s, **dict(zip(LAUNCH_KEYS, launch))) for launch in grid for s in SPLITS[shape.HQ]]
 

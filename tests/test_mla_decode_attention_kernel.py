@@ -226,6 +226,8 @@ def test_bench_script_smoke(tmp_path):
     for sh in data["shapes"].values():
         assert all(c["ok"] for c in sh["correctness"]) and not sh["dropped_variants"]
         assert set(sh["summary"]) == {"nvfp4", "fp4_mx_block16"}
+        bf16 = next(r for r in sh["rows"] if r["format"] == "bf16")
+        assert any(t.get("v_parts") == 2 and t.get("tokens_as_m") and "ms" in t for t in bf16["tried"])
         assert sh["sglang_triton_mla_bf16"]["ran"] and sh["sglang_triton_mla_bf16"]["max_abs_diff_vs_our_bf16"] < 1e-4
 
 
