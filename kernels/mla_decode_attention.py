@@ -63,6 +63,7 @@ MLA_LAUNCH_CHOICES = {
     "block_h": (16, 32, 64),
     "v_parts": (1, 2),
     "tokens_as_m": (False, True),
+    "split_scores": (False, True),
 }
 """Allowed values of the stage-1 launch options (both entry points); anything else is refused.
 
@@ -70,7 +71,9 @@ MLA_LAUNCH_CHOICES = {
 at 128 heads, with more accumulator registers); `v_parts`: programs that share one head group,
 each computing the full scores but accumulating `1/v_parts` of the output columns (half the
 accumulator registers at 2; the latent is decoded by each); `tokens_as_m`: the step's tokens in
-the tensor cores' `M` dimension and the heads in `N` (as the MHA kernel's `tokens_as_m`)."""
+the tensor cores' `M` dimension and the heads in `N` (as the MHA kernel's `tokens_as_m`);
+`split_scores`: the score's parts as independent dots summed after scaling, shorter chains of
+dependent tensor-core instructions per step."""
 
 
 def mla_decode_attention_fp4(
@@ -93,6 +96,7 @@ def mla_decode_attention_fp4(
     block_h: int = MLA_BLOCK_H,
     v_parts: int = 1,
     tokens_as_m: bool = False,
+    split_scores: bool = False,
 ) -> torch.Tensor:
     """Decode attention of one query token per request over an FP4 MLA latent pool, read in place.
 
@@ -117,6 +121,8 @@ def mla_decode_attention_fp4(
         block_h: query heads per stage-1 program (`MLA_LAUNCH_CHOICES`).
         v_parts: stage-1 programs per head group, each accumulating its share of the output columns.
         tokens_as_m: tokens in the tensor cores' `M` dimension, heads in `N`.
+        split_scores: the score dot as independent partial dots (each latent part's even and odd
+            halves, the RoPE part), summed after scaling.
 
     Returns:
         `out_dtype [B, H, kv_lora_rank]` in latent space.
@@ -144,7 +150,7 @@ def mla_decode_attention_fp4(
     return _run(q_nope, q_rope, kv, kvs, kv.stride(0), kvs.stride(0), g, _k.FMT_IDS[pool.recipe.name],
                 _k.DECODE_IDS[decode], dl, dr, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype,
                 validate, dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h,
-                               v_parts=v_parts, tokens_as_m=tokens_as_m))
+                               v_parts=v_parts, tokens_as_m=tokens_as_m, split_scores=split_scores))
 
 
 def mla_decode_attention_dense(
@@ -166,6 +172,7 @@ def mla_decode_attention_dense(
     block_h: int = MLA_BLOCK_H,
     v_parts: int = 1,
     tokens_as_m: bool = False,
+    split_scores: bool = False,
 ) -> torch.Tensor:
     """The same kernel over a BF16 latent cache (the baseline of `mla_decode_attention_fp4`).
 
@@ -188,6 +195,7 @@ def mla_decode_attention_dense(
         block_h: as `mla_decode_attention_fp4`.
         v_parts: as `mla_decode_attention_fp4`.
         tokens_as_m: as `mla_decode_attention_fp4`.
+        split_scores: as `mla_decode_attention_fp4`.
 
     Returns:
         `out_dtype [B, H, kv_lora_rank]`.
@@ -241,7 +249,7 @@ def mla_decode_attention_dense(
     return _run(q_nope, q_rope, kv_buffer, kv_buffer, kv_buffer.stride(0), 0, None, _k.FMT_IDS["bf16"], 0, dl, dr,
                 kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype, validate,
                 dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h, v_parts=v_parts,
-                     tokens_as_m=tokens_as_m))
+                     tokens_as_m=tokens_as_m, split_scores=split_scores))
 
 
 STAGE2_TILE = 4096
@@ -265,7 +273,7 @@ def _check_launch(launch: dict, dl: int) -> None:
         v = launch[key]
         if key == "block_n" and v is None:
             continue
-        if key == "tokens_as_m":
+        if key in ("tokens_as_m", "split_scores"):
             ok = isinstance(v, (bool, int)) and v in allowed
         else:
             ok = not isinstance(v, bool) and isinstance(v, int) and v in allowed
@@ -317,7 +325,8 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
         q_nope, q_nope.stride(0), q_nope.stride(1), q_rope, q_rope.stride(0), q_rope.stride(1),
         kv, kvs, d_stride, s_stride, g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
         DL=dl, DR=dr, BLOCK_H=bh, BLOCK_N=launch["block_n"] or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
-        INTERP=interp, DECODE=decode, V_PARTS=parts, TOKENS_AS_M=bool(launch["tokens_as_m"]), **extra,
+        INTERP=interp, DECODE=decode, V_PARTS=parts, TOKENS_AS_M=bool(launch["tokens_as_m"]),
+        SPLIT_SCORES=bool(launch["split_scores"]), **extra,
     )
     block_s = triton.next_power_of_2(num_kv_splits)
     block_d = stage2_block_d(dl, num_kv_splits)

@@ -13,7 +13,8 @@ SASS (the largest backward branch) and counts its instructions:
 A static count (each instruction once), not a timing: the proxy for the instruction issue cost
 of one latent element over all query heads. It also counts the loop's local-memory instructions
 (`LDL`/`STL`, spills), shared-memory instructions (`LDS`/`STS`/`LDSM`: layout conversions) and
-tensor-core instructions (`HMMA`/`HGMMA`).
+tensor-core instructions (`HMMA`/`HGMMA`), and the longest chain of `HMMA`s that each accumulate
+onto the previous one's result (a latency proxy: such instructions cannot overlap).
 
 Usage:
 
@@ -59,7 +60,7 @@ HEADS = (16, 128)
 VARIANTS = ("bf16", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")
 """The variants compiled at every launch (the benchmark's fastest FP4 decoders and the baseline)."""
 LAUNCHES = [
-    # (block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)
+    # (block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m, split_scores)
     (32, 4, 2, 16, 1, 0),   # the design as first measured
     (32, 4, 1, 16, 1, 0),
     (32, 4, 3, 16, 1, 0),
@@ -79,6 +80,14 @@ LAUNCHES = [
     (64, 4, 2, 16, 2, 1),
     (64, 8, 2, 16, 2, 1),
     (128, 4, 2, 16, 2, 1),
+    # independent score chains (split_scores)
+    (32, 4, 2, 16, 1, 0, 1),
+    (32, 4, 2, 16, 2, 0, 1),
+    (16, 4, 2, 16, 2, 0, 1),
+    (32, 2, 2, 16, 2, 0, 1),
+    (16, 2, 2, 16, 2, 0, 1),
+    (64, 8, 2, 16, 2, 0, 1),
+    (64, 8, 2, 64, 2, 0, 1),
     # 128 heads: more heads per program (the latent decoded fewer times per token)
     (32, 8, 2, 32, 1, 0),
     (32, 4, 2, 32, 2, 0),
@@ -93,11 +102,12 @@ LAUNCHES = [
     (64, 8, 2, 64, 1, 0),
     (64, 8, 2, 64, 2, 1),
 ]
-"""Stage-1 launches compiled for every variant: `(block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m)`."""
-KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m")
+"""Stage-1 launches compiled for every variant: `(block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m,
+split_scores)`; a 6-tuple has `split_scores` off."""
+KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
 
 
-def stage1_src(variant: str, block_n: int, block_h: int, v_parts: int, tokens_as_m: bool):
+def stage1_src(variant: str, block_n: int, block_h: int, v_parts: int, tokens_as_m: bool, split_scores: bool = False):
     fmt, _, dec = variant.partition("+")
     fp4 = fmt != "bf16"
     types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
@@ -105,7 +115,7 @@ def stage1_src(variant: str, block_n: int, block_h: int, v_parts: int, tokens_as
                  s_stride="i32", g_ptr="*fp32", kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32",
                  mid_lse="*fp32", sm_scale="fp32", HQ="i32")
     consts = dict(DL=DL, DR=DR, BLOCK_H=block_h, BLOCK_N=block_n, PAGE=PAGE, KV_FMT=kd.FMT_IDS[fmt], INTERP=False,
-                  DECODE=kd.DECODE_IDS[dec or "placement"], V_PARTS=v_parts, TOKENS_AS_M=bool(tokens_as_m))
+                  DECODE=kd.DECODE_IDS[dec or "placement"], V_PARTS=v_parts, TOKENS_AS_M=bool(tokens_as_m), SPLIT_SCORES=bool(split_scores))
     div16 = {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr", "mid_o", "mid_lse", "kv_indptr", "kv_indices", "g_ptr"}
     return _c._src(mla_decode_stage1, types, consts, div16)
 
@@ -147,10 +157,11 @@ def measure_stage2(splits: int, block_d: int) -> dict:
 
 def measure_one(variant: str, launch: tuple, dump: bool = False) -> dict:
     """Compile one variant at one launch; the counts (or the error)."""
-    bn, w, st, bh, vp, tm = launch
+    launch = tuple(launch) + (0,) * (len(KEYS) - len(launch))
+    bn, w, st, bh, vp, tm, ss = launch
     row = {"variant": variant, **dict(zip(KEYS, launch))}
     try:
-        k = triton.compile(stage1_src(variant, bn, bh, vp, tm), target=_c.TARGET,
+        k = triton.compile(stage1_src(variant, bn, bh, vp, tm, ss), target=_c.TARGET,
                            options={"num_warps": w, "num_stages": st})
     except Exception as e:  # noqa: BLE001 - recorded per launch
         row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -172,6 +183,7 @@ def measure_one(variant: str, launch: tuple, dump: bool = False) -> dict:
         "loop_shared": sum(n for o, n in ops.items() if o in ("LDS", "STS", "LDSM", "STSM")),
         "loop_mma": sum(n for o, n in ops.items() if o in ("HMMA", "HGMMA")),
         "wgmma": ops.get("HGMMA", 0) > 0,
+        "hmma_chain": hmma_chain([t for _, t in loop]),
         "top_opcodes": dict(ops.most_common(10)),
     })
     if dump:
@@ -179,14 +191,32 @@ def measure_one(variant: str, launch: tuple, dump: bool = False) -> dict:
     return row
 
 
+_HMMA = re.compile(r"\bHMMA\.\w+(?:\.\w+)*\s+(R\d+),\s*R\d+(?:\.reuse)?,\s*R\d+(?:\.reuse)?,\s*(R\d+|RZ)")
+
+
+def hmma_chain(loop: list[str]) -> int:
+    """The longest chain of `HMMA`s in the loop each accumulating onto the previous one's result
+    (`D = A.B + C` with `C` the last `D`): tensor-core instructions that cannot overlap."""
+    chain: dict[str, int] = {}
+    longest = 0
+    for text in loop:
+        m = _HMMA.search(text)
+        if m:
+            d, c = m.groups()
+            chain[d] = (chain.get(c, 0) if c != "RZ" else 0) + 1
+            longest = max(longest, chain[d])
+    return longest
+
+
 def _job(args):
     return measure_one(*args) if isinstance(args[1], tuple) else measure_stage2(*args)
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| variant | block_n, warps, stages, block_h, v_parts, tokens_as_m | regs | stack / local | shared (dynamic) "
-           "| programs per SM | loop SASS | local / shared / MMA in loop | SASS per element | at 16 heads | at 128 heads |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| variant | block_n, warps, stages, block_h, v_parts, tokens_as_m, split_scores | regs | stack / local | shared (dynamic) "
+           "| programs per SM | loop SASS | local / shared / MMA in loop | HMMA chain | SASS per element | at 16 heads "
+           "| at 128 heads |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         launch = ", ".join(str(r[k]) for k in KEYS)
         if "error" in r:
@@ -196,7 +226,7 @@ def table(rows: list[dict]) -> str:
         out.append(f"| {r['variant']} | {launch} | {r['reg']} | {r['stack']} / {r['local']} | {r['shared_dynamic']} | "
                    f"{r['ctas_per_sm']} | "
                    f"{r['loop_sass']} | {r['loop_local']} / {r['loop_shared']} / {r['loop_mma']}"
-                   f"{' (wgmma)' if r['wgmma'] else ''} | {r['sass_per_element']:.2f} | {h['16']:.2f} | {h['128']:.2f} |")
+                   f"{' (wgmma)' if r['wgmma'] else ''} | {r['hmma_chain']} | {r['sass_per_element']:.2f} | {h['16']:.2f} | {h['128']:.2f} |")
     return "\n".join(out)
 
 
@@ -205,13 +235,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the counts here")
     ap.add_argument("--only", help="comma-separated subset of VARIANTS")
     ap.add_argument("--launch", action="append",
-                    help="block_n,warps,stages,block_h,v_parts,tokens_as_m instead of LAUNCHES (repeatable)")
+                    help="block_n,warps,stages,block_h,v_parts,tokens_as_m[,split_scores] instead of LAUNCHES (repeatable)")
     ap.add_argument("--dump", help="print the loop SASS of this launch (block_n,warps,stages,block_h,v_parts,tokens_as_m)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     variants = args.only.split(",") if args.only else list(VARIANTS)
-    launches = [tuple(int(x) for x in s.split(",")) for s in args.launch] if args.launch else LAUNCHES
-    dump = tuple(int(x) for x in args.dump.split(",")) if args.dump else None
+    pad = lambda t: t + (0,) * (len(KEYS) - len(t))  # noqa: E731
+    launches = [pad(tuple(int(x) for x in s.split(","))) for s in args.launch] if args.launch else \
+        [pad(tuple(t)) for t in LAUNCHES]
+    dump = pad(tuple(int(x) for x in args.dump.split(","))) if args.dump else None
     jobs = [(v, launch, launch == dump) for v in variants for launch in launches]
     s2_jobs = [(sp, bd) for sp in STAGE2_SPLITS for bd in (0, stage2_block_d(DL, sp))]
     with ProcessPoolExecutor(max(1, args.workers)) as ex:

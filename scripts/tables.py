@@ -412,9 +412,9 @@ def mla_decode_attention() -> str:
                      rows))
 
 
-MLA_LAUNCH_KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m")
-MLA_LAUNCH_DEFAULTS = {"block_h": 16, "v_parts": 1, "tokens_as_m": 0}
-"""The MLA stage-1 launch keys; runs made before `block_h`, `v_parts` and `tokens_as_m` existed ran these."""
+MLA_LAUNCH_KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
+MLA_LAUNCH_DEFAULTS = {"block_h": 16, "v_parts": 1, "tokens_as_m": 0, "split_scores": 0}
+"""The MLA stage-1 launch keys; runs made before the last four existed ran these values."""
 
 
 def _mla_launch(r: dict) -> tuple:
@@ -433,13 +433,15 @@ def mla_decode_attention_sass() -> str:
             h = r["sass_per_element_at_heads"]
             spill = f", {r['stack']} B stack" + (f" ({r['loop_local']} in loop)" if r["loop_local"] else "") \
                 if r["stack"] else ""
-            cell = (f"{r['reg']} regs{spill}, {r['ctas_per_sm']}/SM{', wgmma' if r['wgmma'] else ''}; "
+            chain = f", chain {r['hmma_chain']}" if r["hmma_chain"] else ""
+            cell = (f"{r['reg']} regs{spill}, {r['ctas_per_sm']}/SM{', wgmma' if r['wgmma'] else ''}{chain}; "
                     f"**{h['16']:.1f}** / **{h['128']:.1f}**")
         cells.setdefault(_mla_launch(r), {})[r["variant"]] = cell
     rows = [[" / ".join(str(x) for x in k)] + [c.get(v, "-") for v in variants] for k, c in cells.items()]
     head = (f"Triton {d['triton']}, `{d['target']}`, latent {d['kv_lora_rank']} + {d['qk_rope_head_dim']}, page "
             f"{d['page']}; `{d['command']}`. Each cell: registers a thread (and spill stack), programs per SM, "
-            "and the loop's SASS per latent element over all query heads at 16 / 128 heads.\n\n")
+            "the longest chain of dependent `HMMA`s in the loop, and the loop's SASS per latent element over "
+            "all query heads at 16 / 128 heads.\n\n")
     s2 = _table(["splits", "columns per program", "registers", "spill stack (bytes)", "SASS"],
                 [[r["splits"], r["block_d"] or d["kv_lora_rank"], r["reg"], r["stack"], r["sass"]] for r in d["stage2"]])
     return (head + _table([" / ".join(MLA_LAUNCH_KEYS)] + [f"`{v}`" for v in variants], rows)

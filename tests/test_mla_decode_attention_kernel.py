@@ -5,7 +5,7 @@ float64 oracle (`nvfp4_kvcache.attention.mla_decode_attention`).
   tokens, both recipes, pages 1 and 16, head groups with masked heads, splits, errors;
 * the other decoders (`cvt_f16` for nvfp4) and the BF16 latent baseline
   (`mla_decode_attention_dense`), the same kernel design;
-* the stage-1 launch options (`block_h`, `v_parts`, `tokens_as_m`) against the oracle, and their
+* the stage-1 launch options (`block_h`, `v_parts`, `tokens_as_m`, `split_scores`) against the oracle, and their
   refusal of values outside `MLA_LAUNCH_CHOICES`; stage 2 in column chunks;
 * the stage-1 kernel compiles for `sm_90` (subprocess, no interpreter), every decoder and the baseline;
 * `scripts/bench_mla_decode_attention.py --smoke` runs;
@@ -95,10 +95,12 @@ def test_cvt_f16_decoder_matches_oracle(dl, dr, heads, page):
     _check(pool, qn * 30, qr * 30, indptr, idx, 1 / math.sqrt(192) / 30, out)
 
 
-LAUNCH_FORMS = [dict(v_parts=2), dict(tokens_as_m=True), dict(block_h=32, v_parts=2, tokens_as_m=True)]
+LAUNCH_FORMS = [dict(v_parts=2), dict(v_parts=2, split_scores=True), dict(tokens_as_m=True, split_scores=True),
+                dict(block_h=32, v_parts=2, tokens_as_m=True)]
+LAUNCH_IDS = ["v_parts2", "v_parts2-split", "tokens_as_m-split", "block_h32-v2-tm"]
 
 
-@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=["v_parts2", "tokens_as_m", "block_h32-v2-tm"])
+@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=LAUNCH_IDS)
 @pytest.mark.parametrize("recipe,decode", [("nvfp4", "cvt_f16"), ("fp4_mx_block16", "placement")])
 def test_launch_options_match_oracle(recipe, decode, launch):
     """Each launch form against the oracle, 20 heads (a masked head group), pages of 16, 3 splits."""
@@ -109,7 +111,7 @@ def test_launch_options_match_oracle(recipe, decode, launch):
     _check(pool, qn, qr, indptr, idx, 0.1, out)
 
 
-@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=["v_parts2", "tokens_as_m", "block_h32-v2-tm"])
+@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=LAUNCH_IDS)
 def test_launch_options_bf16_baseline(launch):
     """The BF16 latent baseline under each launch form equals its default launch (float32 dots
     under the interpreter: the same values up to the summation order)."""
@@ -138,10 +140,12 @@ def test_launch_option_refusals():
     gen = torch.Generator().manual_seed(24)
     pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 1, [3], gen)
     for key, bad in (("block_h", 8), ("block_h", 24), ("v_parts", 3), ("v_parts", True), ("tokens_as_m", 2),
-                     ("block_n", 48), ("num_warps", 3), ("num_stages", 0), ("block_h", 16.0)):
+                     ("block_n", 48), ("num_warps", 3), ("num_stages", 0), ("block_h", 16.0),
+                     ("split_scores", "yes")):
         with pytest.raises(ValueError, match=f"{key} must be one of"):
             mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, **{key: bad})
-    assert set(MLA_LAUNCH_CHOICES) == {"block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m"}
+    assert set(MLA_LAUNCH_CHOICES) == {"block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m",
+                                       "split_scores"}
     small = MLATokenToKVPoolFP4(size=16, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=32)
     with pytest.raises(ValueError, match="at least 32"):
         mla_decode_attention_fp4(torch.randn(1, 16, 32), torch.randn(1, 16, 32), small, 0, torch.tensor([0, 1]),
@@ -227,7 +231,8 @@ def test_bench_script_smoke(tmp_path):
         assert all(c["ok"] for c in sh["correctness"]) and not sh["dropped_variants"]
         assert set(sh["summary"]) == {"nvfp4", "fp4_mx_block16"}
         bf16 = next(r for r in sh["rows"] if r["format"] == "bf16")
-        assert any(t.get("v_parts") == 2 and t.get("tokens_as_m") and "ms" in t for t in bf16["tried"])
+        assert any(t.get("v_parts") == 2 and t.get("tokens_as_m") and t.get("split_scores") and "ms" in t
+                   for t in bf16["tried"])
         assert sh["sglang_triton_mla_bf16"]["ran"] and sh["sglang_triton_mla_bf16"]["max_abs_diff_vs_our_bf16"] < 1e-4
 
 
@@ -375,7 +380,7 @@ def test_bench_grid_is_counted_offline_and_logged():
     finally:
         sys.path.remove(str(ROOT / "scripts"))
     data = json.loads((ROOT / "docs" / "data" / "perf" / "mla_decode_attention_sass.json").read_text())
-    keys = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m")
+    keys = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
     counted = {(r["variant"], tuple(r[k] for k in keys)) for r in data["rows"] if "error" not in r}
     for heads, grid in bench.GRIDS.items():
         assert grid[0] == bench.BASE_LAUNCH

@@ -115,19 +115,35 @@ def _dot_dtype(x, INTERP: tl.constexpr, F16: tl.constexpr):
 
 
 @triton.jit
-def _scores(qa, qb, ca, cb, EVEN_ODD: tl.constexpr, TOKENS_AS_M: tl.constexpr, INTERP: tl.constexpr,
-            F16: tl.constexpr):
+def _scores(qa, qb, ca, cb, k, EVEN_ODD: tl.constexpr, TOKENS_AS_M: tl.constexpr, INTERP: tl.constexpr,
+            F16: tl.constexpr, SPLIT: tl.constexpr):
     """One part's share of the scores: `q . c^T` `[BLOCK_H, BLOCK_N]`, or with `TOKENS_AS_M`
-    `c . q^T` `[BLOCK_N, BLOCK_H]` (then `qa`, `qb` are already transposed)."""
+    `c . q^T` `[BLOCK_N, BLOCK_H]` (then `qa`, `qb` are already transposed).
+
+    `SPLIT`: each dot scaled by `k` (the softmax scale, a run-time value) before the sum, so that
+    the compiler keeps them as independent accumulation chains instead of folding the sum into one
+    dot's accumulator (one chain of tensor-core instructions as long as the whole width)."""
     if TOKENS_AS_M:
-        s = _dot(ca, qa, INTERP, F16)
+        sa = _dot(ca, qa, INTERP, F16)
+        if SPLIT:
+            sa = sa * k
         if EVEN_ODD:
-            s += _dot(cb, qb, INTERP, F16)
+            sb = _dot(cb, qb, INTERP, F16)
+            if SPLIT:
+                sa = sa + sb * k
+            else:
+                sa += sb
     else:
-        s = _dot(qa, tl.trans(ca), INTERP, F16)
+        sa = _dot(qa, tl.trans(ca), INTERP, F16)
+        if SPLIT:
+            sa = sa * k
         if EVEN_ODD:
-            s += _dot(qb, tl.trans(cb), INTERP, F16)
-    return s
+            sb = _dot(qb, tl.trans(cb), INTERP, F16)
+            if SPLIT:
+                sa = sa + sb * k
+            else:
+                sa += sb
+    return sa
 
 
 @triton.jit
@@ -136,7 +152,8 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
                       mid_o, mid_lse, sm_scale, HQ,
                       DL: tl.constexpr, DR: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
                       PAGE: tl.constexpr, KV_FMT: tl.constexpr, INTERP: tl.constexpr, DECODE: tl.constexpr = 0,
-                      V_PARTS: tl.constexpr = 1, TOKENS_AS_M: tl.constexpr = False):
+                      V_PARTS: tl.constexpr = 1, TOKENS_AS_M: tl.constexpr = False,
+                      SPLIT_SCORES: tl.constexpr = False):
     """One split of one request for `BLOCK_H` query heads (and one of `V_PARTS` parts of the output).
 
     FP4 (`KV_FMT` nvfp4 or fp4_mx_block16): `kv_ptr` / `kvs_ptr` are the layer's packed rows
@@ -155,6 +172,9 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
     same `mid_lse`, so part 0 writes it). The query is converted to the dots' type once, before the loop.
     `TOKENS_AS_M`: the step's tokens are the dots' `M` (scores `c . q^T` `[BLOCK_N, BLOCK_H]`,
     output `c^T . p^T`), the query heads `N`, as the MHA kernel's `TOKENS_AS_M`.
+    `SPLIT_SCORES`: the score's parts (each NoPE part's even and odd halves, the RoPE part) are
+    independent dots, scaled and then summed, instead of one chain of dependent tensor-core
+    instructions over all 576 columns (see `_scores`).
     """
     b = tl.program_id(0)
     hg = tl.program_id(1) // V_PARTS
@@ -208,6 +228,10 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
     else:
         acc_a = tl.zeros((BLOCK_H, AW), dtype=tl.float32)
         acc_b = tl.zeros((BLOCK_H, AW), dtype=tl.float32)
+    if SPLIT_SCORES:  # the scores come out scaled (see `_scores`)
+        k_soft = 1.0
+    else:
+        k_soft = qk_scale
     m_i = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_H,), dtype=tl.float32)
     for t0 in range(lo, hi, BLOCK_N):
@@ -216,20 +240,20 @@ def mla_decode_stage1(qn_ptr, qn_sb, qn_sh, qr_ptr, qr_sb, qr_sh,
                                 DECODE, INTERP)
         c3a, c3b = _latent_tile(kv_ptr, kvs_ptr, slots, tmask, d_stride, s_stride, DL, DR, BLOCK_N, KV_FMT,
                                 DECODE, INTERP)
-        s = _scores(q1a, q1b, c1a, c1b, EVEN_ODD, TOKENS_AS_M, INTERP, F16)
+        s = _scores(q1a, q1b, c1a, c1b, qk_scale, EVEN_ODD, TOKENS_AS_M, INTERP, F16, SPLIT_SCORES)
         if V_PARTS == 2:  # (own + other) + rope: the same float sum, bit for bit, in both parts
             c2a, c2b = _latent_tile(kv_ptr, kvs_ptr, slots, tmask, d_stride, s_stride, other, DV, BLOCK_N, KV_FMT,
                                     DECODE, INTERP)
-            s = s + _scores(q2a, q2b, c2a, c2b, EVEN_ODD, TOKENS_AS_M, INTERP, F16)
-        s = s + _scores(q3a, q3b, c3a, c3b, EVEN_ODD, TOKENS_AS_M, INTERP, F16)
+            s = s + _scores(q2a, q2b, c2a, c2b, qk_scale, EVEN_ODD, TOKENS_AS_M, INTERP, F16, SPLIT_SCORES)
+        s = s + _scores(q3a, q3b, c3a, c3b, qk_scale, EVEN_ODD, TOKENS_AS_M, INTERP, F16, SPLIT_SCORES)
         # V is this part's NoPE latent itself
         if TOKENS_AS_M:
-            p, alpha, m_i, l_i = online_softmax_step_t(s, tmask, qk_scale, m_i, l_i)
+            p, alpha, m_i, l_i = online_softmax_step_t(s, tmask, k_soft, m_i, l_i)
             acc_a = acc_a * alpha[None, :] + _dot(tl.trans(c1a), p, INTERP, F16)
             if EVEN_ODD:
                 acc_b = acc_b * alpha[None, :] + _dot(tl.trans(c1b), p, INTERP, F16)
         else:
-            p, alpha, m_i, l_i = online_softmax_step(s, tmask, qk_scale, m_i, l_i)
+            p, alpha, m_i, l_i = online_softmax_step(s, tmask, k_soft, m_i, l_i)
             acc_a = acc_a * alpha[:, None] + _dot(p, c1a, INTERP, F16)
             if EVEN_ODD:
                 acc_b = acc_b * alpha[:, None] + _dot(p, c1b, INTERP, F16)
