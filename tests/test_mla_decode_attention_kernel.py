@@ -308,7 +308,7 @@ def test_bad_inputs():
 def test_stage1_compiles_for_sm90():
     """DeepSeek-V3's 512 + 64, both recipes, every decoder and the BF16 baseline: the stage-1 kernel
     compiles for sm_90 with tensor-core dots and no register spills at its default launch, and at
-    the benchmark's `v_parts`, 64-heads (`wgmma`) and tokens-as-M launches."""
+    the benchmark's `v_parts` (with `split_scores`), 64-heads (`wgmma`) and tokens-as-M launches."""
     code = textwrap.dedent("""
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("c", "scripts/compile_sm90.py")
@@ -319,13 +319,13 @@ def test_stage1_compiles_for_sm90():
         types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
                      kv_ptr="*u8", kvs_ptr="*u8", d_stride="i32", s_stride="i32", g_ptr="*fp32",
                      kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32", mid_lse="*fp32", sm_scale="fp32", HQ="i32")
-        for fmt, dec, (bn, w, bh, vp, tm) in (
-                ("fp4_mx_block16", "placement", (32, 4, 16, 1, 0)), ("nvfp4", "placement", (32, 4, 16, 1, 0)),
-                ("nvfp4", "cvt_f16", (32, 4, 16, 1, 0)), ("fp4_mx_block16", "prmt_bf16", (32, 4, 16, 1, 0)),
-                ("bf16", "placement", (32, 4, 16, 1, 0)), ("nvfp4", "cvt_f16", (32, 4, 16, 2, 0)),
-                ("nvfp4", "cvt_f16", (64, 8, 64, 2, 0)), ("bf16", "placement", (64, 4, 16, 1, 1))):
+        for fmt, dec, (bn, w, bh, vp, tm, ss) in (
+                ("fp4_mx_block16", "placement", (32, 4, 16, 1, 0, 0)), ("nvfp4", "placement", (32, 4, 16, 1, 0, 0)),
+                ("nvfp4", "cvt_f16", (32, 4, 16, 1, 0, 0)), ("fp4_mx_block16", "prmt_bf16", (32, 4, 16, 1, 0, 0)),
+                ("bf16", "placement", (32, 4, 16, 1, 0, 0)), ("nvfp4", "cvt_f16", (32, 4, 16, 2, 0, 1)),
+                ("nvfp4", "cvt_f16", (64, 8, 64, 2, 0, 0)), ("bf16", "placement", (64, 4, 16, 1, 1, 0))):
             consts = dict(DL=512, DR=64, BLOCK_H=bh, BLOCK_N=bn, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False,
-                          DECODE=DECODE_IDS[dec], V_PARTS=vp, TOKENS_AS_M=bool(tm))
+                          DECODE=DECODE_IDS[dec], V_PARTS=vp, TOKENS_AS_M=bool(tm), SPLIT_SCORES=bool(ss))
             t = dict(types, kv_ptr="*bf16", kvs_ptr="*bf16") if fmt == "bf16" else types
             k = triton.compile(c._src(mla_decode_stage1, t, consts, {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr",
                                "mid_o", "mid_lse", "kv_indptr", "kv_indices"}), target=c.TARGET,
