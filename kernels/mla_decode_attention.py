@@ -47,14 +47,33 @@ from nvfp4_kvcache.attention import _check_q
 from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
 
-__all__ = ["mla_decode_attention_fp4", "mla_decode_attention_dense", "MLA_DIMS", "MLA_BLOCK_H", "MLA_DECODES"]
+__all__ = ["mla_decode_attention_fp4", "mla_decode_attention_dense", "MLA_DIMS", "MLA_BLOCK_H", "MLA_DECODES",
+           "MLA_LAUNCH_CHOICES"]
 
 MLA_DIMS = (32, 64, 128, 256, 512)
 """Widths of the NoPE and RoPE parts the kernel handles (powers of two; DeepSeek-V3: 512 and 64)."""
 MLA_BLOCK_H = 16
-"""Query heads per stage-1 program (the smallest tensor-core `M`); the last group is masked."""
+"""Query heads per stage-1 program by default (the smallest tensor-core `M`); the last group is masked."""
 MLA_DECODES = ("placement", "cvt_f16", "prmt_bf16")
 """E2M1 decoders of `mla_decode_attention_fp4` (`decode=`), the MHA kernel's."""
+MLA_LAUNCH_CHOICES = {
+    "block_n": (16, 32, 64, 128),
+    "num_warps": (1, 2, 4, 8),
+    "num_stages": (1, 2, 3, 4),
+    "block_h": (16, 32, 64),
+    "v_parts": (1, 2),
+    "tokens_as_m": (False, True),
+    "split_scores": (False, True),
+}
+"""Allowed values of the stage-1 launch options (both entry points); anything else is refused.
+
+`block_h`: query heads per program (more heads per program decode each latent tile fewer times
+at 128 heads, with more accumulator registers); `v_parts`: programs that share one head group,
+each computing the full scores but accumulating `1/v_parts` of the output columns (half the
+accumulator registers at 2; the latent is decoded by each); `tokens_as_m`: the step's tokens in
+the tensor cores' `M` dimension and the heads in `N` (as the MHA kernel's `tokens_as_m`);
+`split_scores`: the score's parts as independent dots summed after scaling, shorter chains of
+dependent tensor-core instructions per step."""
 
 
 def mla_decode_attention_fp4(
@@ -74,6 +93,10 @@ def mla_decode_attention_fp4(
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 2,
+    block_h: int = MLA_BLOCK_H,
+    v_parts: int = 1,
+    tokens_as_m: bool = False,
+    split_scores: bool = False,
 ) -> torch.Tensor:
     """Decode attention of one query token per request over an FP4 MLA latent pool, read in place.
 
@@ -95,6 +118,11 @@ def mla_decode_attention_fp4(
         block_n: stage-1 tokens per step (default 32 on a GPU, 16 under the interpreter).
         num_warps: stage-1 warps per program (GPU).
         num_stages: stage-1 software-pipelining stages (GPU).
+        block_h: query heads per stage-1 program (`MLA_LAUNCH_CHOICES`).
+        v_parts: stage-1 programs per head group, each accumulating its share of the output columns.
+        tokens_as_m: tokens in the tensor cores' `M` dimension, heads in `N`.
+        split_scores: the score dot as independent partial dots (each latent part's even and odd
+            halves, the RoPE part), summed after scaling.
 
     Returns:
         `out_dtype [B, H, kv_lora_rank]` in latent space.
@@ -121,7 +149,8 @@ def mla_decode_attention_fp4(
     g = None if pool.kv_scales is None else pool.kv_scales[i : i + 1]
     return _run(q_nope, q_rope, kv, kvs, kv.stride(0), kvs.stride(0), g, _k.FMT_IDS[pool.recipe.name],
                 _k.DECODE_IDS[decode], dl, dr, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype,
-                validate, block_n, num_warps, num_stages)
+                validate, dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h,
+                               v_parts=v_parts, tokens_as_m=tokens_as_m, split_scores=split_scores))
 
 
 def mla_decode_attention_dense(
@@ -140,6 +169,10 @@ def mla_decode_attention_dense(
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 2,
+    block_h: int = MLA_BLOCK_H,
+    v_parts: int = 1,
+    tokens_as_m: bool = False,
+    split_scores: bool = False,
 ) -> torch.Tensor:
     """The same kernel over a BF16 latent cache (the baseline of `mla_decode_attention_fp4`).
 
@@ -159,6 +192,10 @@ def mla_decode_attention_dense(
         block_n: as `mla_decode_attention_fp4`.
         num_warps: as `mla_decode_attention_fp4`.
         num_stages: as `mla_decode_attention_fp4`.
+        block_h: as `mla_decode_attention_fp4`.
+        v_parts: as `mla_decode_attention_fp4`.
+        tokens_as_m: as `mla_decode_attention_fp4`.
+        split_scores: as `mla_decode_attention_fp4`.
 
     Returns:
         `out_dtype [B, H, kv_lora_rank]`.
@@ -210,12 +247,45 @@ def mla_decode_attention_dense(
         raise ValueError(f"kv_buffer's slot stride must be a multiple of its row length {dl + dr}, "
                          f"got {kv_buffer.stride(0)}")
     return _run(q_nope, q_rope, kv_buffer, kv_buffer, kv_buffer.stride(0), 0, None, _k.FMT_IDS["bf16"], 0, dl, dr,
-                kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype, validate, block_n, num_warps,
-                num_stages)
+                kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype, validate,
+                dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h, v_parts=v_parts,
+                     tokens_as_m=tokens_as_m, split_scores=split_scores))
+
+
+STAGE2_TILE = 4096
+"""Elements of one stage-2 program's `[splits, columns]` tile at most (32 float32 registers a thread
+at 4 warps): the latent columns are cut into chunks of a power of two, at least 32 wide."""
+
+
+def stage2_block_d(dl: int, num_kv_splits: int) -> int:
+    """Latent columns per stage-2 program: `dl` cut so that `splits x columns <= STAGE2_TILE`.
+
+    Examples:
+        >>> stage2_block_d(512, 32), stage2_block_d(512, 128), stage2_block_d(64, 3)
+        (128, 32, 64)
+    """
+    return max(32, min(dl, STAGE2_TILE // triton.next_power_of_2(num_kv_splits)))
+
+
+def _check_launch(launch: dict, dl: int) -> None:
+    """Refuse launch options outside `MLA_LAUNCH_CHOICES` (`block_n=None`: the default)."""
+    for key, allowed in MLA_LAUNCH_CHOICES.items():
+        v = launch[key]
+        if key == "block_n" and v is None:
+            continue
+        if key in ("tokens_as_m", "split_scores"):
+            ok = isinstance(v, (bool, int)) and v in allowed
+        else:
+            ok = not isinstance(v, bool) and isinstance(v, int) and v in allowed
+        if not ok:
+            raise ValueError(f"{key} must be one of {allowed}, got {v!r}")
+    if dl // launch["v_parts"] < 32:
+        raise ValueError(f"v_parts={launch['v_parts']} leaves {dl // launch['v_parts']} output columns per part; "
+                         "each part needs at least 32")
 
 
 def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv_indptr, kv_indices, sm_scale,
-         num_kv_splits, page_size, out_dtype, validate, block_n, num_warps, num_stages) -> torch.Tensor:
+         num_kv_splits, page_size, out_dtype, validate, launch) -> torch.Tensor:
     """The checks both entry points share, and the two launches."""
     for d, name in ((dl, "kv_lora_rank"), (dr, "qk_rope_head_dim")):
         if d not in MLA_DIMS:
@@ -234,6 +304,7 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
         raise ValueError(f"num_kv_splits must be a positive int, got {num_kv_splits!r}")
     if out_dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"out_dtype must be torch.float32 or torch.bfloat16, got {out_dtype}")
+    _check_launch(launch, dl)
     _mha._check_indices(kv_indptr, kv_indices, q_nope.shape[0], kv.shape[0], q_nope, validate)
     page = _mha._check_page(page_size)
     if validate and page > 1:
@@ -248,16 +319,19 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
     interp = _mha._interpreting()
     mid_o = torch.empty(batch, heads, num_kv_splits, dl, dtype=torch.float32, device=q_nope.device)
     mid_lse = torch.empty(batch, heads, num_kv_splits, dtype=torch.float32, device=q_nope.device)
-    extra = {} if interp else {"num_warps": num_warps, "num_stages": num_stages}
-    mla_decode_stage1[(batch, math.ceil(heads / MLA_BLOCK_H), num_kv_splits)](
+    extra = {} if interp else {"num_warps": launch["num_warps"], "num_stages": launch["num_stages"]}
+    bh, parts = launch["block_h"], launch["v_parts"]
+    mla_decode_stage1[(batch, math.ceil(heads / bh) * parts, num_kv_splits)](
         q_nope, q_nope.stride(0), q_nope.stride(1), q_rope, q_rope.stride(0), q_rope.stride(1),
         kv, kvs, d_stride, s_stride, g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
-        DL=dl, DR=dr, BLOCK_H=MLA_BLOCK_H, BLOCK_N=block_n or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
-        INTERP=interp, DECODE=decode, **extra,
+        DL=dl, DR=dr, BLOCK_H=bh, BLOCK_N=launch["block_n"] or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
+        INTERP=interp, DECODE=decode, V_PARTS=parts, TOKENS_AS_M=bool(launch["tokens_as_m"]),
+        SPLIT_SCORES=bool(launch["split_scores"]), **extra,
     )
-    _k.decode_stage2[(batch, heads)](
+    block_s = triton.next_power_of_2(num_kv_splits)
+    block_d = stage2_block_d(dl, num_kv_splits)
+    _k.decode_stage2[(batch, heads, dl // block_d)](
         mid_o, mid_lse, g, out, out.stride(0), out.stride(1), SPLITS=num_kv_splits, D=dl,
-        BLOCK_S=triton.next_power_of_2(num_kv_splits), KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16,
-        DECODE=decode,
+        BLOCK_S=block_s, KV_FMT=fmt, OUT_BF16=out_dtype == torch.bfloat16, DECODE=decode, BLOCK_D=block_d,
     )
     return out

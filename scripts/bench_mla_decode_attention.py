@@ -16,7 +16,7 @@ through one kernel design (`nvfp4_kvcache_triton.mla_decode_attention`), over a 
 Usage:
 
 ```text
-python scripts/bench_mla_decode_attention.py            # GPU (~1-2 min on an H200)
+python scripts/bench_mla_decode_attention.py            # GPU (~3 min on an H200)
 TRITON_INTERPRET=1 python scripts/bench_mla_decode_attention.py --smoke --out build/smoke/m.json   # CPU, toy sizes
 ```
 """
@@ -36,24 +36,37 @@ from benchkit.upstream import load_sglang_decode
 
 VARIANTS = ("bf16", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16", "nvfp4", "fp4_mx_block16")
 SMOKE_VARIANTS = ("bf16", "nvfp4+cvt_f16", "nvfp4", "fp4_mx_block16")
+BASE_LAUNCH = (32, 4, 2, 16, 1, 0, 0)
+"""The design as first measured: (block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m, split_scores)."""
 GRIDS = {
-    "bf16": [(32, 4, 2), (32, 8, 2), (64, 8, 2)],
-    "nvfp4+cvt_f16": [(32, 4, 2), (32, 8, 2), (64, 8, 2)],
-    "fp4_mx_block16+prmt_bf16": [(32, 4, 2), (32, 8, 2)],
+    16: [BASE_LAUNCH, (32, 4, 2, 16, 1, 0, 1), (32, 4, 2, 16, 2, 0, 0), (32, 4, 2, 16, 2, 0, 1),
+         (16, 4, 2, 16, 2, 0, 1), (32, 2, 2, 16, 2, 0, 1), (16, 2, 2, 16, 2, 0, 1), (32, 4, 2, 16, 2, 1, 0),
+         (64, 8, 2, 16, 2, 1, 0)],
+    128: [BASE_LAUNCH, (64, 8, 2, 64, 2, 0, 0), (64, 8, 2, 64, 2, 0, 1), (64, 8, 1, 64, 2, 0, 0),
+          (64, 8, 3, 64, 2, 0, 0), (32, 4, 2, 64, 2, 0, 0), (64, 8, 2, 32, 1, 0, 0)],
 }
-"""(block_n, num_warps, num_stages) per variant (stage 1 compiles without spills at each, sm_90);
-variants not listed run their default launch (32, 4, 2) only."""
-SPLITS = {16: (32, 64, 128), 128: (8, 16, 32)}
-"""Splits per query-head count: one program per 16 heads, so 16 heads need more splits to fill the card."""
+"""Stage-1 launches `(block_n, num_warps, num_stages, block_h, v_parts, tokens_as_m, split_scores)` per query-head
+count, timed for the variants of `FULL_GRID` (the others run `BASE_LAUNCH` only). Chosen from the
+offline sm_90 counts of `scripts/sass_mla_decode_attention.py` (`docs/data/perf/mla_decode_attention_sass.json`):
+at 16 heads the runs are latency-bound, so launches that put more programs on each SM (`v_parts=2`:
+fewer registers), shorter chains of dependent MMAs per step (`split_scores`) and the tokens-as-M
+forms (Hopper's `wgmma`); at 128 heads 64 heads per program
+(`wgmma`, the latent decoded twice instead of 8 times per token), `v_parts=2` keeping the
+accumulator in registers."""
+FULL_GRID = ("bf16", "nvfp4+cvt_f16", "fp4_mx_block16+prmt_bf16")
+SPLITS = {16: (32, 64, 128), 128: (8, 16)}
+"""Splits per query-head count: 16 heads need more splits to fill the card."""
+LAUNCH_KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
 HEADS = (16, 128)
 CHECK_REQUESTS = (0, 7)
 
 
 def launches(variant: str, shape: mla.Shape) -> list[dict]:
-    if shape.smoke:
-        return [dict(num_kv_splits=3)]
-    return [dict(num_kv_splits=s, block_n=n, num_warps=w, num_stages=st)
-            for n, w, st in GRIDS.get(variant, [(32, 4, 2)]) for s in SPLITS[shape.HQ]]
+    if shape.smoke:  # the default launch, and for the full-grid variants one with every new option set
+        return [dict(num_kv_splits=3)] + ([dict(num_kv_splits=3, block_h=32, v_parts=2, tokens_as_m=1, split_scores=1)]
+                                          if variant in FULL_GRID else [])
+    grid = GRIDS[shape.HQ] if variant in FULL_GRID else [BASE_LAUNCH]
+    return [dict(num_kv_splits=s, **dict(zip(LAUNCH_KEYS, launch))) for launch in grid for s in SPLITS[shape.HQ]]
 
 
 def _warm_worker(items: list) -> list[str]:
@@ -80,16 +93,15 @@ def _warm_worker(items: list) -> list[str]:
 
 
 def warm_items(variants, heads_list) -> list:
-    """Every stage-1 tile of every variant (first head count), every split count with its first tile."""
+    """Every stage-1 tile of every variant and head count, every split count with its first tile."""
     items = []
-    for i, heads in enumerate(heads_list):
+    for heads in heads_list:
         for v in variants:
             ls = launches(v, mla.Shape(False, heads))
-            if i == 0:
-                tiles = {}
-                for launch in ls:
-                    tiles.setdefault(tuple(sorted((k, x) for k, x in launch.items() if k != "num_kv_splits")), launch)
-                items += [(heads, v, launch) for launch in tiles.values()]
+            tiles = {}
+            for launch in ls:
+                tiles.setdefault(tuple(sorted((k, x) for k, x in launch.items() if k != "num_kv_splits")), launch)
+            items += [(heads, v, launch) for launch in tiles.values()]
             items += [(heads, v, dict(ls[0], num_kv_splits=s)) for s in sorted({x["num_kv_splits"] for x in ls})]
     return list({(h, v, tuple(sorted(launch.items()))): (h, v, launch) for h, v, launch in items}.values())
 

@@ -412,6 +412,61 @@ def mla_decode_attention() -> str:
                      rows))
 
 
+MLA_LAUNCH_KEYS = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
+MLA_LAUNCH_DEFAULTS = {"block_h": 16, "v_parts": 1, "tokens_as_m": 0, "split_scores": 0}
+"""The MLA stage-1 launch keys; runs made before the last four existed ran these values."""
+
+
+def _mla_launch(r: dict) -> tuple:
+    return tuple(int(r.get(k, MLA_LAUNCH_DEFAULTS.get(k, 0))) for k in MLA_LAUNCH_KEYS)
+
+
+def mla_decode_attention_sass() -> str:
+    """Offline sm_90 counts of the MLA stage-1 loop per launch and variant (`scripts/sass_mla_decode_attention.py`)."""
+    d = _perf("mla_decode_attention_sass.json")
+    variants = list(dict.fromkeys(r["variant"] for r in d["rows"]))
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in d["rows"]:
+        if "error" in r:
+            cell = "fails to compile"
+        else:
+            h = r["sass_per_element_at_heads"]
+            spill = f", {r['stack']} B stack" + (f" ({r['loop_local']} in loop)" if r["loop_local"] else "") \
+                if r["stack"] else ""
+            chain = f", chain {r['hmma_chain']}" if r["hmma_chain"] else ""
+            cell = (f"{r['reg']} regs{spill}, {r['ctas_per_sm']}/SM{', wgmma' if r['wgmma'] else ''}{chain}; "
+                    f"**{h['16']:.1f}** / **{h['128']:.1f}**")
+        cells.setdefault(_mla_launch(r), {})[r["variant"]] = cell
+    rows = [[" / ".join(str(x) for x in k)] + [c.get(v, "-") for v in variants] for k, c in cells.items()]
+    head = (f"Triton {d['triton']}, `{d['target']}`, latent {d['kv_lora_rank']} + {d['qk_rope_head_dim']}, page "
+            f"{d['page']}; `{d['command']}`. Each cell: registers a thread (and spill stack), programs per SM, "
+            "the longest chain of dependent `HMMA`s in the loop, and the loop's SASS per latent element over "
+            "all query heads at 16 / 128 heads.\n\n")
+    s2 = _table(["splits", "columns per program", "registers", "spill stack (bytes)", "SASS"],
+                [[r["splits"], r["block_d"] or d["kv_lora_rank"], r["reg"], r["stack"], r["sass"]] for r in d["stage2"]])
+    return (head + _table([" / ".join(MLA_LAUNCH_KEYS)] + [f"`{v}`" for v in variants], rows)
+            + "\nStage 2 (the merge of the splits, 4 warps), one program per head or per column chunk:\n\n" + s2)
+
+
+def mla_decode_attention_tried() -> str:
+    """Every launch the committed MLA run timed: the best time over its split counts, per variant."""
+    d = _perf("mla_decode_attention.json")
+    out = []
+    for heads, sh in d["shapes"].items():
+        variants = [r["format"] for r in sh["rows"]]
+        best: dict[tuple, dict[str, float]] = {}
+        for r in sh["rows"]:
+            for t in r["tried"]:
+                if "ms" in t:
+                    cur = best.setdefault(_mla_launch(t), {})
+                    cur[r["format"]] = min(cur.get(r["format"], math.inf), t["ms"])
+        rows = [[" / ".join(str(x) for x in k)] + [f"{1000 * c[v]:.1f}" if v in c else "-" for v in variants]
+                for k, c in sorted(best.items())]
+        out.append(f"{heads} query heads, time in us (best over the split counts):\n\n"
+                   + _table([" / ".join(MLA_LAUNCH_KEYS)] + [f"`{v}`" for v in variants], rows))
+    return f"{d['device']}; {d['date']}; `{d['command']}`.\n\n" + "\n".join(out)
+
+
 def wheel_size(data: dict | None = None) -> str:
     """The wheel's size and the golden vectors' share of it, from `docs/data/package/wheel.json`."""
     d = data or json.loads((DATA / "package" / "wheel.json").read_text())
@@ -650,6 +705,8 @@ TABLES = {
     "decode_attention_shapes": decode_attention_shapes,
     "decode_attention_shapes_tuned": decode_attention_shapes_tuned,
     "mla_decode_attention": mla_decode_attention,
+    "mla_decode_attention_sass": mla_decode_attention_sass,
+    "mla_decode_attention_tried": mla_decode_attention_tried,
     "wheel_size": wheel_size,
     "capacity": _capacity,
     "capacity_gpus": _capacity_gpus,

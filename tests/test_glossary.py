@@ -21,7 +21,7 @@ GLOSSARY = ROOT / "docs" / "glossary.md"
 ABBREVIATIONS = ROOT / "docs" / "includes" / "abbreviations.md"
 
 JARGON = ["NoPE", "RoPE", "GenMHA", "HiCache", "split-KV", "ulp", "binade", "NaN", "Inf", "MoE", "amax",
-          "trtllm-gen"]
+          "trtllm-gen", "wgmma"]
 """Jargon that the capitals rule cannot see (mixed or lower case), matched as whole words."""
 
 NAMES = {

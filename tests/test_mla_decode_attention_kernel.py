@@ -5,6 +5,8 @@ float64 oracle (`nvfp4_kvcache.attention.mla_decode_attention`).
   tokens, both recipes, pages 1 and 16, head groups with masked heads, splits, errors;
 * the other decoders (`cvt_f16` for nvfp4) and the BF16 latent baseline
   (`mla_decode_attention_dense`), the same kernel design;
+* the stage-1 launch options (`block_h`, `v_parts`, `tokens_as_m`, `split_scores`) against the oracle, and their
+  refusal of values outside `MLA_LAUNCH_CHOICES`; stage 2 in column chunks;
 * the stage-1 kernel compiles for `sm_90` (subprocess, no interpreter), every decoder and the baseline;
 * `scripts/bench_mla_decode_attention.py --smoke` runs;
 * `-m gpu`: full size on a GPU.
@@ -23,7 +25,12 @@ import pytest
 import torch
 
 from nvfp4_kvcache_triton.decode_attention import attention_close, attention_tolerance
-from nvfp4_kvcache_triton.mla_decode_attention import mla_decode_attention_dense, mla_decode_attention_fp4
+from nvfp4_kvcache_triton.mla_decode_attention import (
+    MLA_LAUNCH_CHOICES,
+    mla_decode_attention_dense,
+    mla_decode_attention_fp4,
+    stage2_block_d,
+)
 from nvfp4_kvcache.attention import mla_decode_attention, ragged_attention
 from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 
@@ -86,6 +93,74 @@ def test_cvt_f16_decoder_matches_oracle(dl, dr, heads, page):
     out = mla_decode_attention_fp4(qn * 30, qr * 30, pool, 0, indptr, idx, sm_scale=1 / math.sqrt(192) / 30,
                                    num_kv_splits=3, page_size=page, decode="cvt_f16")
     _check(pool, qn * 30, qr * 30, indptr, idx, 1 / math.sqrt(192) / 30, out)
+
+
+LAUNCH_FORMS = [dict(v_parts=2), dict(v_parts=2, split_scores=True), dict(tokens_as_m=True, split_scores=True),
+                dict(block_h=32, v_parts=2, tokens_as_m=True)]
+LAUNCH_IDS = ["v_parts2", "v_parts2-split", "tokens_as_m-split", "block_h32-v2-tm"]
+
+
+@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=LAUNCH_IDS)
+@pytest.mark.parametrize("recipe,decode", [("nvfp4", "cvt_f16"), ("fp4_mx_block16", "placement")])
+def test_launch_options_match_oracle(recipe, decode, launch):
+    """Each launch form against the oracle, 20 heads (a masked head group), pages of 16, 3 splits."""
+    gen = torch.Generator().manual_seed(21)
+    pool, qn, qr, indptr, idx = _case(recipe, 64, 32, 20, 16, [1, 37, 50], gen)
+    out = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=3, page_size=16,
+                                   decode=decode, **launch)
+    _check(pool, qn, qr, indptr, idx, 0.1, out)
+
+
+@pytest.mark.parametrize("launch", LAUNCH_FORMS, ids=LAUNCH_IDS)
+def test_launch_options_bf16_baseline(launch):
+    """The BF16 latent baseline under each launch form equals its default launch (float32 dots
+    under the interpreter: the same values up to the summation order)."""
+    gen = torch.Generator().manual_seed(22)
+    kv = torch.randn(80, 1, 96, generator=gen).bfloat16()
+    qn, qr = torch.randn(2, 20, 64, generator=gen), torch.randn(2, 20, 32, generator=gen)
+    ip, ix = torch.tensor([0, 9, 60]), torch.randperm(79, generator=gen)[:60] + 1
+    kw = dict(kv_lora_rank=64, sm_scale=0.1, num_kv_splits=2)
+    ref = mla_decode_attention_dense(qn, qr, kv, ip, ix, **kw)
+    out = mla_decode_attention_dense(qn, qr, kv, ip, ix, **kw, **launch)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_v_parts_halves_land_in_their_columns():
+    """`v_parts=2`: with one token per request (weight 1) each program writes exactly its half of
+    the latent row, in the columns stage 2 puts back in order."""
+    gen = torch.Generator().manual_seed(23)
+    pool, qn, qr, _, idx = _case("nvfp4", 64, 32, 16, 1, [1, 1], gen)
+    out = mla_decode_attention_fp4(qn, qr, pool, 0, torch.arange(3), idx, sm_scale=0.3, v_parts=2)
+    c = pool.gather_kv(0, idx, dtype=torch.float32)[:, :, :64]
+    assert torch.equal(out, c.expand(-1, 16, -1))
+
+
+def test_launch_option_refusals():
+    """Values outside `MLA_LAUNCH_CHOICES` (and a part narrower than 32 columns) are refused."""
+    gen = torch.Generator().manual_seed(24)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 1, [3], gen)
+    for key, bad in (("block_h", 8), ("block_h", 24), ("v_parts", 3), ("v_parts", True), ("tokens_as_m", 2),
+                     ("block_n", 48), ("num_warps", 3), ("num_stages", 0), ("block_h", 16.0),
+                     ("split_scores", "yes")):
+        with pytest.raises(ValueError, match=f"{key} must be one of"):
+            mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, **{key: bad})
+    assert set(MLA_LAUNCH_CHOICES) == {"block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m",
+                                       "split_scores"}
+    small = MLATokenToKVPoolFP4(size=16, page_size=1, layer_num=1, kv_lora_rank=32, qk_rope_head_dim=32)
+    with pytest.raises(ValueError, match="at least 32"):
+        mla_decode_attention_fp4(torch.randn(1, 16, 32), torch.randn(1, 16, 32), small, 0, torch.tensor([0, 1]),
+                                 torch.tensor([1]), sm_scale=1.0, v_parts=2)
+
+
+def test_stage2_column_chunks():
+    """Stage 2 cut into column chunks (many splits) gives the same output as one program per head."""
+    assert [stage2_block_d(512, s) for s in (8, 16, 32, 64, 128)] == [512, 256, 128, 64, 32]
+    assert stage2_block_d(32, 1000) == 32
+    gen = torch.Generator().manual_seed(25)
+    pool, qn, qr, indptr, idx = _case("fp4_mx_block16", 64, 32, 16, 16, [90], gen)
+    many = mla_decode_attention_fp4(qn, qr, pool, 0, indptr, idx, sm_scale=0.1, num_kv_splits=90, page_size=16)
+    assert stage2_block_d(64, 90) == 32      # two column chunks per head
+    _check(pool, qn, qr, indptr, idx, 0.1, many)
 
 
 def test_decoder_argument():
@@ -155,6 +230,9 @@ def test_bench_script_smoke(tmp_path):
     for sh in data["shapes"].values():
         assert all(c["ok"] for c in sh["correctness"]) and not sh["dropped_variants"]
         assert set(sh["summary"]) == {"nvfp4", "fp4_mx_block16"}
+        bf16 = next(r for r in sh["rows"] if r["format"] == "bf16")
+        assert any(t.get("v_parts") == 2 and t.get("tokens_as_m") and t.get("split_scores") and "ms" in t
+                   for t in bf16["tried"])
         assert sh["sglang_triton_mla_bf16"]["ran"] and sh["sglang_triton_mla_bf16"]["max_abs_diff_vs_our_bf16"] < 1e-4
 
 
@@ -229,7 +307,8 @@ def test_bad_inputs():
 
 def test_stage1_compiles_for_sm90():
     """DeepSeek-V3's 512 + 64, both recipes, every decoder and the BF16 baseline: the stage-1 kernel
-    compiles for sm_90 with tensor-core dots and no register spills at its default launch."""
+    compiles for sm_90 with tensor-core dots and no register spills at its default launch, and at
+    the benchmark's `v_parts` (with `split_scores`), 64-heads (`wgmma`) and tokens-as-M launches."""
     code = textwrap.dedent("""
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("c", "scripts/compile_sm90.py")
@@ -240,23 +319,27 @@ def test_stage1_compiles_for_sm90():
         types = dict(qn_ptr="*bf16", qn_sb="i32", qn_sh="i32", qr_ptr="*bf16", qr_sb="i32", qr_sh="i32",
                      kv_ptr="*u8", kvs_ptr="*u8", d_stride="i32", s_stride="i32", g_ptr="*fp32",
                      kv_indptr="*i64", kv_indices="*i64", mid_o="*fp32", mid_lse="*fp32", sm_scale="fp32", HQ="i32")
-        for fmt, dec in (("fp4_mx_block16", "placement"), ("nvfp4", "placement"), ("nvfp4", "cvt_f16"),
-                         ("fp4_mx_block16", "prmt_bf16"), ("bf16", "placement")):
-            consts = dict(DL=512, DR=64, BLOCK_H=16, BLOCK_N=32, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False,
-                          DECODE=DECODE_IDS[dec])
+        for fmt, dec, (bn, w, bh, vp, tm, ss) in (
+                ("fp4_mx_block16", "placement", (32, 4, 16, 1, 0, 0)), ("nvfp4", "placement", (32, 4, 16, 1, 0, 0)),
+                ("nvfp4", "cvt_f16", (32, 4, 16, 1, 0, 0)), ("fp4_mx_block16", "prmt_bf16", (32, 4, 16, 1, 0, 0)),
+                ("bf16", "placement", (32, 4, 16, 1, 0, 0)), ("nvfp4", "cvt_f16", (32, 4, 16, 2, 0, 1)),
+                ("nvfp4", "cvt_f16", (64, 8, 64, 2, 0, 0)), ("bf16", "placement", (64, 4, 16, 1, 1, 0))):
+            consts = dict(DL=512, DR=64, BLOCK_H=bh, BLOCK_N=bn, PAGE=16, KV_FMT=FMT_IDS[fmt], INTERP=False,
+                          DECODE=DECODE_IDS[dec], V_PARTS=vp, TOKENS_AS_M=bool(tm), SPLIT_SCORES=bool(ss))
             t = dict(types, kv_ptr="*bf16", kvs_ptr="*bf16") if fmt == "bf16" else types
             k = triton.compile(c._src(mla_decode_stage1, t, consts, {"qn_ptr", "qr_ptr", "kv_ptr", "kvs_ptr",
                                "mid_o", "mid_lse", "kv_indptr", "kv_indices"}), target=c.TARGET,
-                               options={"num_warps": 4, "num_stages": 2})
+                               options={"num_warps": w, "num_stages": 2})
             sass = c._cuobjdump(k.asm["cubin"], "-sass")
-            print(fmt, dec, c.resources(k.asm["cubin"]), "HMMA" in sass)
+            print(fmt, dec, c.resources(k.asm["cubin"]), "HMMA" in sass or "HGMMA" in sass)
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 5 and all(line.endswith("True") and "LOCAL:0" in line for line in lines), proc.stdout
+    assert len(lines) == 8 and all(line.endswith("True") and "LOCAL:0" in line and "STACK:0" in line
+                                   for line in lines), proc.stdout
 
 
 @pytest.mark.gpu
@@ -278,3 +361,34 @@ def test_gpu_full_size(recipe, decode):
                                    idx[:3].cuda(), sm_scale=0.1, decode=decode)
     c = pool.gather_kv(0, idx[:3], dtype=torch.float32)[:, :, :512]
     assert torch.equal(one.cpu(), c.expand(-1, 16, -1))                    # weight 1: the latent rows exactly
+
+
+def test_bench_grid_is_counted_offline_and_logged():
+    """Every launch the benchmark times is compiled by `scripts/sass_mla_decode_attention.py`
+    (its counts are in the committed data file, none failed), and the variant log prints the
+    same grid."""
+    import ast
+    import importlib.util
+    import json
+    import re
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_mla", ROOT / "scripts" / "bench_mla_decode_attention.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    data = json.loads((ROOT / "docs" / "data" / "perf" / "mla_decode_attention_sass.json").read_text())
+    keys = ("block_n", "num_warps", "num_stages", "block_h", "v_parts", "tokens_as_m", "split_scores")
+    counted = {(r["variant"], tuple(r[k] for k in keys)) for r in data["rows"] if "error" not in r}
+    for heads, grid in bench.GRIDS.items():
+        assert grid[0] == bench.BASE_LAUNCH
+        for launch in grid:
+            for v in bench.FULL_GRID:
+                assert (v, launch) in counted, (heads, v, launch)
+            for k, x in zip(keys, launch):
+                assert x in MLA_LAUNCH_CHOICES[k], (k, x)
+    notes = (ROOT / "docs" / "kernels" / "decode_attention_notes.md").read_text()
+    m = re.search(r"^MLA_GRID = (\{.*?^\})", notes, re.S | re.M)
+    assert m and ast.literal_eval(m.group(1)) == bench.GRIDS

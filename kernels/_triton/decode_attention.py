@@ -780,8 +780,13 @@ def decode_stage1(q_ptr, q_sb, q_sh,
 @triton.jit
 def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
                   SPLITS, D: tl.constexpr, BLOCK_S: tl.constexpr,
-                  KV_FMT: tl.constexpr, OUT_BF16: tl.constexpr, DECODE: tl.constexpr = 0):
+                  KV_FMT: tl.constexpr, OUT_BF16: tl.constexpr, DECODE: tl.constexpr = 0,
+                  BLOCK_D: tl.constexpr = 0):
     """Merge the splits of one (request, query head) by LSE; apply the output scale; write `out[b, h]`.
+
+    `BLOCK_D = 0`: one program per (request, head) takes all `D` columns; otherwise grid axis 2 runs
+    over `D / BLOCK_D` column chunks (smaller register tiles `[BLOCK_S, BLOCK_D]` when there are
+    many splits or wide rows, as MLA's 512 latent columns).
 
     Output scale: `gv * 2**14` for FP4 (V global scale, or 1.0, times the undone E2M1 placement;
     `2**6` for `decode="cvt_f16"`),
@@ -795,7 +800,8 @@ def decode_stage2(mid_o, mid_lse, gv_ptr, out_ptr, o_sb, o_sh,
     m = tl.max(lse, 0)
     w = tl.exp2(lse - m)
     w = w / tl.sum(w, 0)
-    cols = tl.arange(0, D)
+    DC: tl.constexpr = D if BLOCK_D == 0 else BLOCK_D
+    cols = tl.program_id(2) * DC + tl.arange(0, DC)
     part = tl.load(mid_o + (row * SPLITS + sp[:, None]) * D + cols[None, :], mask=(sp < SPLITS)[:, None], other=0.0)
     o = tl.sum(part * w[:, None], 0)
     scale = tl.load(gv_ptr) * undo_decode_factor(KV_FMT, DECODE)
