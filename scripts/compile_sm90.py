@@ -60,7 +60,7 @@ def _launch_tile(kind: str, recipe: str, row: int, tok: int) -> tuple[int, int]:
     return min(tok, max(1, elems // triton.next_power_of_2(row))), warps
 
 
-def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: int):
+def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: int, cap: bool = True):
     x_t = {"fp32": "*fp32", "bf16": "*i32", "fp16": "*i32"}[in_dtype]
     types = {}
     for i in "01":
@@ -68,7 +68,8 @@ def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: i
                       f"ss{i}": "i32", f"g{i}": "*fp32"})
     types.update(loc_ptr="*i64" if has_loc else "*u8", n_rows="i32")
     r = RECIPES[recipe]
-    tok, _ = _launch_tile("quantize", recipe, row, tok)
+    if cap:
+        tok, _ = _launch_tile("quantize", recipe, row, tok)
     constexprs = dict(RECIPE=RECIPE_IDS[recipe], BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
                       TOK=tok, IN_KIND={"fp32": fp4.IN_F32, "bf16": fp4.IN_BF16, "fp16": fp4.IN_F16}[in_dtype].value,
                       HAS_LOC=has_loc, HW_FMA=True)
