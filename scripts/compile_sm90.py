@@ -37,7 +37,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
 from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id  # noqa: E402
-from nvfp4_kvcache_triton.launch import TUNING  # noqa: E402
+from nvfp4_kvcache_triton.launch import DEVICE_LAUNCHES, TUNING  # noqa: E402
 from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -54,9 +54,13 @@ def _src(fn, types: dict[str, str], constexprs: dict[str, object], div16: set[st
 
 
 def _launch_tile(kind: str, recipe: str, row: int, tok: int) -> tuple[int, int]:
-    """(TOK, num_warps): `tok` capped at the launcher's elements per program for the recipe, and its warps."""
-    elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
-    warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
+    """(TOK, num_warps): of the launches the launcher can pick for the recipe (the `TUNING`
+    defaults and every GPU's `DEVICE_LAUNCHES` entry), the one with the most elements per thread
+    (the most registers); `tok` capped at its elements per program."""
+    options = [(TUNING[f"{kind}_elems"], TUNING[f"{kind}_warps"])]
+    options += [(e["elems"], e["warps"]) for table in DEVICE_LAUNCHES.values()
+                for key, e in table.items() if key == f"{kind}:{recipe}"]
+    elems, warps = max(options, key=lambda o: o[0] / o[1])
     return min(tok, max(1, elems // triton.next_power_of_2(row))), warps
 
 

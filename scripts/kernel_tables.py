@@ -113,6 +113,29 @@ def sweep(data: dict | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def launches(data: dict | None = None) -> str:
+    """The per-GPU launch table of the kernels (`nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES`,
+    which a test keeps equal to each GPU's committed sweep), and the defaults for the rest."""
+    from nvfp4_kvcache_triton.launch import DEVICE_LAUNCHES, TUNING
+
+    d = data or load()
+    used = d.get("launches", {})
+    rows = []
+    for device, table in DEVICE_LAUNCHES.items():
+        for key, e in table.items():
+            kind, recipe = key.split(":")
+            rows.append([device, f"`{recipe}`", kind, e["elems"], e["warps"], e["elems"] // (32 * e["warps"])])
+    for kind in ("quantize", "dequantize"):
+        e, w = TUNING[f"{kind}_elems"], TUNING[f"{kind}_warps"]
+        rows.append(["any other GPU or recipe", "", kind, e, w, e // (32 * w)])
+    note = ""
+    if used and d["device"] not in DEVICE_LAUNCHES:
+        note = (f"\nThe committed run's card ({d['device']}) has no entry yet: it measured with the "
+                "defaults or another card's launches, as its JSON records under `launches`.\n")
+    return _table(["GPU", "recipe", "kernel", "elements per program", "warps", "elements per thread"], rows,
+                  "|---|---|---|---:|---:|---:|") + note
+
+
 def values(data: dict | None = None) -> dict[str, str]:
     """Numbers the Kernels chapter's prose uses."""
     d = data or load()
@@ -130,4 +153,5 @@ TABLES = {
     "quant_kernels_main": main_table,
     "quant_kernels_goals": goals,
     "quant_kernels_sweep": sweep,
+    "quant_kernels_launches": launches,
 }
