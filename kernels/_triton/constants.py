@@ -131,3 +131,7 @@ RNE_MAGIC_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", float(1 << F
 # decode: code bits << 22 read as float32 is the E2M1 value times 2**(E2M1.bias - 127) (code 1 is
 # the float32 subnormal 2**-127); one multiply by 2**(127 - E2M1.bias) restores it exactly
 E2M1_DECODE_SCALE = tl.constexpr(math.ldexp(1.0, F32_BIAS - E2M1.bias))   # 2**126
+# encode, the same alignment backwards: |y| * 2**-126 puts E2M1's smallest normal (1.0) on
+# float32's (2**-126), so E2M1's subnormals (step 0.5) are float32 subnormals (a fixed step too)
+# and one rounding of the bits at bit 22 gives every code; exact when |y| has few significant bits
+E2M1_ENCODE_SCALE = tl.constexpr(math.ldexp(1.0, E2M1.bias - F32_BIAS))   # 2**-126
