@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--copy-gbps", type=float, default=None, help="the card's copy bandwidth, for the ceiling's share")
     ap.add_argument("--dump", help="RECIPE:OP: print that kernel's SASS")
     ap.add_argument("--json", help="write the rows here")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     recipes = args.recipe or list(RECIPES)
     rows = measure(recipes, args.elems, args.warps, args.sms, args.ghz, args.copy_gbps, args.dump)

@@ -81,6 +81,7 @@ from nvfp4_kvcache_triton._triton.constants import (
     E2M1_SUB_INV,
     E2M1_DECODE_SCALE,
     E2M1_ENCODE_SCALE,
+    E2M1_SMALL_MAX,
     E2M1_MAG_MASK,
 )
 
@@ -102,21 +103,25 @@ def e2m1_magnitude(m, TIES_AWAY: tl.constexpr):
     """`|y|` (float32, >= 0, not NaN) -> E2M1 magnitude code 0..7 (int32), saturating at 6.
 
     `|y| >= 1` (E2M1 normals): round the float32 mantissa to E2M1's one bit by integer
-    arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even, clear the dropped
-    bits; a carry rolls into the exponent), then `bits >> 22` is `exponent << 1 | mantissa`
-    and the code is that minus `126 << 1`. `|y| < 1` (0, 0.5, 1: a fixed step of 0.5):
-    ties-to-even is `2|y| + 2**23` rounded by the float32 add; ties-away counts the two
-    midpoints 0.25 and 0.75.
+    arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even; a carry rolls
+    into the exponent), then `bits >> 22` is `exponent << 1 | mantissa` and the code is that
+    minus `126 << 1` (`normal`). `|y| < 2` (a fixed step of 0.5): ties-to-even is
+    `2|y| + 2**23` rounded by the float32 FMA (`small`, from `min(|y|, 2)`, so at most 4);
+    ties-away counts the two midpoints 0.25 and 0.75 below 1. Ties-to-even needs no select:
+    below 1 `normal` rounds on a coarser grid at a lower exponent and is at most `small`, from 1
+    to 2 the two agree, above 2 `small` is 4 and `normal` at least 4, so the code is
+    `max(small, normal)`.
     """
     m = tl.minimum(m, E2M1_MAXV)
     b = m.to(tl.int32, bitcast=True)
     if TIES_AWAY:
-        r = (b + E2M1_HALF) & E2M1_KEEP
+        r = (b + E2M1_HALF) >> E2M1_DROP
         small = (m >= MID0).to(tl.int32) + (m >= MID1).to(tl.int32)
+        return tl.where(m >= E2M1_MIN_NORMAL, r - E2M1_CODE_OFFSET, small)
     else:
-        r = (b + E2M1_HALF_M1 + ((b >> E2M1_DROP) & 1)) & E2M1_KEEP
-        small = (m * E2M1_SUB_INV + RNE_MAGIC).to(tl.int32, bitcast=True) - RNE_MAGIC_BITS
-    return tl.where(m >= E2M1_MIN_NORMAL, (r >> E2M1_DROP) - E2M1_CODE_OFFSET, small)
+        normal = ((b + (E2M1_HALF_M1 - (E2M1_CODE_OFFSET << E2M1_DROP)) + ((b >> E2M1_DROP) & 1)) >> E2M1_DROP)
+        small = (tl.minimum(m, E2M1_SMALL_MAX) * E2M1_SUB_INV + RNE_MAGIC).to(tl.int32, bitcast=True) - RNE_MAGIC_BITS
+        return tl.maximum(small, normal)
 
 
 @triton.jit
