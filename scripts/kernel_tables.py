@@ -136,6 +136,29 @@ def launches(data: dict | None = None) -> str:
                   "|---|---|---|---:|---:|---:|") + note
 
 
+SASS = ROOT / "docs" / "data" / "perf" / "quant_kernels_sass.json"
+
+
+def sass(data: dict | None = None, counts: dict | None = None) -> str:
+    """SASS instructions per element of every kernel and recipe (`scripts/sass_quant_kernels.py`)
+    and the issue-bound ceiling that follows, as a share of the measured card's copy bandwidth."""
+    d = data or load()
+    c = counts or json.loads(SASS.read_text(encoding="utf-8"))
+    copy = d["copy_gbps"]
+    rows = [[f"`{r['recipe']}`", r["op"], f"{r['elems']} x {r['warps']}", f"{r['elements_per_thread']:g}",
+             r["resources"].split()[0].removeprefix("REG:"), f"{r['sass_per_element']:.1f}",
+             f"{r['bytes_per_element']:.4g}",
+             f"{r['issue_ceiling_gbps']:.0f}", f"{r['issue_ceiling_gbps'] / copy:.0%}"]
+            for r in c["rows"]]
+    head = (f"SASS for sm_90 from Triton {c['triton']} (`{c['command']}`): instructions one thread runs "
+            f"per element it handles, bf16 in or out. Ceiling: {c['sms']} SMs issuing 4 warp-instructions "
+            f"per cycle at {c['ghz']} GHz, in bytes moved per second; its share is of the copy bandwidth "
+            f"measured on {d['device']} ({copy:.0f} GB/s).\n\n")
+    return head + _table(["recipe", "operation", "elements x warps", "elements per thread", "registers",
+                          "SASS per element", "bytes per element", "ceiling GB/s", "of copy"], rows,
+                         "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
 def values(data: dict | None = None) -> dict[str, str]:
     """Numbers the Kernels chapter's prose uses."""
     d = data or load()
@@ -154,4 +177,5 @@ TABLES = {
     "quant_kernels_goals": goals,
     "quant_kernels_sweep": sweep,
     "quant_kernels_launches": launches,
+    "quant_kernels_sass": sass,
 }

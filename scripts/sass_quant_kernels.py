@@ -19,8 +19,8 @@ output, not a timing.
 Usage:
 
 ```text
-python scripts/sass_quant_kernels.py                       # table, tiles of 1024 x 1 warp
-python scripts/sass_quant_kernels.py --elems 2048 --warps 2
+python scripts/sass_quant_kernels.py                       # quantize 1024 x 1 warp, dequantize 2048 x 8
+python scripts/sass_quant_kernels.py --elems 2048 --warps 2 --deq-elems 4096 --deq-warps 8
 python scripts/sass_quant_kernels.py --json out.json --copy-gbps 4248
 python scripts/sass_quant_kernels.py --dump nvfp4:quantize  # also print that kernel's SASS
 ```
@@ -65,9 +65,16 @@ def _instructions(sass: str) -> list[tuple[int, str]]:
 
 
 def executed_count(sass: str) -> int:
-    """Instructions of the kernel, without `NOP` padding and the closing self-branch (`BRA` to itself)."""
+    """Instructions of the kernel, without `NOP` padding, the closing self-branch (`BRA` to
+    itself) and subroutines (from the first `CALL` target on: the slow path of an IEEE division
+    `div.rn`, which runs only for operands near the ends of the float32 range)."""
+    ins = _instructions(sass)
+    calls = [int(m.group(1), 16) for _, t in ins for m in [re.search(r"CALL\.REL\.NOINC\s+(0x[0-9a-f]+)", t)] if m]
+    end = min(calls) if calls else None
     n = 0
-    for addr, text in _instructions(sass):
+    for addr, text in ins:
+        if end is not None and addr >= end:
+            break
         if text.startswith("NOP") or text == f"BRA {hex(addr)}":
             continue
         n += 1
@@ -81,10 +88,12 @@ def variant(op: str, recipe: str, elems: int):
     return _c.dequantize_variant(recipe, fp4.OUT_BF16.value, op == "gather_dequantize", ROW, tok), tok
 
 
-def measure(recipes, elems: int, warps: int, sms: int, ghz: float, copy_gbps: float | None, dump: str | None):
+def measure(recipes, tiles: dict[str, tuple[int, int]], sms: int, ghz: float, copy_gbps: float | None,
+            dump: str | None):
     rows = []
     for recipe in recipes:
         for op in OPS:
+            elems, warps = tiles["quantize" if op in ("quantize", "store_kv") else "dequantize"]
             src, tok = variant(op, recipe, elems)
             k = triton.compile(src, target=_c.TARGET, options={"num_warps": warps})
             sass = _c._cuobjdump(k.asm["cubin"], "-sass")
@@ -97,7 +106,7 @@ def measure(recipes, elems: int, warps: int, sms: int, ghz: float, copy_gbps: fl
             ceiling_gbps = 4 * sms * ghz * 1e9 * 32 / spe * bpe / 1e9
             row = {"recipe": recipe, "op": op, "elems": tok * ROW, "warps": warps,
                    "resources": _c.resources(k.asm["cubin"]), "sass": n, "sass_per_element": round(spe, 3),
-                   "bytes_per_element": bpe, "issue_ceiling_gbps": round(ceiling_gbps)}
+                   "elements_per_thread": per_thread, "bytes_per_element": bpe, "issue_ceiling_gbps": round(ceiling_gbps)}
             if copy_gbps:
                 row["issue_ceiling_frac_of_copy"] = round(ceiling_gbps / copy_gbps, 3)
             rows.append(row)
@@ -109,8 +118,10 @@ def measure(recipes, elems: int, warps: int, sms: int, ghz: float, copy_gbps: fl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--elems", type=int, default=1024, help="elements per program (a multiple of 1024)")
-    ap.add_argument("--warps", type=int, default=1)
+    ap.add_argument("--elems", type=int, default=1024, help="quantize: elements per program (a multiple of 1024)")
+    ap.add_argument("--warps", type=int, default=1, help="quantize: warps")
+    ap.add_argument("--deq-elems", type=int, default=2048, help="dequantize: elements per program")
+    ap.add_argument("--deq-warps", type=int, default=8, help="dequantize: warps")
     ap.add_argument("--recipe", action="append", help="only these recipes (repeatable)")
     ap.add_argument("--sms", type=int, default=132)
     ap.add_argument("--ghz", type=float, default=1.98, help="SM clock under load")
@@ -120,7 +131,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
     recipes = args.recipe or list(RECIPES)
-    rows = measure(recipes, args.elems, args.warps, args.sms, args.ghz, args.copy_gbps, args.dump)
+    tiles = {"quantize": (args.elems, args.warps), "dequantize": (args.deq_elems, args.deq_warps)}
+    rows = measure(recipes, tiles, args.sms, args.ghz, args.copy_gbps, args.dump)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "triton": triton.__version__, "target": "sm_90", "command": command_line("sass_quant_kernels.py", argv),
