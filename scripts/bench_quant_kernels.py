@@ -217,7 +217,7 @@ def upstream_rows(copy_gbps):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs/data/perf/quant_kernels.json"))
-    ap.add_argument("--no-tune", action="store_true", help="keep nvfp4_kvcache_triton.launch.TUNING as it is")
+    ap.add_argument("--no-tune", action="store_true", help="no sweep: measure with the launches the launcher picks (the card's DEVICE_LAUNCHES entry, else the TUNING defaults)")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1 (tests the script)")
     ap.add_argument("--launch-table", metavar="JSON",
