@@ -37,14 +37,16 @@ TUNING: dict[str, int] = {
     # spills for every recipe, the 4-over-6 search included (scripts/compile_sm90.py checks)
     "quantize_elems": 1024,    # elements per program (quantize and store)
     "quantize_warps": 4,
-    "dequantize_elems": 2048,  # elements per program (dequantize and gather)
+    "dequantize_elems": 2048,  # elements per program (dequantize)
     "dequantize_warps": 8,
+    "gather_elems": 2048,      # elements per program (gather_dequantize: each row's slot is read first)
+    "gather_warps": 8,
     "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
     "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
 }
 """Default tile sizes and warps, for a GPU or recipe without an entry in
 [`DEVICE_LAUNCHES`][nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES]. A key
-`"{kind}_elems:{recipe}"` / `"{kind}_warps:{recipe}"` (kind `quantize` or `dequantize`) set here
+`"{kind}_elems:{recipe}"` / `"{kind}_warps:{recipe}"` (kind `quantize`, `dequantize` or `gather`) set here
 overrides the table on every GPU (the benchmark's tuning sweep sets them). Under the interpreter
 only `interpret_elems` counts."""
 
@@ -59,15 +61,17 @@ DEVICE_LAUNCHES: dict[str, dict[str, dict[str, int]]] = {
     },
 }
 """Fastest launch per GPU model (`torch.cuda.get_device_name()`) and `"{kind}:{recipe}"` (kind
-`quantize`, which also serves `store_kv`, or `dequantize`, which also serves `gather_dequantize`):
+`quantize`, which also serves `store_kv`; `dequantize`; or `gather`, the dequantize kernel reading
+slots, as `gather_dequantize` does, whose loads wait for the slot's):
 elements per program and warps, the winners of the tuning sweep that `scripts/bench_quant_kernels.py`
 ran on that GPU (`store_kv` and `dequantize` at 131072 tokens x 8 heads x 128, bf16).
 `tests/test_quant_kernels_launches.py` checks every entry against the committed benchmark data of
 that GPU; `python scripts/bench_quant_kernels.py --launch-table PATH` prints the entry of a finished
-run. A GPU or recipe not listed gets the defaults of
+run. A GPU without a `gather` entry for a recipe gathers with its `dequantize` entry; a GPU or
+recipe not listed gets the defaults of
 [`TUNING`][nvfp4_kvcache_triton.launch.TUNING]."""
 
-_KINDS = ("quantize", "dequantize")
+_KINDS = ("quantize", "dequantize", "gather")
 
 
 def device_launch(device: torch.device | str | None, kind: str, recipe: str) -> dict[str, int]:
@@ -77,7 +81,7 @@ def device_launch(device: torch.device | str | None, kind: str, recipe: str) -> 
 
     Args:
         device: a CUDA device (its name is looked up); a CPU device or `None` gives `{}`.
-        kind: `"quantize"` (quantize and `store_kv`) or `"dequantize"` (dequantize and gather).
+        kind: `"quantize"` (quantize and `store_kv`), `"dequantize"` or `"gather"` (`gather_dequantize`).
         recipe: a recipe name.
 
     Returns:
@@ -105,8 +109,11 @@ def _device_name(index: int | None) -> str:
 
 def launch_params(kind: str, recipe: str, device: torch.device | str | None = None) -> tuple[int, int]:
     """(elements per program, warps) the launcher uses on `device`: a `TUNING` override for the
-    recipe, else the GPU's `DEVICE_LAUNCHES` entry, else the `TUNING` defaults."""
+    kind and recipe, else the GPU's `DEVICE_LAUNCHES` entry (for `gather`, its `dequantize` entry
+    when it has no `gather` one), else the `TUNING` defaults of the kind."""
     entry = device_launch(device, kind, recipe)
+    if not entry and kind == "gather":
+        entry = device_launch(device, "dequantize", recipe)
     elems = TUNING.get(f"{kind}_elems:{recipe}", entry.get("elems", TUNING[f"{kind}_elems"]))
     warps = TUNING.get(f"{kind}_warps:{recipe}", entry.get("warps", TUNING[f"{kind}_warps"]))
     return elems, warps
@@ -187,7 +194,7 @@ def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
 
 
 def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, loc, out, n_rows, row):
-    rowp, tok, warps = _tile(row, n_rows, "dequantize", recipe.name, packed.device)
+    rowp, tok, warps = _tile(row, n_rows, "dequantize" if loc is None else "gather", recipe.name, packed.device)
     # 16-bit outputs are written as int32 words, two elements each (out is contiguous, row even)
     out_view = out.view(torch.int16).view(torch.int32) if out.element_size() == 2 else out
     grid = (triton.cdiv(n_rows, tok),)

@@ -117,7 +117,12 @@ TUNE_WARPS = (1, 2, 4, 8)
 TUNE_PER_THREAD = (8, 64)
 """The sweep: elements per program x warps, keeping 8 to 64 elements per thread (fewer leaves a
 thread less than one 16-byte load of bf16; more spills registers on some recipes): 12 launches
-per kind and recipe, each compiled once and timed for about 0.15 s."""
+per kind and recipe, each compiled once (about a second) and timed for about 0.15 s; with
+`TUNED_OPS` and every recipe, 180 launches, about three to four minutes."""
+
+
+TUNED_OPS = (("quantize", "store_kv"), ("dequantize", "dequantize"), ("gather", "gather_dequantize"))
+"""Launch kinds of `nvfp4_kvcache_triton.launch` and the operation each is timed on."""
 
 
 def tune_grid() -> list[tuple[int, int]]:
@@ -126,11 +131,11 @@ def tune_grid() -> list[tuple[int, int]]:
 
 
 def tune():
-    """Elements per program x warps, per recipe, for the store (quantize) and dequantize kernels."""
+    """Elements per program x warps, per recipe, for each launch kind (`TUNED_OPS`)."""
     rows = []
     for recipe in RECIPE_NAMES:
         c = Case(recipe, MAIN_TOKENS, seed=1)
-        for kind, op in (("quantize", "store_kv"), ("dequantize", "dequantize")):
+        for kind, op in TUNED_OPS:
             scores = {}
             for elems, warps in tune_grid():
                 kq.TUNING[f"{kind}_elems:{recipe}"], kq.TUNING[f"{kind}_warps:{recipe}"] = elems, warps
@@ -161,7 +166,7 @@ def launches_used(device) -> dict[str, dict[str, int]]:
     """The launch of every kind and recipe as the launcher picks it now (overrides, table, defaults)."""
     out = {}
     for recipe in RECIPE_NAMES:
-        for kind in ("quantize", "dequantize"):
+        for kind, _ in TUNED_OPS:
             elems, warps = kq.launch_params(kind, recipe, device)
             out[f"{kind}:{recipe}"] = {"elems": elems, "warps": warps}
     return out
@@ -178,7 +183,7 @@ def launch_table(run: dict) -> str:
                    for k, v in chosen.items() if "_elems:" in k}
     if not entries:
         raise SystemExit("the run holds neither a tuning sweep nor its launches")
-    order = {f"{k}:{r}": (i, j) for i, k in enumerate(("quantize", "dequantize")) for j, r in enumerate(RECIPE_NAMES)}
+    order = {f"{k}:{r}": (i, j) for i, (k, _) in enumerate(TUNED_OPS) for j, r in enumerate(RECIPE_NAMES)}
     lines = [f"    {json.dumps(run['device'])}: {{"]
     for key in sorted(entries, key=lambda k: order.get(k, (9, k))):
         e = entries[key]

@@ -55,11 +55,13 @@ def _src(fn, types: dict[str, str], constexprs: dict[str, object], div16: set[st
 
 def _launch_tile(kind: str, recipe: str, row: int, tok: int) -> tuple[int, int]:
     """(TOK, num_warps): of the launches the launcher can pick for the recipe (the `TUNING`
-    defaults and every GPU's `DEVICE_LAUNCHES` entry), the one with the most elements per thread
+    defaults and every GPU's `DEVICE_LAUNCHES` entries; the dequantize kernel's serve the
+    `dequantize` and `gather` kinds), the one with the most elements per thread
     (the most registers); `tok` capped at its elements per program."""
-    options = [(TUNING[f"{kind}_elems"], TUNING[f"{kind}_warps"])]
+    kinds = ("dequantize", "gather") if kind == "dequantize" else (kind,)  # one kernel, two launch kinds
+    options = [(TUNING[f"{k}_elems"], TUNING[f"{k}_warps"]) for k in kinds]
     options += [(e["elems"], e["warps"]) for table in DEVICE_LAUNCHES.values()
-                for key, e in table.items() if key == f"{kind}:{recipe}"]
+                for key, e in table.items() if key in {f"{k}:{recipe}" for k in kinds}]
     elems, warps = max(options, key=lambda o: o[0] / o[1])
     return min(tok, max(1, elems // triton.next_power_of_2(row))), warps
 

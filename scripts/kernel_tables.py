@@ -125,7 +125,7 @@ def launches(data: dict | None = None) -> str:
         for key, e in table.items():
             kind, recipe = key.split(":")
             rows.append([device, f"`{recipe}`", kind, e["elems"], e["warps"], e["elems"] // (32 * e["warps"])])
-    for kind in ("quantize", "dequantize"):
+    for kind in ("quantize", "dequantize", "gather"):
         e, w = TUNING[f"{kind}_elems"], TUNING[f"{kind}_warps"]
         rows.append(["any other GPU or recipe", "", kind, e, w, e // (32 * w)])
     note = ""

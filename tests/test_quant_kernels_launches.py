@@ -53,7 +53,7 @@ def measured_with(run: dict) -> dict[str, dict[str, int]]:
     chosen = run["tuning_chosen"]
     out = {}
     for key in chosen:
-        if key.startswith(("quantize_elems:", "dequantize_elems:")):
+        if key.startswith(("quantize_elems:", "dequantize_elems:", "gather_elems:")):
             kind, recipe = key.split("_elems:")
             out[f"{kind}:{recipe}"] = {"elems": chosen[key], "warps": chosen[f"{kind}_warps:{recipe}"]}
     return out
@@ -85,7 +85,7 @@ def test_table_keys_are_kinds_and_recipes():
     for table in DEVICE_LAUNCHES.values():
         for key in table:
             kind, recipe = key.split(":")
-            assert kind in ("quantize", "dequantize") and recipe in RECIPES, key
+            assert kind in ("quantize", "dequantize", "gather") and recipe in RECIPES, key
 
 
 def test_lookup_and_fallback():
@@ -104,6 +104,17 @@ def test_lookup_and_fallback():
         for key, launch in DEVICE_LAUNCHES.get(name, {}).items():
             kind, recipe = key.split(":")
             assert launch_params(kind, recipe, "cuda") == (launch["elems"], launch["warps"])
+
+
+def test_gather_falls_back_to_the_dequantize_entry(monkeypatch):
+    from nvfp4_kvcache_triton import launch
+
+    table = {"dequantize:nvfp4": {"elems": 4096, "warps": 2}, "gather:mxfp4": {"elems": 8192, "warps": 4}}
+    monkeypatch.setattr(launch, "device_launch", lambda device, kind, recipe: dict(table.get(f"{kind}:{recipe}", {})))
+    assert launch_params("gather", "nvfp4", "cuda") == (4096, 2)   # no gather entry: the dequantize one
+    assert launch_params("gather", "mxfp4", "cuda") == (8192, 4)   # its own entry
+    assert launch_params("dequantize", "mxfp4", "cuda") == (TUNING["dequantize_elems"], TUNING["dequantize_warps"])
+    assert launch_params("gather", "fp4_mx_block16", "cuda") == (TUNING["gather_elems"], TUNING["gather_warps"])
 
 
 def test_the_checks_can_fail():
