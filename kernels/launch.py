@@ -17,6 +17,7 @@ imported (Triton's interpreter, which CI uses).
 
 from __future__ import annotations
 
+import functools
 
 import torch
 import triton
@@ -27,30 +28,96 @@ from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id
 from nvfp4_kvcache.checks import check_float_input
 from nvfp4_kvcache.recipes import FP4Quantized, Recipe, get_recipe
 
-__all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING"]
+__all__ = ["quantize", "dequantize", "dequantize_parts", "gather_dequantize", "store_kv", "TUNING",
+           "DEVICE_LAUNCHES", "device_launch"]
 
 TUNING: dict[str, int] = {
-    # the four defaults serve recipes that have not been timed yet: a quantize tile of one
-    # 1024-element row over 4 warps (8 elements per thread) compiles without register spills for
-    # every recipe, the 4-over-6 search included (scripts/compile_sm90.py checks)
+    # the four defaults serve GPUs and recipes that `DEVICE_LAUNCHES` does not list: a quantize
+    # tile of one 1024-element row over 4 warps (8 elements per thread) compiles without register
+    # spills for every recipe, the 4-over-6 search included (scripts/compile_sm90.py checks)
     "quantize_elems": 1024,    # elements per program (quantize and store)
     "quantize_warps": 4,
-    "dequantize_elems": 2048,  # elements per program (dequantize and gather)
+    "dequantize_elems": 2048,  # elements per program (dequantize)
     "dequantize_warps": 8,
-    # per-recipe choices ("{kind}_{elems|warps}:{recipe}"), measured, override the four above
-    "quantize_elems:nvfp4": 1024, "quantize_warps:nvfp4": 1,
-    "quantize_elems:fp4_mx_block16": 1024, "quantize_warps:fp4_mx_block16": 1,
-    "quantize_elems:mxfp4": 2048, "quantize_warps:mxfp4": 1,
-    "dequantize_elems:nvfp4": 1024, "dequantize_warps:nvfp4": 4,
-    "dequantize_elems:fp4_mx_block16": 2048, "dequantize_warps:fp4_mx_block16": 8,
-    "dequantize_elems:mxfp4": 2048, "dequantize_warps:mxfp4": 8,
+    "gather_elems": 2048,      # elements per program (gather_dequantize: each row's slot is read first)
+    "gather_warps": 8,
     "max_row": 1024,           # longest row a flat (contiguous) tensor is cut into
     "interpret_elems": 65536,  # under the interpreter: fewer, larger programs
 }
-"""Tile sizes and warps: the per-recipe entries are the fastest of the sweeps that
-`scripts/bench_quant_kernels.py` ran on an H100 (store_kv and dequantize, 131072 x 8 x 128 bf16;
-the rows are kept in `docs/data/perf/quant_kernels_tuning.json`); a recipe without entries (not
-timed yet) gets the defaults. Under the interpreter only `interpret_elems` counts."""
+"""Default tile sizes and warps, for a GPU or recipe without an entry in
+[`DEVICE_LAUNCHES`][nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES]. A key
+`"{kind}_elems:{recipe}"` / `"{kind}_warps:{recipe}"` (kind `quantize`, `dequantize` or `gather`) set here
+overrides the table on every GPU (the benchmark's tuning sweep sets them). Under the interpreter
+only `interpret_elems` counts."""
+
+DEVICE_LAUNCHES: dict[str, dict[str, dict[str, int]]] = {
+    "NVIDIA H100 80GB HBM3": {
+        "quantize:nvfp4": {"elems": 1024, "warps": 1},
+        "quantize:fp4_mx_block16": {"elems": 1024, "warps": 1},
+        "quantize:mxfp4": {"elems": 2048, "warps": 1},
+        "dequantize:nvfp4": {"elems": 1024, "warps": 4},
+        "dequantize:fp4_mx_block16": {"elems": 2048, "warps": 8},
+        "dequantize:mxfp4": {"elems": 2048, "warps": 8},
+    },
+}
+"""Fastest launch per GPU model (`torch.cuda.get_device_name()`) and `"{kind}:{recipe}"` (kind
+`quantize`, which also serves `store_kv`; `dequantize`; or `gather`, the dequantize kernel reading
+slots, as `gather_dequantize` does, whose loads wait for the slot's):
+elements per program and warps, the winners of the tuning sweep that `scripts/bench_quant_kernels.py`
+ran on that GPU (`store_kv` and `dequantize` at 131072 tokens x 8 heads x 128, bf16).
+`tests/test_quant_kernels_launches.py` checks every entry against the committed benchmark data of
+that GPU; `python scripts/bench_quant_kernels.py --launch-table PATH` prints the entry of a finished
+run. A GPU without a `gather` entry for a recipe gathers with its `dequantize` entry; a GPU or
+recipe not listed gets the defaults of
+[`TUNING`][nvfp4_kvcache_triton.launch.TUNING]."""
+
+_KINDS = ("quantize", "dequantize", "gather")
+
+
+def device_launch(device: torch.device | str | None, kind: str, recipe: str) -> dict[str, int]:
+    """The launch [`DEVICE_LAUNCHES`][nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES] lists for this
+    GPU, kernel kind and recipe, else `{}` (the launcher then uses
+    [`TUNING`][nvfp4_kvcache_triton.launch.TUNING]).
+
+    Args:
+        device: a CUDA device (its name is looked up); a CPU device or `None` gives `{}`.
+        kind: `"quantize"` (quantize and `store_kv`), `"dequantize"` or `"gather"` (`gather_dequantize`).
+        recipe: a recipe name.
+
+    Returns:
+        `{"elems": elements per program, "warps": warps}`, or `{}`.
+
+    Raises:
+        ValueError: an unknown kind.
+
+    Examples:
+        >>> device_launch("cpu", "quantize", "nvfp4")
+        {}
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda":
+        return {}
+    return dict(DEVICE_LAUNCHES.get(_device_name(dev.index), {}).get(f"{kind}:{recipe}", {}))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int | None) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def launch_params(kind: str, recipe: str, device: torch.device | str | None = None) -> tuple[int, int]:
+    """(elements per program, warps) the launcher uses on `device`: a `TUNING` override for the
+    kind and recipe, else the GPU's `DEVICE_LAUNCHES` entry (for `gather`, its `dequantize` entry
+    when it has no `gather` one), else the `TUNING` defaults of the kind."""
+    entry = device_launch(device, kind, recipe)
+    if not entry and kind == "gather":
+        entry = device_launch(device, "dequantize", recipe)
+    elems = TUNING.get(f"{kind}_elems:{recipe}", entry.get("elems", TUNING[f"{kind}_elems"]))
+    warps = TUNING.get(f"{kind}_warps:{recipe}", entry.get("warps", TUNING[f"{kind}_warps"]))
+    return elems, warps
+
 
 _OUT_KIND = {torch.float32: fp4.OUT_F32, torch.bfloat16: fp4.OUT_BF16, torch.float16: fp4.OUT_F16,
              torch.float64: fp4.OUT_F64}
@@ -67,12 +134,10 @@ def _dummy(device: torch.device) -> torch.Tensor:
     return _DUMMY[device]
 
 
-def _tile(row: int, n_rows: int, kind: str, recipe: str) -> tuple[int, int, int]:
-    """(ROWP, TOK, num_warps) for rows of `row` elements (`TUNING["{kind}_elems:{recipe}"]`
-    overrides `TUNING["{kind}_elems"]`, likewise for warps)."""
+def _tile(row: int, n_rows: int, kind: str, recipe: str, device: torch.device) -> tuple[int, int, int]:
+    """(ROWP, TOK, num_warps) for rows of `row` elements on `device` (see `launch_params`)."""
     rowp = triton.next_power_of_2(row)
-    elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
-    warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
+    elems, warps = launch_params(kind, recipe, device)
     if _interpreting():
         elems = TUNING["interpret_elems"]
     tok = max(1, elems // rowp)
@@ -112,7 +177,7 @@ def _word_view(x: torch.Tensor) -> torch.Tensor:
 
 def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
     """`pairs`: one or two `(x2d, packed, scales, g)`; row `r` of `x2d` -> slot `loc[r]`."""
-    rowp, tok, warps = _tile(row, n_rows, "quantize", recipe.name)
+    rowp, tok, warps = _tile(row, n_rows, "quantize", recipe.name, pairs[0][0].device)
     args = []
     for x, packed, scales, g in pairs:
         xr, x_stride, in_kind = _input_rows(x)
@@ -129,7 +194,7 @@ def _launch_quantize(recipe: Recipe, pairs, loc, n_rows: int, row: int) -> None:
 
 
 def _launch_dequantize(recipe: Recipe, packed, p_stride, scales, s_stride, g, loc, out, n_rows, row):
-    rowp, tok, warps = _tile(row, n_rows, "dequantize", recipe.name)
+    rowp, tok, warps = _tile(row, n_rows, "dequantize" if loc is None else "gather", recipe.name, packed.device)
     # 16-bit outputs are written as int32 words, two elements each (out is contiguous, row even)
     out_view = out.view(torch.int16).view(torch.int32) if out.element_size() == 2 else out
     grid = (triton.cdiv(n_rows, tok),)

@@ -20,6 +20,14 @@ python scripts/bench_quant_kernels.py --out docs/data/perf/quant_kernels.json
 The Kernels chapter renders its tables from the JSON at build time (`scripts/kernel_tables.py`);
 `python scripts/plot_quant_kernels.py` redraws its figure from the JSON, anywhere.
 
+With the sweep (the default), the run records each kind and recipe's fastest launch under
+`winners` and prints them as the card's entry of `nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES`
+again with `--launch-table`:
+
+```bash
+python scripts/bench_quant_kernels.py --launch-table docs/data/perf/quant_kernels.json
+```
+
 The upstream file is read from `.cache/sglang-0.5.23/src` (`benchkit.upstream`; extracted from
 the wheel once, where pip can reach the registry).
 """
@@ -104,29 +112,84 @@ class Case:
         }
 
 
+TUNE_ELEMS = (1024, 2048, 4096, 8192)
+TUNE_WARPS = (1, 2, 4, 8)
+TUNE_PER_THREAD = (8, 64)
+"""The sweep: elements per program x warps, keeping 8 to 64 elements per thread (fewer leaves a
+thread less than one 16-byte load of bf16; more spills registers on some recipes): 12 launches
+per kind and recipe, each compiled once (about a second) and timed for about 0.15 s; with
+`TUNED_OPS` and every recipe, 180 launches, about three to four minutes."""
+
+
+TUNED_OPS = (("quantize", "store_kv"), ("dequantize", "dequantize"), ("gather", "gather_dequantize"))
+"""Launch kinds of `nvfp4_kvcache_triton.launch` and the operation each is timed on."""
+
+
+def tune_grid() -> list[tuple[int, int]]:
+    lo, hi = TUNE_PER_THREAD
+    return [(e, w) for e in TUNE_ELEMS for w in TUNE_WARPS if lo <= e // (32 * w) <= hi]
+
+
 def tune():
-    """Elements per program x warps, per recipe, for the store (quantize) and dequantize kernels."""
+    """Elements per program x warps, per recipe, for each launch kind (`TUNED_OPS`)."""
     rows = []
     for recipe in RECIPE_NAMES:
         c = Case(recipe, MAIN_TOKENS, seed=1)
-        for kind, op in (("quantize", "store_kv"), ("dequantize", "dequantize")):
+        for kind, op in TUNED_OPS:
             scores = {}
-            for elems in (1024, 2048, 4096, 8192):
-                for warps in (1, 2, 4, 8):
-                    if not 8 <= elems // (32 * warps) <= 64:
-                        continue
-                    kq.TUNING[f"{kind}_elems:{recipe}"], kq.TUNING[f"{kind}_warps:{recipe}"] = elems, warps
-                    fn, b = c.ops()[op]
-                    us = median_us(fn)
-                    scores[(elems, warps)] = us
-                    rows.append({"kind": kind, "op": op, "recipe": recipe, "elems": elems, "warps": warps,
-                                 "us": us, "gbps": b / us / 1e3})
+            for elems, warps in tune_grid():
+                kq.TUNING[f"{kind}_elems:{recipe}"], kq.TUNING[f"{kind}_warps:{recipe}"] = elems, warps
+                fn, b = c.ops()[op]
+                us = median_us(fn)
+                scores[(elems, warps)] = us
+                rows.append({"kind": kind, "op": op, "recipe": recipe, "elems": elems, "warps": warps,
+                             "us": us, "gbps": b / us / 1e3})
             (elems, warps) = min(scores, key=scores.get)
             kq.TUNING[f"{kind}_elems:{recipe}"], kq.TUNING[f"{kind}_warps:{recipe}"] = elems, warps
             log(f"tune {recipe} {kind}: best elems={elems} warps={warps} {scores[(elems, warps)]:.1f} us "
                 f"(worst {max(scores.values()):.1f} us of {len(scores)})")
         del c
     return rows
+
+
+def sweep_winners(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """`{"kind:recipe": {"elems", "warps"}}`: the fastest launch of each kind and recipe of a sweep."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        key = f"{r['kind']}:{r['recipe']}"
+        if key not in best or r["us"] < best[key]["us"]:
+            best[key] = r
+    return {k: {"elems": r["elems"], "warps": r["warps"]} for k, r in best.items()}
+
+
+def launches_used(device) -> dict[str, dict[str, int]]:
+    """The launch of every kind and recipe as the launcher picks it now (overrides, table, defaults)."""
+    out = {}
+    for recipe in RECIPE_NAMES:
+        for kind, _ in TUNED_OPS:
+            elems, warps = kq.launch_params(kind, recipe, device)
+            out[f"{kind}:{recipe}"] = {"elems": elems, "warps": warps}
+    return out
+
+
+def launch_table(run: dict) -> str:
+    """The `DEVICE_LAUNCHES` entry (Python source) of a finished run: its sweep's winners, or
+    without a sweep the launches it measured with."""
+    entries = sweep_winners(run.get("tuning", [])) or run.get("launches") or {}
+    if not entries:  # runs before `launches` was recorded: the per-recipe keys of `tuning_chosen`
+        chosen = run.get("tuning_chosen", {})
+        entries = {f"{k.split('_elems:')[0]}:{k.split('_elems:')[1]}":
+                   {"elems": v, "warps": chosen[k.replace('_elems:', '_warps:')]}
+                   for k, v in chosen.items() if "_elems:" in k}
+    if not entries:
+        raise SystemExit("the run holds neither a tuning sweep nor its launches")
+    order = {f"{k}:{r}": (i, j) for i, (k, _) in enumerate(TUNED_OPS) for j, r in enumerate(RECIPE_NAMES)}
+    lines = [f"    {json.dumps(run['device'])}: {{"]
+    for key in sorted(entries, key=lambda k: order.get(k, (9, k))):
+        e = entries[key]
+        lines.append(f'        "{key}": {{"elems": {e["elems"]}, "warps": {e["warps"]}}},')
+    lines.append("    },")
+    return "\n".join(lines)
 
 
 def upstream_rows(copy_gbps):
@@ -159,10 +222,15 @@ def upstream_rows(copy_gbps):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs/data/perf/quant_kernels.json"))
-    ap.add_argument("--no-tune", action="store_true", help="keep nvfp4_kvcache_triton.launch.TUNING as it is")
+    ap.add_argument("--no-tune", action="store_true", help="no sweep: measure with the launches the launcher picks (the card's DEVICE_LAUNCHES entry, else the TUNING defaults)")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run under TRITON_INTERPRET=1 (tests the script)")
+    ap.add_argument("--launch-table", metavar="JSON",
+                    help="print the DEVICE_LAUNCHES entry of a finished run (its sweep's winners) and exit")
     args = ap.parse_args(argv)
+    if args.launch_table:
+        print(launch_table(json.loads(Path(args.launch_table).read_text())))
+        return 0
     global DEV, SMOKE, MAIN_TOKENS, SWEEP_TOKENS
     if args.smoke:
         DEV, SMOKE, MAIN_TOKENS, SWEEP_TOKENS = "cpu", True, 64, [1, 4]
@@ -188,7 +256,12 @@ def main(argv=None) -> int:
     result["copy"] = copy
     result["copy_gbps"] = copy_gbps
     result["tuning"] = [] if (args.no_tune or SMOKE) else tune()
+    result["tuning_grid"] = {"elems": list(TUNE_ELEMS), "warps": list(TUNE_WARPS),
+                             "elems_per_thread": list(TUNE_PER_THREAD)}
     result["tuning_chosen"] = dict(kq.TUNING)
+    result["winners"] = sweep_winners(result["tuning"])  # the DEVICE_LAUNCHES entry of this card
+    result["launches"] = launches_used(DEV)  # what the rows below were measured with
+    log("launches:", json.dumps(result["launches"]))
     save()
 
     rows = []
@@ -203,10 +276,15 @@ def main(argv=None) -> int:
         exact[recipe] = bool(torch.equal(q.packed.cpu(), r.packed) and torch.equal(q.scales.cpu(), r.scales))
         for op, (fn, b) in c.ops().items():
             us = median_us(fn)
+            # CUDA-graph replays: the GPU's own time, without the host's per-call work (argument
+            # checks, Triton's launcher), which plain launches can add when the GPU waits for it
+            gus = graph_us(fn)
             rows.append({"op": op, "recipe": recipe, "impl": "triton", "tokens": MAIN_TOKENS, "heads": H,
                          "head_dim": D, "dtype": "bfloat16", "us": us, "bytes": b, "gbps": b / us / 1e3,
-                         "frac_of_copy": b / us / 1e3 / copy_gbps})
-            log(f"{recipe:15s} {op:18s} {us:8.1f} us {b / us / 1e3:7.0f} GB/s {b / us / 1e3 / copy_gbps:6.1%} of copy")
+                         "frac_of_copy": b / us / 1e3 / copy_gbps, "us_graph": gus,
+                         "frac_of_copy_graph": b / gus / 1e3 / copy_gbps})
+            log(f"{recipe:15s} {op:18s} {us:8.1f} us {b / us / 1e3:7.0f} GB/s {b / us / 1e3 / copy_gbps:6.1%} of copy"
+                f" (graph {gus:8.1f} us, {b / gus / 1e3 / copy_gbps:6.1%})")
         del c
     result["main"] = rows
     result["bit_exact_vs_cpu_oracle_first_2048_tokens"] = exact
@@ -252,6 +330,8 @@ def main(argv=None) -> int:
             "store_kv_frac_of_copy": s["frac_of_copy"],
             "dequantize_frac_of_copy": d["frac_of_copy"],
             "gather_dequantize_frac_of_copy": pick("gather_dequantize", recipe)["frac_of_copy"],
+            **{f"{op}_frac_of_copy_graph": pick(op, recipe)["frac_of_copy_graph"]
+               for op in ("quantize", "store_kv", "dequantize", "gather_dequantize")},
             "quantize_speedup_vs_upstream": (up_q["us"] / q["us"]) if up_q else None,
             "dequantize_speedup_vs_upstream": (up_d["us"] / d["us"]) if up_d else None,
         }

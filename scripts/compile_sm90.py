@@ -37,7 +37,7 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from nvfp4_kvcache_triton._triton import fp4  # noqa: E402
 from nvfp4_kvcache_triton._triton.constants import RECIPE_IDS, scale_id  # noqa: E402
-from nvfp4_kvcache_triton.launch import TUNING  # noqa: E402
+from nvfp4_kvcache_triton.launch import DEVICE_LAUNCHES, TUNING  # noqa: E402
 from nvfp4_kvcache.recipes import RECIPES  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -54,13 +54,19 @@ def _src(fn, types: dict[str, str], constexprs: dict[str, object], div16: set[st
 
 
 def _launch_tile(kind: str, recipe: str, row: int, tok: int) -> tuple[int, int]:
-    """(TOK, num_warps): `tok` capped at the launcher's elements per program for the recipe, and its warps."""
-    elems = TUNING.get(f"{kind}_elems:{recipe}", TUNING[f"{kind}_elems"])
-    warps = TUNING.get(f"{kind}_warps:{recipe}", TUNING[f"{kind}_warps"])
+    """(TOK, num_warps): of the launches the launcher can pick for the recipe (the `TUNING`
+    defaults and every GPU's `DEVICE_LAUNCHES` entries; the dequantize kernel's serve the
+    `dequantize` and `gather` kinds), the one with the most elements per thread
+    (the most registers); `tok` capped at its elements per program."""
+    kinds = ("dequantize", "gather") if kind == "dequantize" else (kind,)  # one kernel, two launch kinds
+    options = [(TUNING[f"{k}_elems"], TUNING[f"{k}_warps"]) for k in kinds]
+    options += [(e["elems"], e["warps"]) for table in DEVICE_LAUNCHES.values()
+                for key, e in table.items() if key in {f"{k}:{recipe}" for k in kinds}]
+    elems, warps = max(options, key=lambda o: o[0] / o[1])
     return min(tok, max(1, elems // triton.next_power_of_2(row))), warps
 
 
-def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: int):
+def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: int, cap: bool = True):
     x_t = {"fp32": "*fp32", "bf16": "*i32", "fp16": "*i32"}[in_dtype]
     types = {}
     for i in "01":
@@ -68,7 +74,8 @@ def quantize_variant(recipe: str, in_dtype: str, has_loc: bool, row: int, tok: i
                       f"ss{i}": "i32", f"g{i}": "*fp32"})
     types.update(loc_ptr="*i64" if has_loc else "*u8", n_rows="i32")
     r = RECIPES[recipe]
-    tok, _ = _launch_tile("quantize", recipe, row, tok)
+    if cap:
+        tok, _ = _launch_tile("quantize", recipe, row, tok)
     constexprs = dict(RECIPE=RECIPE_IDS[recipe], BS=r.block_size, ROW=row, ROWP=triton.next_power_of_2(row),
                       TOK=tok, IN_KIND={"fp32": fp4.IN_F32, "bf16": fp4.IN_BF16, "fp16": fp4.IN_F16}[in_dtype].value,
                       HAS_LOC=has_loc, HW_FMA=True)

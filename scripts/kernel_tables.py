@@ -113,6 +113,52 @@ def sweep(data: dict | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def launches(data: dict | None = None) -> str:
+    """The per-GPU launch table of the kernels (`nvfp4_kvcache_triton.launch.DEVICE_LAUNCHES`,
+    which a test keeps equal to each GPU's committed sweep), and the defaults for the rest."""
+    from nvfp4_kvcache_triton.launch import DEVICE_LAUNCHES, TUNING
+
+    d = data or load()
+    used = d.get("launches", {})
+    rows = []
+    for device, table in DEVICE_LAUNCHES.items():
+        for key, e in table.items():
+            kind, recipe = key.split(":")
+            rows.append([device, f"`{recipe}`", kind, e["elems"], e["warps"], e["elems"] // (32 * e["warps"])])
+    for kind in ("quantize", "dequantize", "gather"):
+        e, w = TUNING[f"{kind}_elems"], TUNING[f"{kind}_warps"]
+        rows.append(["any other GPU or recipe", "", kind, e, w, e // (32 * w)])
+    note = ""
+    if used and d["device"] not in DEVICE_LAUNCHES:
+        note = (f"\nThe committed run's card ({d['device']}) has no entry yet: it measured with the "
+                "defaults or another card's launches, as its JSON records under `launches`.\n")
+    return _table(["GPU", "recipe", "kernel", "elements per program", "warps", "elements per thread"], rows,
+                  "|---|---|---|---:|---:|---:|") + note
+
+
+SASS = ROOT / "docs" / "data" / "perf" / "quant_kernels_sass.json"
+
+
+def sass(data: dict | None = None, counts: dict | None = None) -> str:
+    """SASS instructions per element of every kernel and recipe (`scripts/sass_quant_kernels.py`)
+    and the issue-bound ceiling that follows, as a share of the measured card's copy bandwidth."""
+    d = data or load()
+    c = counts or json.loads(SASS.read_text(encoding="utf-8"))
+    copy = d["copy_gbps"]
+    rows = [[f"`{r['recipe']}`", r["op"], f"{r['elems']} x {r['warps']}", f"{r['elements_per_thread']:g}",
+             r["resources"].split()[0].removeprefix("REG:"), f"{r['sass_per_element']:.1f}",
+             f"{r['bytes_per_element']:.4g}",
+             f"{r['issue_ceiling_gbps']:.0f}", f"{r['issue_ceiling_gbps'] / copy:.0%}"]
+            for r in c["rows"]]
+    head = (f"SASS for sm_90 from Triton {c['triton']} (`{c['command']}`): instructions one thread runs "
+            f"per element it handles, bf16 in or out. Ceiling: {c['sms']} SMs issuing 4 warp-instructions "
+            f"per cycle at {c['ghz']} GHz, in bytes moved per second; its share is of the copy bandwidth "
+            f"measured on {d['device']} ({copy:.0f} GB/s).\n\n")
+    return head + _table(["recipe", "operation", "elements x warps", "elements per thread", "registers",
+                          "SASS per element", "bytes per element", "ceiling GB/s", "of copy"], rows,
+                         "|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+
 def values(data: dict | None = None) -> dict[str, str]:
     """Numbers the Kernels chapter's prose uses."""
     d = data or load()
@@ -130,4 +176,6 @@ TABLES = {
     "quant_kernels_main": main_table,
     "quant_kernels_goals": goals,
     "quant_kernels_sweep": sweep,
+    "quant_kernels_launches": launches,
+    "quant_kernels_sass": sass,
 }

@@ -126,8 +126,13 @@ E2M1_KEEP = tl.constexpr(-(1 << _E2M1_DROP))                  # 0xFFC00000 as in
 # rounded float32 bits >> 22 is (exponent field << 1 | mantissa bit); E2M1 code = that - (126 << 1)
 E2M1_CODE_OFFSET = tl.constexpr((F32_BIAS - E2M1.bias) << E2M1.man_bits)  # 252
 E2M1_MIN_NORMAL = tl.constexpr(math.ldexp(1.0, 1 - E2M1.bias))          # 1.0
-E2M1_SUB_INV = tl.constexpr(1.0 / E2M1.min_subnormal)                   # 2.0: |y| * 2 is the code below 1
+E2M1_SUB_INV = tl.constexpr(1.0 / E2M1.min_subnormal)                   # 2.0: |y| * 2 is the code below 2
+E2M1_SMALL_MAX = tl.constexpr(2.0 * E2M1_MIN_NORMAL.value)              # 2.0: the fixed step of 0.5 ends here
 RNE_MAGIC_BITS = tl.constexpr(struct.unpack("<i", struct.pack("<f", float(1 << F32_MAN_BITS)))[0])  # 0x4B000000
 # decode: code bits << 22 read as float32 is the E2M1 value times 2**(E2M1.bias - 127) (code 1 is
 # the float32 subnormal 2**-127); one multiply by 2**(127 - E2M1.bias) restores it exactly
 E2M1_DECODE_SCALE = tl.constexpr(math.ldexp(1.0, F32_BIAS - E2M1.bias))   # 2**126
+# encode, the same alignment backwards: |y| * 2**-126 puts E2M1's smallest normal (1.0) on
+# float32's (2**-126), so E2M1's subnormals (step 0.5) are float32 subnormals (a fixed step too)
+# and one rounding of the bits at bit 22 gives every code; exact when |y| has few significant bits
+E2M1_ENCODE_SCALE = tl.constexpr(math.ldexp(1.0, E2M1.bias - F32_BIAS))   # 2**-126

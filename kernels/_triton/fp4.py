@@ -80,6 +80,8 @@ from nvfp4_kvcache_triton._triton.constants import (
     E2M1_MIN_NORMAL,
     E2M1_SUB_INV,
     E2M1_DECODE_SCALE,
+    E2M1_ENCODE_SCALE,
+    E2M1_SMALL_MAX,
     E2M1_MAG_MASK,
 )
 
@@ -101,21 +103,47 @@ def e2m1_magnitude(m, TIES_AWAY: tl.constexpr):
     """`|y|` (float32, >= 0, not NaN) -> E2M1 magnitude code 0..7 (int32), saturating at 6.
 
     `|y| >= 1` (E2M1 normals): round the float32 mantissa to E2M1's one bit by integer
-    arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even, clear the dropped
-    bits; a carry rolls into the exponent), then `bits >> 22` is `exponent << 1 | mantissa`
-    and the code is that minus `126 << 1`. `|y| < 1` (0, 0.5, 1: a fixed step of 0.5):
-    ties-to-even is `2|y| + 2**23` rounded by the float32 add; ties-away counts the two
-    midpoints 0.25 and 0.75.
+    arithmetic on the bits (add half an ulp, plus the kept lsb for ties-to-even; a carry rolls
+    into the exponent), then `bits >> 22` is `exponent << 1 | mantissa` and the code is that
+    minus `126 << 1` (`normal`). `|y| < 2` (a fixed step of 0.5): ties-to-even is
+    `2|y| + 2**23` rounded by the float32 FMA (`small`, from `min(|y|, 2)`, so at most 4);
+    ties-away counts the two midpoints 0.25 and 0.75 below 1. Ties-to-even needs no select:
+    below 1 `normal` rounds on a coarser grid at a lower exponent and is at most `small`, from 1
+    to 2 the two agree, above 2 `small` is 4 and `normal` at least 4, so the code is
+    `max(small, normal)`.
     """
     m = tl.minimum(m, E2M1_MAXV)
     b = m.to(tl.int32, bitcast=True)
     if TIES_AWAY:
-        r = (b + E2M1_HALF) & E2M1_KEEP
+        r = (b + E2M1_HALF) >> E2M1_DROP
         small = (m >= MID0).to(tl.int32) + (m >= MID1).to(tl.int32)
+        return tl.where(m >= E2M1_MIN_NORMAL, r - E2M1_CODE_OFFSET, small)
     else:
-        r = (b + E2M1_HALF_M1 + ((b >> E2M1_DROP) & 1)) & E2M1_KEEP
-        small = (m * E2M1_SUB_INV + RNE_MAGIC).to(tl.int32, bitcast=True) - RNE_MAGIC_BITS
-    return tl.where(m >= E2M1_MIN_NORMAL, (r >> E2M1_DROP) - E2M1_CODE_OFFSET, small)
+        normal = ((b + (E2M1_HALF_M1 - (E2M1_CODE_OFFSET << E2M1_DROP)) + ((b >> E2M1_DROP) & 1)) >> E2M1_DROP)
+        small = (tl.minimum(m, E2M1_SMALL_MAX) * E2M1_SUB_INV + RNE_MAGIC).to(tl.int32, bitcast=True) - RNE_MAGIC_BITS
+        return tl.maximum(small, normal)
+
+
+@triton.jit
+def e2m1_magnitude_short(a, TIES_AWAY: tl.constexpr):
+    """`|y|` (float32, >= 0, maybe +inf) with at most 11 significant bits -> E2M1 magnitude code 0..7.
+
+    `a * 2**-126` lines E2M1 up with float32 (see `E2M1_ENCODE_SCALE`): E2M1 normals become
+    float32 normals of the same exponent step, E2M1 subnormals float32 subnormals. Rounding the
+    bits at bit 22 (add half, plus the kept lsb for ties-to-even) then gives every code, the
+    carry into the next exponent included, as `bits >> 22`; codes past 7 (|y| >= 7, inf)
+    saturate. No select between a normal and a subnormal path.
+
+    Exact when the multiply is: `a` of at most 11 significant bits (the exact `x * 2**-e` of a
+    bf16 or fp16 `x`) keeps its bits down to `2**-23` whenever `a >= 2**-12`; a smaller `a`
+    gives code 0 however the multiply rounds.
+    """
+    b = (a * E2M1_ENCODE_SCALE).to(tl.int32, bitcast=True)
+    if TIES_AWAY:
+        r = b + E2M1_HALF
+    else:
+        r = b + E2M1_HALF_M1 + ((b >> E2M1_DROP) & 1)
+    return tl.minimum(r >> E2M1_DROP, E2M1_MAG_MASK)
 
 
 @triton.jit
@@ -197,11 +225,16 @@ def _block16_exponent(ratio):
 
 @triton.jit
 def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
-    """Per block: amax (float32, NaN blocks flagged) -> (scale byte, element multiplier, keep_a, keep_b).
+    """Per block: amax (float32, NaN blocks flagged) -> (scale byte, element multiplier, byte mask).
 
     The multiplier is what an element is multiplied by before E2M1 rounding: `fl(1/fl(sf*g))`
     (nvfp4), `2**-e` (fp4_mx_block16), `2**-shared` (mxfp4); the last two are exact.
-    `keep_a`/`keep_b` say which code bits the oracle forces to 0 (see `encode_elements`).
+    The byte mask (int32, 0..0xFF) keeps the bits of a packed byte (two codes) that the oracle
+    does not force to 0: `0xFF`, or 0 for a block whose codes are all 0 (NaN, or fp4_mx_block16's
+    infinite block); nvfp4 also has `0x88` (signs only) for a block whose multiplier is 0
+    (`sf * g` overflowed, so `y = x * 0`, NaN for an infinite `x`; the oracle keeps the signs).
+    Masking a pair's byte (one `LOP3`) replaces a per-element NaN test and select, and makes
+    whatever a NaN `y` would give irrelevant.
     """
     amax = tl.where(has_nan, 0.0, amax)
     if RECIPE == R_NVFP4:
@@ -212,8 +245,7 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         den = tl.where(sf != 0.0, sf * g, 1.0)
         mult = tl.where(sf != 0.0, tl.math.div_rn(1.0, den), 0.0)
         sbyte = tl.where(has_nan, NVFP4_NAN_BYTE, sbyte)
-        sign_mask = tl.where(has_nan, 0, E2M1_SIGN)
-        mag_mask = tl.where(has_nan | (mult == 0.0), 0, E2M1_MAG_MASK)
+        bmask = tl.where(has_nan, 0, tl.where(mult == 0.0, 0x88, 0xFF))
     elif RECIPE == R_BLOCK16:
         ratio = tl.maximum(tl.math.div_rn(amax, E2M1_MAXV), B16_FLOOR)
         is_inf = ratio.to(tl.int32, bitcast=True) == F32_INF_BITS
@@ -221,8 +253,7 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         e = _block16_exponent(tl.where(ok, ratio, 1.0))
         sbyte = tl.where(has_nan, B16_NAN_BYTE, tl.where(is_inf, B16_INF_BYTE, e + B16_BIAS))
         mult = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 2**-e, exact: e in [-33, 126]
-        sign_mask = ok
-        mag_mask = ok
+        bmask = tl.where(ok, 0xFF, 0)
     elif RECIPE == R_MXFP4_RCEIL:
         # exact ceil(log2(amax / 6)): the mxfp4 exponent of a normal amax, plus one when its
         # mantissa exceeds 6's; subnormal and zero amax clamp to -127; inf -> byte 0xFE (2**127)
@@ -234,8 +265,7 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         sbyte = tl.where(has_nan, E8M0_NAN, tl.where(is_inf, RCEIL_INF_BYTE, shared + E8M0_BIAS))
         # 2**-shared, exact; an infinite block's 2**-127 is the float32 subnormal (bits 1 << 22)
         mult = tl.where(is_inf, F32_TWO_M127_BITS, (127 - shared) << 23).to(tl.float32, bitcast=True)
-        sign_mask = ~has_nan
-        mag_mask = ~has_nan
+        bmask = tl.where(has_nan, 0, 0xFF)
     else:
         tl.static_assert(RECIPE == R_MXFP4)
         abits = amax.to(tl.int32, bitcast=True)
@@ -249,38 +279,30 @@ def block_scale(amax, has_nan, g_ptr, RECIPE: tl.constexpr):
         shared = tl.where(abits > 0, shared, E8M0_MIN_EXP)
         sbyte = tl.where(ok, shared + E8M0_BIAS, E8M0_NAN)
         mult = ((127 - shared) << 23).to(tl.float32, bitcast=True)  # 2**-shared, exact
-        sign_mask = ok
-        mag_mask = ok
-    return sbyte, mult, sign_mask, mag_mask
+        bmask = tl.where(ok, 0xFF, 0)
+    return sbyte, mult, bmask
 
 
 @triton.jit
-def encode_elements(x, mult, keep_a, keep_b, RECIPE: tl.constexpr):
-    """float32 elements -> E2M1 codes (int32, 0..15); the per-block arguments broadcast to `x`.
+def encode_elements(x, mult, RECIPE: tl.constexpr, SHORT: tl.constexpr):
+    """float32 elements -> E2M1 codes (int32, 0..15) before the block's byte mask (see `block_scale`);
+    `mult` broadcasts to `x`.
 
-    `nvfp4`: `keep_a`/`keep_b` are a sign mask (8 or 0) and a magnitude mask (7 or 0) per
-    block. A NaN block has both 0; a block whose multiplier is 0 (`sf * g` overflowed, so
-    `y = x * 0`, NaN for an infinite `x`) keeps only its signs, as the oracle does. Masking the
-    code bits (one `LOP3`) replaces a per-element NaN test and select, and makes whatever a NaN
-    `y` would give irrelevant.
-
-    `fp4_mx_block16`, `mxfp4`: `keep_a` is the block's ok flag (False: every code 0);
-    `keep_b` is unused. (The mask form was measured slower for these two recipes on an H100.)
+    The sign is that of `x` (`-0.0` included), except for fp4_mx_block16, which follows the
+    oracle's `scaled < 0` (`-0.0` gives +0). A NaN `y` (masked off later) gives any code.
+    `SHORT`: `y` has at most 11 significant bits (a power-of-two `mult` and a 16-bit input), so
+    `e2m1_magnitude_short` is exact.
     """
     y = x * mult
-    if RECIPE == R_NVFP4:
-        sign = (x.to(tl.int32, bitcast=True) >> 28) & keep_a  # the sign of x, -0.0 included
-        mag = e2m1_magnitude(tl.abs(y), False)
-        code = (mag & keep_b) | sign
+    if RECIPE == R_BLOCK16:
+        sign = tl.where(y < 0.0, E2M1_SIGN, 0)
     else:
-        if RECIPE == R_BLOCK16:
-            sign = tl.where(y < 0.0, E2M1_SIGN, 0)  # the oracle's `scaled < 0`: -0.0 gives +0
-            mag = e2m1_magnitude(tl.abs(y), True)
-        else:
-            sign = (x.to(tl.int32, bitcast=True) >> 28) & E2M1_SIGN  # the sign of x, -0.0 included
-            mag = e2m1_magnitude(tl.abs(y), False)
-        code = tl.where(keep_a, sign | mag, 0)
-    return code
+        sign = (x.to(tl.int32, bitcast=True) >> 28) & E2M1_SIGN
+    if SHORT:
+        mag = e2m1_magnitude_short(tl.abs(y), RECIPE == R_BLOCK16)
+    else:
+        mag = e2m1_magnitude(tl.abs(y), RECIPE == R_BLOCK16)
+    return sign | mag
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,15 +457,19 @@ def _quantize_tile(x_ptr, x_stride, q_ptr, q_stride, s_ptr, s_stride, g_ptr, loc
         hi = _ftz(hi)
         sbyte, mult = block_scale_4over6(lo, hi, g_ptr, TOK, NB, HW_FMA)
         c_lo = encode_elements_4over6(lo, mult[:, :, None])
-        c_hi = encode_elements_4over6(hi, mult[:, :, None])
+        c_hi = encode_elements_4over6(hi, mult[:, :, None]) << 4
     else:
         amax = tl.reduce(_max_nan(tl.abs(lo), tl.abs(hi)), 2, _max_nan)  # NaN if the block holds one
         has_nan = amax != amax
-        sbyte, mult, keep_a, keep_b = block_scale(amax, has_nan, g_ptr, RECIPE)
-        mult, keep_a, keep_b = mult[:, :, None], keep_a[:, :, None], keep_b[:, :, None]
-        c_lo = encode_elements(lo, mult, keep_a, keep_b, RECIPE)
-        c_hi = encode_elements(hi, mult, keep_a, keep_b, RECIPE)
-    packed = tl.reshape(c_lo | (c_hi << 4), (TOK, ROWP // 2)).to(tl.uint8)  # element 2i in the low nibble
+        sbyte, mult, bmask = block_scale(amax, has_nan, g_ptr, RECIPE)
+        mult = mult[:, :, None]
+        # power-of-two multipliers on 16-bit inputs: y = x * 2**-e is exact and short
+        SHORT: tl.constexpr = (RECIPE != R_NVFP4) and (IN_KIND != IN_F32)
+        c_lo = encode_elements(lo, mult, RECIPE, SHORT)
+        c_hi = encode_elements(hi, mult, RECIPE, SHORT) << 4
+        c_lo = (c_lo | c_hi) & bmask[:, :, None]  # the byte mask, on both codes of a pair at once
+        c_hi = 0
+    packed = tl.reshape(c_lo | c_hi, (TOK, ROWP // 2)).to(tl.uint8)  # element 2i in the low nibble
     if HAS_LOC:
         slots = tl.load(loc_ptr + rows, mask=rmask, other=0).to(tl.int64)
     else:
