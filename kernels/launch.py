@@ -59,6 +59,23 @@ DEVICE_LAUNCHES: dict[str, dict[str, dict[str, int]]] = {
         "dequantize:fp4_mx_block16": {"elems": 2048, "warps": 8},
         "dequantize:mxfp4": {"elems": 2048, "warps": 8},
     },
+    "NVIDIA H200": {
+        "quantize:fp4_mx_block16": {"elems": 2048, "warps": 1},
+        "quantize:nvfp4": {"elems": 4096, "warps": 2},
+        "quantize:mxfp4": {"elems": 2048, "warps": 1},
+        "quantize:mxfp4_rceil": {"elems": 2048, "warps": 1},
+        "quantize:nvfp4_4over6": {"elems": 2048, "warps": 4},
+        "dequantize:fp4_mx_block16": {"elems": 8192, "warps": 8},
+        "dequantize:nvfp4": {"elems": 4096, "warps": 4},
+        "dequantize:mxfp4": {"elems": 8192, "warps": 8},
+        "dequantize:mxfp4_rceil": {"elems": 8192, "warps": 8},
+        "dequantize:nvfp4_4over6": {"elems": 4096, "warps": 4},
+        "gather:fp4_mx_block16": {"elems": 2048, "warps": 2},
+        "gather:nvfp4": {"elems": 2048, "warps": 2},
+        "gather:mxfp4": {"elems": 2048, "warps": 2},
+        "gather:mxfp4_rceil": {"elems": 2048, "warps": 2},
+        "gather:nvfp4_4over6": {"elems": 8192, "warps": 4},
+    },
 }
 """Fastest launch per GPU model (`torch.cuda.get_device_name()`) and `"{kind}:{recipe}"` (kind
 `quantize`, which also serves `store_kv`; `dequantize`; or `gather`, the dequantize kernel reading
