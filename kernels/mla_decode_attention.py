@@ -48,7 +48,7 @@ from nvfp4_kvcache.pool import MLATokenToKVPoolFP4
 from nvfp4_kvcache.pool._checks import resolve_layer_id
 
 __all__ = ["mla_decode_attention_fp4", "mla_decode_attention_dense", "MLA_DIMS", "MLA_BLOCK_H", "MLA_DECODES",
-           "MLA_LAUNCH_CHOICES"]
+           "MLA_LAUNCH_CHOICES", "MLA_DEFAULT_LAUNCH", "MLA_DEVICE_LAUNCHES", "mla_device_launch"]
 
 MLA_DIMS = (32, 64, 128, 256, 512)
 """Widths of the NoPE and RoPE parts the kernel handles (powers of two; DeepSeek-V3: 512 and 64)."""
@@ -76,6 +76,73 @@ the tensor cores' `M` dimension and the heads in `N` (as the MHA kernel's `token
 dependent tensor-core instructions per step."""
 
 
+MLA_DEFAULT_LAUNCH = {"block_n": 32, "num_warps": 4, "num_stages": 2, "block_h": MLA_BLOCK_H, "v_parts": 1,
+                      "tokens_as_m": False, "split_scores": False}
+"""The launch of a GPU, variant or head count that `MLA_DEVICE_LAUNCHES` does not list."""
+
+MLA_DEVICE_LAUNCHES: dict[str, dict[int, dict[str, dict[str, int]]]] = {
+    "NVIDIA H200": {
+        16: {
+            "bf16": {"block_n": 32, "num_warps": 4, "num_stages": 2, "block_h": 16, "v_parts": 1,
+                     "tokens_as_m": 0, "split_scores": 0},
+            "nvfp4+cvt_f16": {"block_n": 32, "num_warps": 4, "num_stages": 2, "block_h": 16, "v_parts": 1,
+                              "tokens_as_m": 0, "split_scores": 1},
+            "fp4_mx_block16+prmt_bf16": {"block_n": 32, "num_warps": 4, "num_stages": 2, "block_h": 16, "v_parts": 1,
+                                         "tokens_as_m": 0, "split_scores": 1},
+        },
+        128: {
+            "bf16": {"block_n": 64, "num_warps": 8, "num_stages": 3, "block_h": 64, "v_parts": 2,
+                     "tokens_as_m": 0, "split_scores": 0},
+            "nvfp4+cvt_f16": {"block_n": 64, "num_warps": 8, "num_stages": 2, "block_h": 64, "v_parts": 2,
+                              "tokens_as_m": 0, "split_scores": 0},
+            "fp4_mx_block16+prmt_bf16": {"block_n": 64, "num_warps": 8, "num_stages": 2, "block_h": 64, "v_parts": 2,
+                                         "tokens_as_m": 0, "split_scores": 0},
+        },
+    },
+}
+"""Fastest stage-1 launch per GPU model (`torch.cuda.get_device_name()`), query-head count and
+variant (`"bf16"`, `recipe+decoder`), as `scripts/bench_mla_decode_attention.py` measured it
+(DeepSeek-V3's latent, batch 8, 32k tokens; `num_kv_splits` is the caller's).
+`tests/test_mla_decode_attention_launches.py` checks every entry against the committed run of that
+GPU. A call takes the entry of the listed head count nearest its own (in powers of two, the
+smaller on a tie); the options it passes itself win."""
+
+
+def mla_device_launch(device: torch.device | str | None, variant: str, heads: int) -> dict[str, int]:
+    """The launch [`MLA_DEVICE_LAUNCHES`][nvfp4_kvcache_triton.mla_decode_attention.MLA_DEVICE_LAUNCHES]
+    lists for this GPU, variant and head count (the nearest listed), else `{}`.
+
+    Examples:
+        >>> mla_device_launch("cpu", "nvfp4+cvt_f16", 128)
+        {}
+    """
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda":
+        return {}
+    by_heads = MLA_DEVICE_LAUNCHES.get(_mha._device_name(dev.index), {})
+    listed = [h for h in sorted(by_heads) if variant in by_heads[h]]
+    if not listed or heads < 1:
+        return {}
+    near = min(listed, key=lambda h: (abs(math.log2(h) - math.log2(heads)), h))
+    return dict(by_heads[near][variant])
+
+
+def _resolve_launch(launch: dict, device: torch.device, variant: str, heads: int) -> dict:
+    """Fill the options left at `None`: the device table's entry, else `MLA_DEFAULT_LAUNCH`
+    (`block_n` stays `None` under the interpreter, which then steps 16 tokens)."""
+    if all(v is not None for v in launch.values()):
+        return launch
+    tuned = {} if _mha._interpreting() else mla_device_launch(device, variant, heads)
+    out = {}
+    for key, v in launch.items():
+        if v is None:
+            v = tuned.get(key, None if key == "block_n" and _mha._interpreting() else MLA_DEFAULT_LAUNCH[key])
+            if key in ("tokens_as_m", "split_scores") and v is not None:
+                v = bool(v)
+        out[key] = v
+    return out
+
+
 def mla_decode_attention_fp4(
     q_nope: torch.Tensor,
     q_rope: torch.Tensor,
@@ -91,12 +158,12 @@ def mla_decode_attention_fp4(
     validate: bool = True,
     decode: str = "placement",
     block_n: int | None = None,
-    num_warps: int = 4,
-    num_stages: int = 2,
-    block_h: int = MLA_BLOCK_H,
-    v_parts: int = 1,
-    tokens_as_m: bool = False,
-    split_scores: bool = False,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    block_h: int | None = None,
+    v_parts: int | None = None,
+    tokens_as_m: bool | None = None,
+    split_scores: bool | None = None,
 ) -> torch.Tensor:
     """Decode attention of one query token per request over an FP4 MLA latent pool, read in place.
 
@@ -115,7 +182,7 @@ def mla_decode_attention_fp4(
         decode: how E2M1 codes become numbers, one of `MLA_DECODES`: `"placement"` (pure
             Triton, runs everywhere), `"cvt_f16"` (nvfp4 only; under the interpreter its
             pure-Triton twin) or `"prmt_bf16"` (GPU only).
-        block_n: stage-1 tokens per step (default 32 on a GPU, 16 under the interpreter).
+        block_n: stage-1 tokens per step.
         num_warps: stage-1 warps per program (GPU).
         num_stages: stage-1 software-pipelining stages (GPU).
         block_h: query heads per stage-1 program (`MLA_LAUNCH_CHOICES`).
@@ -123,6 +190,11 @@ def mla_decode_attention_fp4(
         tokens_as_m: tokens in the tensor cores' `M` dimension, heads in `N`.
         split_scores: the score dot as independent partial dots (each latent part's even and odd
             halves, the RoPE part), summed after scaling.
+
+            The seven launch options left at `None` come from the GPU's entry in
+            [`MLA_DEVICE_LAUNCHES`][nvfp4_kvcache_triton.mla_decode_attention.MLA_DEVICE_LAUNCHES]
+            for this variant and head count, else from `MLA_DEFAULT_LAUNCH` (and
+            `block_n` 16 under the interpreter).
 
     Returns:
         `out_dtype [B, H, kv_lora_rank]` in latent space.
@@ -140,6 +212,10 @@ def mla_decode_attention_fp4(
     kv, kvs = t["kv"], t["kv_scale"]
     if decode not in MLA_DECODES:
         raise ValueError(f"decode must be one of {MLA_DECODES}, got {decode!r}")
+    if decode == "prmt_bf16" and block_n is not None and block_n < 32:
+        # as in the MHA kernel (its _check_decode): wrong outputs at 16 tokens per step on an H200
+        raise ValueError(f"decode='prmt_bf16' needs block_n >= 32, got {block_n}: Triton 3.6 builds a wrong "
+                         "kernel at 16 tokens per step")
     if decode == "prmt_bf16" and _mha._interpreting():
         raise ValueError("decode='prmt_bf16' uses inline PTX, which Triton's interpreter cannot run; "
                          "use decode='placement' (its pure-Triton twin)")
@@ -147,10 +223,11 @@ def mla_decode_attention_fp4(
         raise ValueError(f"decode='cvt_f16' needs E4M3 block scales (nvfp4), not {pool.recipe.name!r}'s: a "
                          "power-of-two scale times an E2M1 value does not fit float16 in general")
     g = None if pool.kv_scales is None else pool.kv_scales[i : i + 1]
+    variant = pool.recipe.name if decode == "placement" else f"{pool.recipe.name}+{decode}"
     return _run(q_nope, q_rope, kv, kvs, kv.stride(0), kvs.stride(0), g, _k.FMT_IDS[pool.recipe.name],
                 _k.DECODE_IDS[decode], dl, dr, kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype,
                 validate, dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h,
-                               v_parts=v_parts, tokens_as_m=tokens_as_m, split_scores=split_scores))
+                               v_parts=v_parts, tokens_as_m=tokens_as_m, split_scores=split_scores), variant)
 
 
 def mla_decode_attention_dense(
@@ -167,12 +244,12 @@ def mla_decode_attention_dense(
     out_dtype: torch.dtype = torch.float32,
     validate: bool = True,
     block_n: int | None = None,
-    num_warps: int = 4,
-    num_stages: int = 2,
-    block_h: int = MLA_BLOCK_H,
-    v_parts: int = 1,
-    tokens_as_m: bool = False,
-    split_scores: bool = False,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    block_h: int | None = None,
+    v_parts: int | None = None,
+    tokens_as_m: bool | None = None,
+    split_scores: bool | None = None,
 ) -> torch.Tensor:
     """The same kernel over a BF16 latent cache (the baseline of `mla_decode_attention_fp4`).
 
@@ -249,7 +326,7 @@ def mla_decode_attention_dense(
     return _run(q_nope, q_rope, kv_buffer, kv_buffer, kv_buffer.stride(0), 0, None, _k.FMT_IDS["bf16"], 0, dl, dr,
                 kv_indptr, kv_indices, sm_scale, num_kv_splits, page_size, out_dtype, validate,
                 dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, block_h=block_h, v_parts=v_parts,
-                     tokens_as_m=tokens_as_m, split_scores=split_scores))
+                     tokens_as_m=tokens_as_m, split_scores=split_scores), "bf16")
 
 
 STAGE2_TILE = 4096
@@ -285,7 +362,7 @@ def _check_launch(launch: dict, dl: int) -> None:
 
 
 def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv_indptr, kv_indices, sm_scale,
-         num_kv_splits, page_size, out_dtype, validate, launch) -> torch.Tensor:
+         num_kv_splits, page_size, out_dtype, validate, launch, variant) -> torch.Tensor:
     """The checks both entry points share, and the two launches."""
     for d, name in ((dl, "kv_lora_rank"), (dr, "qk_rope_head_dim")):
         if d not in MLA_DIMS:
@@ -304,6 +381,7 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
         raise ValueError(f"num_kv_splits must be a positive int, got {num_kv_splits!r}")
     if out_dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"out_dtype must be torch.float32 or torch.bfloat16, got {out_dtype}")
+    launch = _resolve_launch(launch, q_nope.device, variant, q_nope.shape[1])
     _check_launch(launch, dl)
     _mha._check_indices(kv_indptr, kv_indices, q_nope.shape[0], kv.shape[0], q_nope, validate)
     page = _mha._check_page(page_size)
@@ -324,7 +402,8 @@ def _run(q_nope, q_rope, kv, kvs, d_stride, s_stride, g, fmt, decode, dl, dr, kv
     mla_decode_stage1[(batch, math.ceil(heads / bh) * parts, num_kv_splits)](
         q_nope, q_nope.stride(0), q_nope.stride(1), q_rope, q_rope.stride(0), q_rope.stride(1),
         kv, kvs, d_stride, s_stride, g, kv_indptr, kv_indices, mid_o, mid_lse, float(sm_scale), heads,
-        DL=dl, DR=dr, BLOCK_H=bh, BLOCK_N=launch["block_n"] or (16 if interp else 32), PAGE=page, KV_FMT=fmt,
+        DL=dl, DR=dr, BLOCK_H=bh, BLOCK_N=16 if interp and launch["block_n"] is None else launch["block_n"] or 32,
+        PAGE=page, KV_FMT=fmt,
         INTERP=interp, DECODE=decode, V_PARTS=parts, TOKENS_AS_M=bool(launch["tokens_as_m"]),
         SPLIT_SCORES=bool(launch["split_scores"]), **extra,
     )

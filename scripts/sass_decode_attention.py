@@ -75,7 +75,7 @@ def stage2_src(variant: str, d: int, splits: int):
     types = dict(mid_o="*fp32", mid_lse="*fp32", gv_ptr="*fp32", out_ptr="*fp32", o_sb="i32", o_sh="i32",
                  SPLITS="i32")
     consts = dict(D=d, BLOCK_S=triton.next_power_of_2(splits), KV_FMT=kd.FMT_IDS[fmt], OUT_BF16=False,
-                  DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"])
+                  DECODE={**kd.DECODE_IDS, **kd.ABLATION_IDS}[dec or "placement"], BLOCK_D=0)
     return _c._src(kd.decode_stage2, types, consts, {"mid_o", "mid_lse", "gv_ptr", "out_ptr", "o_sb", "o_sh"})
 
 
