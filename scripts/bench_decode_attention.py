@@ -51,7 +51,7 @@ import torch
 
 from benchkit import kvcaches as kc
 from benchkit import warmup
-from benchkit.record import ROOT, Saver, device_for, log, run_record
+from benchkit.record import ROOT, Saver, device_for, log, run_record, why
 from benchkit.timing import ceilings, time_events, time_graph
 from benchkit.upstream import load_kvfp4_tensor, load_sglang_decode
 
@@ -228,7 +228,7 @@ def flashinfer_stage(caches, q, indptr, idx, shape, smoke: bool, oracle=None) ->
     try:
         harness = importlib.import_module(FLASHINFER_HARNESS)
     except ImportError as e:
-        return {"available": False, "reason": f"{type(e).__name__}: {e}"}
+        return {"available": False, "reason": why(e)}
     why = harness.unavailable() if hasattr(harness, "unavailable") else None
     if why:
         return {"available": False, "reason": why}
@@ -236,7 +236,7 @@ def flashinfer_stage(caches, q, indptr, idx, shape, smoke: bool, oracle=None) ->
         kw = {} if oracle is None else {"oracle": oracle}
         rows = harness.rows(caches, q, indptr, idx, shape, lambda fn: time_graph(fn, smoke), **kw)
     except Exception as e:  # noqa: BLE001 - record why, keep going
-        return {"available": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
+        return {"available": True, "ran": False, "reason": why(e),
                 "trace": traceback.format_exc()[-1500:]}
     return {"available": True, "ran": True, "rows": rows}
 
@@ -275,7 +275,7 @@ def sglang_anchor(shape, k, v, q, indptr, idx, splits: int, ref_out, smoke: bool
     try:
         mod = load_sglang_decode()
     except Exception as e:  # noqa: BLE001
-        return {"loaded": False, "reason": f"{type(e).__name__}: {e}"}
+        return {"loaded": False, "reason": why(e)}
     b, hq, d = q.shape
     o = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
     logits = torch.empty(b, hq, splits, d, dtype=torch.float32, device=q.device)
@@ -291,7 +291,7 @@ def sglang_anchor(shape, k, v, q, indptr, idx, splits: int, ref_out, smoke: bool
         err = float((o.float() - ref_out.float()).abs().max())
         ms = time_graph(run, smoke)
     except Exception as e:  # noqa: BLE001
-        return {"loaded": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
+        return {"loaded": True, "ran": False, "reason": why(e),
                 "trace": traceback.format_exc()[-1500:]}
     return {"loaded": True, "ran": True, "ms": ms, "num_kv_splits": splits, "max_abs_diff_vs_our_bf16": err}
 

@@ -30,7 +30,7 @@ import traceback
 import torch
 
 from benchkit import mla, warmup
-from benchkit.record import ROOT, Saver, device_for, log, run_record
+from benchkit.record import ROOT, Saver, device_for, log, run_record, why
 from benchkit.timing import ceilings, time_events, time_graph
 from benchkit.upstream import load_sglang_decode
 
@@ -111,7 +111,7 @@ def sglang_mla_anchor(shape, caches, qn, qr, indptr, idx, splits: int, ours, smo
     try:
         mod = load_sglang_decode()
     except Exception as e:  # noqa: BLE001
-        return {"loaded": False, "reason": f"{type(e).__name__}: {e}"}
+        return {"loaded": False, "reason": why(e)}
     q = torch.cat([qn, qr], -1)
     if smoke:  # the interpreter's bf16 tl.dot is wrong: upstream's kernel on an fp32 copy
         q = q.float()
@@ -132,7 +132,7 @@ def sglang_mla_anchor(shape, caches, qn, qr, indptr, idx, splits: int, ours, smo
         err = float((o.float() - ours.float()).abs().max())
         ms = time_graph(run, smoke)
     except Exception as e:  # noqa: BLE001
-        return {"loaded": True, "ran": False, "reason": f"{type(e).__name__}: {e}",
+        return {"loaded": True, "ran": False, "reason": why(e),
                 "trace": traceback.format_exc()[-1500:]}
     return {"loaded": True, "ran": True, "ms": ms, "num_kv_splits": splits, "max_abs_diff_vs_our_bf16": err}
 

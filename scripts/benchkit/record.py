@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
 """The checkout (the folder holding `scripts/`)."""
 
 
+def why(e: BaseException) -> str:
+    """An exception as a one-line reason for a data file, without the paths of the machine it ran
+    on (the repository root becomes `.`, the interpreter `python`).
+
+    Examples:
+        >>> why(FileNotFoundError(str(ROOT / ".cache" / "x")))
+        'FileNotFoundError: ./.cache/x'
+    """
+    text = f"{type(e).__name__}: {e}".replace(str(ROOT), ".")
+    return text.replace(sys.executable, "python") if sys.executable else text
+
+
 def log(*args) -> None:
     """Print one progress line now (unbuffered, so a run cut short still shows how far it got)."""
     print(*args, flush=True)
