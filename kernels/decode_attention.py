@@ -497,7 +497,7 @@ def decode_attention_fp4(
         _check_pages(kv_indptr, kv_indices, page)
     ks8 = ks.view(torch.uint8) if ks.dtype != torch.uint8 else ks
     vs8 = vs.view(torch.uint8) if vs.dtype != torch.uint8 else vs
-    _check_decode(decode, fl.recipe, launch.get("block_n"))
+    _check_decode(decode, launch.get("block_n"))
     fmt = _k.FMT_IDS[fl.recipe]
     s_strides = (ks.stride(0), ks.stride(1) if ks.dim() == 3 else nb)
     return _launch(fmt, q, fl.k, fl.v, ks8, vs8, s_strides, gk, gv, kv_indptr, kv_indices, sm_scale,
@@ -524,7 +524,8 @@ def _global_scales(recipe: str, k_global, v_global, device: torch.device) -> tup
     return _scale_tensor(k_global, "k_global", device), _scale_tensor(v_global, "v_global", device)
 
 
-def _check_decode(decode: object, recipe: str, block_n: object = None) -> None:
+def _check_decode(decode: object, block_n: object = None) -> None:
+    """Refuse a decoder this build cannot run as asked (the MLA launcher calls it too)."""
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     if decode == "prmt_bf16" and isinstance(block_n, int) and block_n < 32:
@@ -564,7 +565,7 @@ def _decode_page_blocks(q, blocks: FP4PageBlocks, kv_indptr, kv_indices, sm_scal
     gk, gv = _global_scales(blocks.recipe, blocks.k_global, blocks.v_global, q.device)
     if validate:
         _check_pages(kv_indptr, kv_indices, page)
-    _check_decode(decode, blocks.recipe, launch.get("block_n"))
+    _check_decode(decode, launch.get("block_n"))
     st = blocks.k.stride()
     return _launch(_k.FMT_IDS[blocks.recipe], q, blocks.k, blocks.v, blocks.k, blocks.v, (st[0], st[1]), gk, gv,
                    kv_indptr, kv_indices, sm_scale, num_kv_splits, page, out_dtype, heads, dim,

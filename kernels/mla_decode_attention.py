@@ -212,16 +212,11 @@ def mla_decode_attention_fp4(
     kv, kvs = t["kv"], t["kv_scale"]
     if decode not in MLA_DECODES:
         raise ValueError(f"decode must be one of {MLA_DECODES}, got {decode!r}")
-    if decode == "prmt_bf16" and block_n is not None and block_n < 32:
-        # as in the MHA kernel (its _check_decode): wrong outputs at 16 tokens per step on an H200
-        raise ValueError(f"decode='prmt_bf16' needs block_n >= 32, got {block_n}: Triton 3.6 builds a wrong "
-                         "kernel at 16 tokens per step")
-    if decode == "prmt_bf16" and _mha._interpreting():
-        raise ValueError("decode='prmt_bf16' uses inline PTX, which Triton's interpreter cannot run; "
-                         "use decode='placement' (its pure-Triton twin)")
+    _mha._check_decode(decode, block_n)   # prmt_bf16: 16-token steps and the interpreter refused
     if decode == "cvt_f16" and pool.recipe.scale.torch_dtype is not torch.float8_e4m3fn:
-        raise ValueError(f"decode='cvt_f16' needs E4M3 block scales (nvfp4), not {pool.recipe.name!r}'s: a "
-                         "power-of-two scale times an E2M1 value does not fit float16 in general")
+        raise ValueError(f"decode='cvt_f16' here needs E4M3 block scales (nvfp4), not {pool.recipe.name!r}'s: "
+                         "the power-of-two path (each step's scales relative to its largest) is built for the "
+                         "MHA kernel only; use decode='prmt_bf16' or 'placement'")
     g = None if pool.kv_scales is None else pool.kv_scales[i : i + 1]
     variant = pool.recipe.name if decode == "placement" else f"{pool.recipe.name}+{decode}"
     return _run(q_nope, q_rope, kv, kvs, kv.stride(0), kvs.stride(0), g, _k.FMT_IDS[pool.recipe.name],

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from accuracy_tables import DIST_ORDER, SCHEME_ORDER, load  # noqa: E402
-from figure_style import rc  # noqa: E402
+from figure_style import rc, save_svg  # noqa: E402
 
 WIDTH_IN = 10.0
 plt.rcParams.update(rc(WIDTH_IN, "nvfp4-kvcache-accuracy"))
@@ -50,11 +50,7 @@ STYLE = {
 orange MXFP4, blue NVFP4, green NVFP4 with the 4-over-6 search), a line style per variant."""
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", metadata={"Date": None})   # the figure's own size: see WIDTH_IN
-    plt.close(fig)
-    return path
+_save = save_svg   # the figure's own size: see WIDTH_IN
 
 
 def _heat(ax, m: np.ndarray, title: str, vmin: float, vmax: float, xlabels: bool):

@@ -12,7 +12,10 @@ always gives the same bytes. Never pass a smaller `fontsize=` than the default t
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 
 COLUMN_PX = 748
 """The article column's width in px at a 1280-px window (measured in Chromium)."""
@@ -34,3 +37,26 @@ def rc(width_in: float, salt: str) -> dict:
         "svg.fonttype": "none",                 # text stays text
         "svg.hashsalt": salt,                   # fixed ids: deterministic bytes
     }
+
+
+def save_svg(fig, path: Path) -> Path:
+    """Write `fig` to `path` as SVG at its own size, without a date (the same data gives the same
+    bytes), and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return path
+
+
+def plot_main(plot, doc: str, data: Path, out: Path, argv=None) -> int:
+    """The command line of a script that draws one figure from one JSON: `--json PATH`
+    (default `data`) and `--out PATH` (default `out`); `plot(loaded_json, out_path)` draws it."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--json", default=str(data))
+    ap.add_argument("--out", default=str(out))
+    args = ap.parse_args(argv)
+    plot(json.loads(Path(args.json).read_text()), Path(args.out))
+    print(f"wrote {args.out}")
+    return 0

@@ -19,12 +19,10 @@ python scripts/plot_decode_attention.py [--json PATH] [--out PATH]
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-from figure_style import rc  # noqa: E402
+from figure_style import plot_main, rc, save_svg
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH_IN, HEIGHT_IN = 10.0, 4.6
@@ -107,19 +105,11 @@ def _draw(plt, d: dict, out: Path) -> None:
     axes[0][0].set_ylabel("speedup over BF16\n(same kernel design)")
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=len(others))
     fig.suptitle(f"Decode attention, {d['device']}, {d['date'][:10]} (dashed: the 3x goal)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    save_svg(fig, out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default=str(DATA))
-    ap.add_argument("--out", default=str(OUT))
-    args = ap.parse_args(argv)
-    plot(json.loads(Path(args.json).read_text()), Path(args.out))
-    print(f"wrote {args.out}")
-    return 0
+    return plot_main(plot, __doc__, DATA, OUT, argv)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,10 @@ python scripts/plot_quant_kernels.py [--json PATH] [--out PATH]
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figure_style import rc  # noqa: E402
+from figure_style import plot_main, rc, save_svg
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data" / "perf" / "quant_kernels.json"
@@ -63,19 +60,11 @@ def _draw(plt, data: dict, out: Path) -> None:
     ax1.legend(loc="upper left", ncol=2)
     ax2.legend(loc="upper left")
     fig.suptitle(f"FP4 kernels on {data['device']} ({data['date'][:10]})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    save_svg(fig, out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", default=str(DATA))
-    ap.add_argument("--out", default=str(OUT))
-    args = ap.parse_args(argv)
-    plot(json.loads(Path(args.json).read_text()), Path(args.out))
-    print(f"wrote {args.out}")
-    return 0
+    return plot_main(plot, __doc__, DATA, OUT, argv)
 
 
 if __name__ == "__main__":
